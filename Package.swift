@@ -1,0 +1,44 @@
+// swift-tools-version:6.0
+import PackageDescription
+
+let package = Package(
+    name: "QRGate",
+    platforms: [.macOS(.v14)],
+    products: [
+        .executable(name: "qrgate", targets: ["qrgate"]),
+    ],
+    dependencies: [
+        .package(url: "https://github.com/apple/swift-argument-parser", from: "1.5.0"),
+        .package(url: "https://github.com/apple/swift-log", from: "1.6.0"),
+    ],
+    targets: [
+        // C libraries, wrapped once each (module.modulemap + prefixed shim.h).
+        .systemLibrary(name: "CWebSockets", pkgConfig: "libwebsockets",
+                       providers: [.apt(["libwebsockets-dev"])]),
+        .systemLibrary(name: "CCurl", pkgConfig: "libcurl",
+                       providers: [.apt(["libcurl4-openssl-dev"])]),
+        .systemLibrary(name: "CQREncode", pkgConfig: "libqrencode",
+                       providers: [.apt(["libqrencode-dev"])]),
+        .systemLibrary(name: "CPNG", pkgConfig: "libpng",
+                       providers: [.apt(["libpng-dev"])]),
+
+        .target(name: "QRGateCore", dependencies: [
+            .product(name: "Logging", package: "swift-log"),
+        ]),
+        .target(name: "QRGateQR", dependencies: ["CQREncode", "CPNG"]),
+        .target(name: "QRGateHTTP", dependencies: ["CCurl"]),
+        .target(name: "QRGateServer", dependencies: [
+            "CWebSockets", "QRGateCore", "QRGateQR",
+            .product(name: "Logging", package: "swift-log"),
+        ]),
+        .executableTarget(name: "qrgate", dependencies: [
+            "QRGateCore", "QRGateServer",
+            .product(name: "ArgumentParser", package: "swift-argument-parser"),
+            .product(name: "Logging", package: "swift-log"),
+        ]),
+
+        .testTarget(name: "QRGateCoreTests", dependencies: ["QRGateCore"]),
+        .testTarget(name: "QRGateQRTests", dependencies: ["QRGateQR"]),
+        .testTarget(name: "QRGateServerTests", dependencies: ["QRGateServer", "QRGateHTTP", "QRGateCore"]),
+    ]
+)

@@ -1,0 +1,165 @@
+private import CCurl
+import Foundation
+
+/// `curl_global_init` runs once, before the first handle (it is not thread-safe itself).
+private let curlGlobalInit: Void = { curl_global_init(Int(CURL_GLOBAL_DEFAULT)) }()
+
+/// An HTTP request for the libcurl client.
+public struct ClientRequest: Sendable {
+    public var method: String
+    public var url: String
+    public var headers: [(String, String)]
+    public var body: [UInt8]?
+    /// Whole-request deadline.
+    public var timeoutSeconds: Double
+    /// Bodies over this many bytes fail with `.bodyTooLarge`.
+    public var maxResponseBytes: Int
+
+    public init(method: String = "GET", url: String, headers: [(String, String)] = [], body: [UInt8]? = nil,
+                timeoutSeconds: Double = 8, maxResponseBytes: Int = 1 << 20) {
+        self.method = method; self.url = url; self.headers = headers; self.body = body
+        self.timeoutSeconds = timeoutSeconds; self.maxResponseBytes = maxResponseBytes
+    }
+}
+
+/// What came back.
+public struct ClientResponse: Sendable {
+    public var status: Int
+    public var contentType: String?
+    public var body: [UInt8]
+    public var text: String { String(decoding: body, as: UTF8.self) }
+}
+
+/// Transport failures, each with a reason safe to show to a user (no URLs with credentials, no keys).
+public enum HTTPClientError: Error, Equatable, CustomStringConvertible {
+    case timeout(seconds: Double)
+    case connectionRefused
+    case unresolvable
+    case bodyTooLarge(limit: Int)
+    case invalidRequest(String)
+    case transport(String)
+
+    public var description: String {
+        switch self {
+        case let .timeout(s): "no answer within \(s) s"
+        case .connectionRefused: "connection refused"
+        case .unresolvable: "host name could not be resolved"
+        case let .bodyTooLarge(limit): "response body over \(limit) bytes"
+        case let .invalidRequest(why): "invalid request: \(why)"
+        case let .transport(why): "transport error: \(why)"
+        }
+    }
+}
+
+/// One libcurl easy handle set up for one request; owns the handle, its header list and its buffers.
+final class CurlTransfer {
+    let handle: OpaquePointer
+    let request: ClientRequest
+    private var headerList: UnsafeMutablePointer<curl_slist>?
+    private var received: [UInt8] = []
+    private var overflowed = false
+    private var errorBuffer = [CChar](repeating: 0, count: Int(CURL_ERROR_SIZE) + 1)
+    /// Handed to the C callbacks; balanced in deinit.
+    private var selfRef: Unmanaged<CurlTransfer>?
+
+    init(_ request: ClientRequest) throws(HTTPClientError) {
+        _ = curlGlobalInit
+        guard let h = curl_easy_init() else { throw .transport("curl_easy_init failed") }
+        handle = h
+        self.request = request
+        let ref = Unmanaged.passUnretained(self)
+        selfRef = ref
+        guard request.url.hasPrefix("http://") || request.url.hasPrefix("https://") else {
+            throw .invalidRequest("URL must start with http:// or https://")
+        }
+        qg_curl_setopt_ptr(h, CURLOPT_URL, request.url)
+        qg_curl_setopt_long(h, CURLOPT_NOSIGNAL, 1)
+        qg_curl_setopt_long(h, CURLOPT_TIMEOUT_MS, Int(request.timeoutSeconds * 1000))
+        qg_curl_setopt_long(h, CURLOPT_CONNECTTIMEOUT_MS, Int(min(request.timeoutSeconds, 5) * 1000))
+        qg_curl_setopt_long(h, CURLOPT_PROTOCOLS, Int(CURLPROTO_HTTP | CURLPROTO_HTTPS))
+        qg_curl_setopt_long(h, CURLOPT_FOLLOWLOCATION, 0)
+        qg_curl_setopt_write(h, qgCurlWrite)
+        qg_curl_setopt_ptr(h, CURLOPT_WRITEDATA, ref.toOpaque())
+        qg_curl_setopt_ptr(h, CURLOPT_PRIVATE, ref.toOpaque())
+        errorBuffer.withUnsafeMutableBufferPointer { _ = qg_curl_setopt_ptr(h, CURLOPT_ERRORBUFFER, $0.baseAddress) }
+        switch request.method {
+        case "GET": break
+        case "HEAD": qg_curl_setopt_long(h, CURLOPT_NOBODY, 1)
+        default: qg_curl_setopt_ptr(h, CURLOPT_CUSTOMREQUEST, request.method)
+        }
+        if let body = request.body {
+            qg_curl_setopt_off(h, CURLOPT_POSTFIELDSIZE_LARGE, curl_off_t(body.count))
+            body.withUnsafeBytes { _ = qg_curl_setopt_ptr(h, CURLOPT_COPYPOSTFIELDS, $0.baseAddress ?? UnsafeRawPointer(bitPattern: 1)) }
+            if request.method == "GET" { qg_curl_setopt_long(h, CURLOPT_POST, 1) }
+        }
+        var list: UnsafeMutablePointer<curl_slist>?
+        for (name, value) in request.headers {
+            guard !name.contains(where: { $0 == "\r" || $0 == "\n" || $0 == ":" }), !value.contains(where: { $0 == "\r" || $0 == "\n" }) else {
+                curl_slist_free_all(list)
+                throw .invalidRequest("header \(name) contains a line break")
+            }
+            list = curl_slist_append(list, "\(name): \(value)")
+        }
+        // Without this, curl sends "Expect: 100-continue" for bodies over 1 KiB and waits a second.
+        list = curl_slist_append(list, "Expect:")
+        headerList = list
+        qg_curl_setopt_ptr(h, CURLOPT_HTTPHEADER, list)
+    }
+
+    deinit {
+        curl_easy_cleanup(handle)
+        curl_slist_free_all(headerList)
+    }
+
+    fileprivate func append(_ bytes: UnsafeRawBufferPointer) -> Bool {
+        if received.count + bytes.count > request.maxResponseBytes {
+            overflowed = true
+            return false
+        }
+        received.append(contentsOf: bytes)
+        return true
+    }
+
+    /// Turns the transfer's outcome into a response or a typed failure.
+    func result(_ code: CURLcode) -> Result<ClientResponse, HTTPClientError> {
+        switch code {
+        case CURLE_OK:
+            var status = 0
+            qg_curl_getinfo_long(handle, CURLINFO_RESPONSE_CODE, &status)
+            var ct: UnsafeMutablePointer<CChar>?
+            qg_curl_getinfo_str(handle, CURLINFO_CONTENT_TYPE, &ct)
+            return .success(ClientResponse(status: status, contentType: ct.map { String(cString: $0) }, body: received))
+        case CURLE_OPERATION_TIMEDOUT: return .failure(.timeout(seconds: request.timeoutSeconds))
+        case CURLE_COULDNT_CONNECT: return .failure(.connectionRefused)
+        case CURLE_COULDNT_RESOLVE_HOST: return .failure(.unresolvable)
+        case CURLE_WRITE_ERROR where overflowed: return .failure(.bodyTooLarge(limit: request.maxResponseBytes))
+        default:
+            let detail = String(decoding: errorBuffer.prefix { $0 != 0 }.map { UInt8(bitPattern: $0) }, as: UTF8.self)
+            return .failure(.transport(detail.isEmpty ? String(cString: curl_easy_strerror(code)) : detail))
+        }
+    }
+
+    /// Runs the transfer on the calling thread.
+    func perform() -> Result<ClientResponse, HTTPClientError> { result(curl_easy_perform(handle)) }
+
+    /// The transfer that owns an easy handle (for the multi interface).
+    static func owner(of handle: OpaquePointer) -> CurlTransfer? {
+        var raw: UnsafeMutableRawPointer?
+        qg_curl_getinfo_private(handle, &raw)
+        return raw.map { Unmanaged<CurlTransfer>.fromOpaque($0).takeUnretainedValue() }
+    }
+}
+
+private func qgCurlWrite(_ data: UnsafeMutablePointer<CChar>?, _ size: Int, _ count: Int, _ user: UnsafeMutableRawPointer?) -> Int {
+    guard let user, let data else { return 0 }
+    let n = size * count
+    let transfer = Unmanaged<CurlTransfer>.fromOpaque(user).takeUnretainedValue()
+    return transfer.append(UnsafeRawBufferPointer(start: data, count: n)) ? n : 0
+}
+
+/// Blocking HTTP over libcurl: one request on the calling thread.
+public enum HTTPClient {
+    public static func perform(_ request: ClientRequest) -> Result<ClientResponse, HTTPClientError> {
+        do { return try CurlTransfer(request).perform() } catch { return .failure(error) }
+    }
+}

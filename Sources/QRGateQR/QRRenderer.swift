@@ -1,0 +1,76 @@
+import Foundation
+
+/// How QR images look: taken from the `qr` section of the configuration.
+public struct QRStyle: Sendable, Equatable {
+    public var correction: QRErrorCorrection
+    /// Light modules around the symbol; scanners want at least 4.
+    public var quietZone: Int
+    /// Pixels per module in the PNG (and user units in the SVG).
+    public var moduleSize: Int
+
+    public init(correction: QRErrorCorrection = .medium, quietZone: Int = 4, moduleSize: Int = 6) {
+        self.correction = correction
+        self.quietZone = max(0, quietZone)
+        self.moduleSize = max(1, moduleSize)
+    }
+}
+
+/// One rendered QR code: the text and its images.
+public struct RenderedQR: Sendable, Equatable {
+    public let text: String
+    public let svg: String
+    public let pngDataURL: String
+}
+
+/// Renders text as QR images (SVG markup and PNG data URL).
+public struct QRRenderer: Sendable {
+    public let style: QRStyle
+
+    public init(style: QRStyle) { self.style = style }
+
+    public func render(_ text: String) throws -> RenderedQR {
+        let matrix = try QRMatrix(encoding: text, correction: style.correction)
+        return RenderedQR(text: text, svg: svg(matrix), pngDataURL: try pngDataURL(matrix))
+    }
+
+    public func svg(_ text: String) throws -> String { svg(try QRMatrix(encoding: text, correction: style.correction)) }
+    public func png(_ text: String) throws -> [UInt8] { try png(try QRMatrix(encoding: text, correction: style.correction)) }
+
+    /// A square SVG: one path of horizontal runs, so the markup stays small.
+    public func svg(_ m: QRMatrix) -> String {
+        let q = style.quietZone
+        let side = m.width + 2 * q
+        let px = side * style.moduleSize
+        var d = ""
+        d.reserveCapacity(m.width * m.width)
+        for y in 0..<m.width {
+            var x = 0
+            while x < m.width {
+                guard m[x, y] else { x += 1; continue }
+                let start = x
+                while x < m.width && m[x, y] { x += 1 }
+                d += "M\(start + q) \(y + q)h\(x - start)v1h-\(x - start)z"
+            }
+        }
+        return ##"<svg xmlns="http://www.w3.org/2000/svg" viewBox="0 0 \##(side) \##(side)" width="\##(px)" height="\##(px)" shape-rendering="crispEdges"><rect width="100%" height="100%" fill="#fff"/><path fill="#000" d="\##(d)"/></svg>"##
+    }
+
+    public func png(_ m: QRMatrix) throws -> [UInt8] {
+        let q = style.quietZone, s = style.moduleSize
+        let side = (m.width + 2 * q) * s
+        var pixels = [UInt8](repeating: 255, count: side * side)
+        for y in 0..<m.width {
+            for x in 0..<m.width where m[x, y] {
+                for dy in 0..<s {
+                    let row = ((y + q) * s + dy) * side + (x + q) * s
+                    for dx in 0..<s { pixels[row + dx] = 0 }
+                }
+            }
+        }
+        return try PNGEncoder.grayscale(width: side, height: side, pixels: pixels)
+    }
+
+    public func pngDataURL(_ m: QRMatrix) throws -> String {
+        "data:image/png;base64," + Data(try png(m)).base64EncodedString()
+    }
+}

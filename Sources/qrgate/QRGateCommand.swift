@@ -1,0 +1,11 @@
+import ArgumentParser
+
+@main
+struct QRGateCommand: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "qrgate",
+        abstract: "Real-time QR-linking gateway: keeps WhatsApp linking QR codes fresh and pushes them over WebSocket.",
+        subcommands: [Serve.self],
+        defaultSubcommand: Serve.self
+    )
+}

@@ -1,0 +1,32 @@
+import ArgumentParser
+import Foundation
+import Logging
+import QRGateCore
+import QRGateServer
+
+struct Serve: ParsableCommand {
+    static let configuration = CommandConfiguration(abstract: "Run the gateway.")
+
+    @Option(help: "Address to listen on.") var host = "127.0.0.1"
+    @Option(help: "Port to listen on; 0 picks a free one.") var port = 8080
+    @Option(help: "Configuration file (JSON).") var config = "Config/qrgate.json"
+    @Option(name: .customLong("static-dir"), help: "Directory of the served page.") var staticDir = "static"
+
+    func run() throws {
+        let cfg: Config
+        do {
+            cfg = try Config.load(path: config, required: config != "Config/qrgate.json",
+                                  environment: ProcessInfo.processInfo.environment)
+        } catch {
+            throw ValidationError(error.description)
+        }
+        let logger = Logging.bootstrap(level: cfg.log.level)
+        let app = try GatewayApp(config: cfg, host: host, port: port, staticDir: staticDir, logger: logger)
+        let port = try app.start()
+        // One line on stdout, flushed at once: scripts and tests read the real port from it.
+        FileHandle.standardOutput.write(Data("listening on http://\(host):\(port)\n".utf8))
+        ShutdownSignals.install { app.stop() }
+        app.waitUntilStopped()
+        logger.info("stopped")
+    }
+}
