@@ -24,6 +24,8 @@ public struct Config: Codable, Sendable, Equatable {
         /// PEM certificate and key: both set serves https:// and wss://.
         public var tlsCert = ""
         public var tlsKey = ""
+        /// Serves an echo endpoint at /ws/echo, for WebSocket conformance runs (Autobahn). Off in production.
+        public var conformanceEcho = false
     }
 
     /// QR lifetime and how it is drawn.

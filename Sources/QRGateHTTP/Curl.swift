@@ -14,11 +14,13 @@ public struct ClientRequest: Sendable {
     public var timeoutSeconds: Double
     /// Bodies over this many bytes fail with `.bodyTooLarge`.
     public var maxResponseBytes: Int
+    /// Send the path exactly as written (no "/../" squashing): for probing servers.
+    public var pathAsIs: Bool
 
     public init(method: String = "GET", url: String, headers: [(String, String)] = [], body: [UInt8]? = nil,
-                timeoutSeconds: Double = 8, maxResponseBytes: Int = 1 << 20) {
+                timeoutSeconds: Double = 8, maxResponseBytes: Int = 1 << 20, pathAsIs: Bool = false) {
         self.method = method; self.url = url; self.headers = headers; self.body = body
-        self.timeoutSeconds = timeoutSeconds; self.maxResponseBytes = maxResponseBytes
+        self.timeoutSeconds = timeoutSeconds; self.maxResponseBytes = maxResponseBytes; self.pathAsIs = pathAsIs
     }
 }
 
@@ -53,22 +55,20 @@ public enum HTTPClientError: Error, Equatable, CustomStringConvertible {
 
 /// One libcurl easy handle set up for one request; owns the handle, its header list and its buffers.
 final class CurlTransfer {
-    let handle: OpaquePointer
+    let handle: UnsafeMutableRawPointer
     let request: ClientRequest
     private var headerList: UnsafeMutablePointer<curl_slist>?
     private var received: [UInt8] = []
     private var overflowed = false
     private var errorBuffer = [CChar](repeating: 0, count: Int(CURL_ERROR_SIZE) + 1)
-    /// Handed to the C callbacks; balanced in deinit.
-    private var selfRef: Unmanaged<CurlTransfer>?
 
     init(_ request: ClientRequest) throws(HTTPClientError) {
         _ = curlGlobalInit
         guard let h = curl_easy_init() else { throw .transport("curl_easy_init failed") }
         handle = h
         self.request = request
+        // Unretained: whoever runs the transfer keeps it alive until curl is done with it.
         let ref = Unmanaged.passUnretained(self)
-        selfRef = ref
         guard request.url.hasPrefix("http://") || request.url.hasPrefix("https://") else {
             throw .invalidRequest("URL must start with http:// or https://")
         }
@@ -78,6 +78,7 @@ final class CurlTransfer {
         qg_curl_setopt_long(h, CURLOPT_CONNECTTIMEOUT_MS, Int(min(request.timeoutSeconds, 5) * 1000))
         qg_curl_setopt_long(h, CURLOPT_PROTOCOLS, Int(CURLPROTO_HTTP | CURLPROTO_HTTPS))
         qg_curl_setopt_long(h, CURLOPT_FOLLOWLOCATION, 0)
+        if request.pathAsIs { qg_curl_setopt_long(h, CURLOPT_PATH_AS_IS, 1) }
         qg_curl_setopt_write(h, qgCurlWrite)
         qg_curl_setopt_ptr(h, CURLOPT_WRITEDATA, ref.toOpaque())
         qg_curl_setopt_ptr(h, CURLOPT_PRIVATE, ref.toOpaque())
@@ -94,7 +95,8 @@ final class CurlTransfer {
         }
         var list: UnsafeMutablePointer<curl_slist>?
         for (name, value) in request.headers {
-            guard !name.contains(where: { $0 == "\r" || $0 == "\n" || $0 == ":" }), !value.contains(where: { $0 == "\r" || $0 == "\n" }) else {
+            // Checked byte-wise: "\r\n" is one Character in Swift, so a Character test would miss it.
+            guard !name.utf8.contains(where: { $0 == 13 || $0 == 10 || $0 == 58 }), !value.utf8.contains(where: { $0 == 13 || $0 == 10 }) else {
                 curl_slist_free_all(list)
                 throw .invalidRequest("header \(name) contains a line break")
             }
@@ -121,7 +123,7 @@ final class CurlTransfer {
     }
 
     /// Turns the transfer's outcome into a response or a typed failure.
-    func result(_ code: CURLcode) -> Result<ClientResponse, HTTPClientError> {
+    fileprivate func result(_ code: CURLcode) -> Result<ClientResponse, HTTPClientError> {
         switch code {
         case CURLE_OK:
             var status = 0
@@ -143,7 +145,7 @@ final class CurlTransfer {
     func perform() -> Result<ClientResponse, HTTPClientError> { result(curl_easy_perform(handle)) }
 
     /// The transfer that owns an easy handle (for the multi interface).
-    static func owner(of handle: OpaquePointer) -> CurlTransfer? {
+    static func owner(of handle: UnsafeMutableRawPointer) -> CurlTransfer? {
         var raw: UnsafeMutableRawPointer?
         qg_curl_getinfo_private(handle, &raw)
         return raw.map { Unmanaged<CurlTransfer>.fromOpaque($0).takeUnretainedValue() }

@@ -13,6 +13,7 @@ public final class Gateway: LWSServerDelegate, @unchecked Sendable {
     let logger: Logger
     let startedAt = Date()
     private var sockets: [ConnectionID: WebSocketInfo] = [:]
+    private var echoSockets: Set<ConnectionID> = []
 
     public init(config: Config, server: LWSServer, staticFiles: StaticFiles, logger: Logger) {
         self.config = config
@@ -74,6 +75,7 @@ public final class Gateway: LWSServerDelegate, @unchecked Sendable {
     // MARK: WebSocket
 
     public func webSocketShouldAccept(path: String, origin: String?) -> Bool {
+        if path == "/ws/echo" { return config.server.conformanceEcho }
         guard path == "/ws" else { return false }
         let allowed = config.server.allowedOrigins
         guard !allowed.isEmpty, let origin else { return true }
@@ -81,11 +83,16 @@ public final class Gateway: LWSServerDelegate, @unchecked Sendable {
     }
 
     public func webSocketOpened(_ connection: ConnectionID, info: WebSocketInfo) {
+        if info.path == "/ws/echo" { echoSockets.insert(connection); return }
         sockets[connection] = info
         send(ServerMessage.hello(connectionID: connection, now: Date(), maxMessageBytes: config.server.maxMessageBytes, role: "browser"), to: connection)
     }
 
     public func webSocketReceived(_ connection: ConnectionID, message: [UInt8], binary: Bool) {
+        if echoSockets.contains(connection) {
+            server.send(WireFrame(message, binary: binary), to: connection)
+            return
+        }
         if binary {
             return reject(ProtocolError(.binaryUnsupported, "binary frames are not supported; send JSON text"), to: connection)
         }
@@ -101,6 +108,7 @@ public final class Gateway: LWSServerDelegate, @unchecked Sendable {
 
     public func webSocketClosed(_ connection: ConnectionID) {
         sockets[connection] = nil
+        echoSockets.remove(connection)
     }
 
     public func timerFired() {}

@@ -121,11 +121,13 @@ public final class LWSServer: @unchecked Sendable {
         let ctx = context
         lock.unlock()
         if let ctx { lws_cancel_service(ctx) }
-        if !already { finished.wait() }
+        if !already { waitUntilStopped() }
     }
 
-    /// Blocks until the service loop has ended (after `stop()`).
+    /// Blocks until the service loop has ended (after `stop()`). Any number of threads may wait:
+    /// each waiter passes the signal on to the next.
     public func waitUntilStopped() {
+        guard thread != nil else { return }
         finished.wait()
         finished.signal()
     }

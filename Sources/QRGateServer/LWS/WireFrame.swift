@@ -6,8 +6,11 @@ import Foundation
 public final class WireFrame: @unchecked Sendable {
     private let storage: UnsafeMutableRawBufferPointer
     public let count: Int
+    /// Sent as a binary message instead of text.
+    public let isBinary: Bool
 
-    public init(_ payload: some Collection<UInt8>) {
+    public init(_ payload: some Collection<UInt8>, binary: Bool = false) {
+        isBinary = binary
         let pre = Int(qg_lws_pre())
         count = payload.count
         storage = .allocate(byteCount: pre + max(count, 1), alignment: 16)
@@ -22,11 +25,11 @@ public final class WireFrame: @unchecked Sendable {
     /// The payload, for tests and logs.
     public var bytes: [UInt8] { Array(storage[Int(qg_lws_pre())..<(Int(qg_lws_pre()) + count)]) }
 
-    /// Writes it as one text message. lws fills the head-room with the frame header,
+    /// Writes it as one message. lws fills the head-room with the frame header,
     /// which is why this only ever runs on the service thread.
     func write(to wsi: OpaquePointer) -> Int32 {
         let pre = Int(qg_lws_pre())
         let p = storage.baseAddress!.advanced(by: pre).assumingMemoryBound(to: UInt8.self)
-        return lws_write(wsi, p, count, LWS_WRITE_TEXT)
+        return lws_write(wsi, p, count, isBinary ? LWS_WRITE_BINARY : LWS_WRITE_TEXT)
     }
 }

@@ -1,0 +1,71 @@
+import Foundation
+#if canImport(FoundationXML)
+import FoundationXML
+#endif
+import Testing
+@testable import QRGateQR
+
+/// Decodes a PNG with zbarimg (Debian's zbar-tools): an independent reader of our output.
+func zbarDecode(_ png: [UInt8]) throws -> String {
+    let url = FileManager.default.temporaryDirectory.appendingPathComponent("qrgate-\(UUID().uuidString).png")
+    try Data(png).write(to: url)
+    defer { try? FileManager.default.removeItem(at: url) }
+    let p = Process()
+    p.executableURL = URL(fileURLWithPath: "/usr/bin/zbarimg")
+    p.arguments = ["--quiet", "--raw", "-Sbinary", url.path]
+    let out = Pipe()
+    p.standardOutput = out
+    p.standardError = FileHandle.nullDevice
+    try p.run()
+    let data = out.fileHandleForReading.readDataToEndOfFile()
+    p.waitUntilExit()
+    return String(decoding: data, as: UTF8.self)
+}
+
+@Suite struct QRRendererTests {
+    let renderer = QRRenderer(style: QRStyle(correction: .medium, quietZone: 4, moduleSize: 4))
+
+    @Test(arguments: ["hello", "2@y8Xp0cQ1nK9LmZ,4fG7H2jKs9dQwErTyUiOp==,Zm9vYmFy,YmF6cXV4", "ünïcødé ✓ QR", String(repeating: "A1b2", count: 200)])
+    func pngDecodesBackToTheText(_ text: String) throws {
+        let png = try renderer.png(text)
+        #expect(Array(png.prefix(8)) == [0x89, 0x50, 0x4E, 0x47, 0x0D, 0x0A, 0x1A, 0x0A])
+        #expect(try zbarDecode(png) == text)
+    }
+
+    @Test func dataURLCarriesThePNG() throws {
+        let r = try renderer.render("data url")
+        #expect(r.pngDataURL.hasPrefix("data:image/png;base64,"))
+        let b64 = String(r.pngDataURL.dropFirst("data:image/png;base64,".count))
+        let png = try #require(Data(base64Encoded: b64))
+        #expect(try zbarDecode(Array(png)) == "data url")
+    }
+
+    @Test func svgIsWellFormedAndSquare() throws {
+        let svg = try renderer.svg("square?")
+        let doc = try XMLDocument(xmlString: svg)
+        let root = try #require(doc.rootElement())
+        #expect(root.name == "svg")
+        func attr(_ name: String) -> String? { root.attributes?.first { $0.name == name }?.stringValue }
+        let w = attr("width"), h = attr("height")
+        #expect(w != nil && w == h)
+        let box = try #require(attr("viewBox")).split(separator: " ")
+        #expect(box.count == 4 && box[2] == box[3])
+        let m = try QRMatrix(encoding: "square?", correction: .medium)
+        #expect(Int(box[2]) == m.width + 8) // quiet zone of 4 on each side
+    }
+
+    @Test func quietZoneAndModuleSizeShapeThePNG() throws {
+        let m = try QRMatrix(encoding: "size", correction: .low)
+        let r = QRRenderer(style: QRStyle(correction: .low, quietZone: 2, moduleSize: 3))
+        let png = try r.png(m)
+        // IHDR width sits at bytes 16..<20, big-endian.
+        let width = png[16..<20].reduce(0) { $0 << 8 | Int($1) }
+        #expect(width == (m.width + 4) * 3)
+    }
+
+    @Test func refusesWhatCannotBeEncoded() {
+        #expect(throws: QREncodingError.empty) { try renderer.png("") }
+        #expect(throws: QREncodingError.tooLong(bytes: 3000, limit: 2331)) { try renderer.png(String(repeating: "x", count: 3000)) }
+        #expect(throws: QREncodingError.containsNUL) { try renderer.png("a\u{0}b") }
+    }
+}
