@@ -1,8 +1,6 @@
 private import CCurl
 import Foundation
 
-/// `curl_global_init` runs once, before the first handle (it is not thread-safe itself).
-private let curlGlobalInit: Void = { curl_global_init(Int(CURL_GLOBAL_DEFAULT)) }()
 
 /// An HTTP request for the libcurl client.
 public struct ClientRequest: Sendable {
@@ -55,6 +53,9 @@ public enum HTTPClientError: Error, Equatable, CustomStringConvertible {
 
 /// One libcurl easy handle set up for one request; owns the handle, its header list and its buffers.
 final class CurlTransfer {
+    /// `curl_global_init` runs once, before the first handle (it is not thread-safe itself).
+    static let globalInit: Void = { curl_global_init(Int(CURL_GLOBAL_DEFAULT)) }()
+
     let handle: UnsafeMutableRawPointer
     let request: ClientRequest
     private var headerList: UnsafeMutablePointer<curl_slist>?
@@ -63,7 +64,7 @@ final class CurlTransfer {
     private var errorBuffer = [CChar](repeating: 0, count: Int(CURL_ERROR_SIZE) + 1)
 
     init(_ request: ClientRequest) throws(HTTPClientError) {
-        _ = curlGlobalInit
+        _ = CurlTransfer.globalInit
         guard let h = curl_easy_init() else { throw .transport("curl_easy_init failed") }
         handle = h
         self.request = request
@@ -81,7 +82,6 @@ final class CurlTransfer {
         if request.pathAsIs { qg_curl_setopt_long(h, CURLOPT_PATH_AS_IS, 1) }
         qg_curl_setopt_write(h, qgCurlWrite)
         qg_curl_setopt_ptr(h, CURLOPT_WRITEDATA, ref.toOpaque())
-        qg_curl_setopt_ptr(h, CURLOPT_PRIVATE, ref.toOpaque())
         errorBuffer.withUnsafeMutableBufferPointer { _ = qg_curl_setopt_ptr(h, CURLOPT_ERRORBUFFER, $0.baseAddress) }
         switch request.method {
         case "GET": break
@@ -141,15 +141,10 @@ final class CurlTransfer {
         }
     }
 
+    func result(rawCode: UInt32) -> Result<ClientResponse, HTTPClientError> { result(CURLcode(rawValue: rawCode)) }
+
     /// Runs the transfer on the calling thread.
     func perform() -> Result<ClientResponse, HTTPClientError> { result(curl_easy_perform(handle)) }
-
-    /// The transfer that owns an easy handle (for the multi interface).
-    static func owner(of handle: UnsafeMutableRawPointer) -> CurlTransfer? {
-        var raw: UnsafeMutableRawPointer?
-        qg_curl_getinfo_private(handle, &raw)
-        return raw.map { Unmanaged<CurlTransfer>.fromOpaque($0).takeUnretainedValue() }
-    }
 }
 
 private func qgCurlWrite(_ data: UnsafeMutablePointer<CChar>?, _ size: Int, _ count: Int, _ user: UnsafeMutableRawPointer?) -> Int {

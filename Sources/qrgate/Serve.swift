@@ -22,10 +22,11 @@ struct Serve: ParsableCommand {
         }
         let logger = Logging.bootstrap(level: cfg.log.level)
         let app = try GatewayApp(config: cfg, host: host, port: port, staticDir: staticDir, logger: logger)
+        // Installed before listening, so a signal that arrives right after the "listening" line is not lost.
+        ShutdownSignals.install { app.stop() }
         let port = try app.start()
         // One line on stdout, flushed at once: scripts and tests read the real port from it.
         FileHandle.standardOutput.write(Data("listening on http://\(host):\(port)\n".utf8))
-        ShutdownSignals.install { app.stop() }
         app.waitUntilStopped()
         logger.info("stopped")
     }

@@ -1,6 +1,7 @@
 private import CWebSockets
 import Foundation
 import Logging
+import QRGateCore
 
 /// What the event loop calls. Every method runs on the service thread.
 public protocol LWSServerDelegate: AnyObject {

@@ -60,4 +60,10 @@ public struct WebSocketInfo: Sendable {
     public var authorization: String?
     public var subprotocol: String?
     public var peer: String
+
+    public init(path: String, query: [String: String] = [:], origin: String? = nil, authorization: String? = nil,
+                subprotocol: String? = nil, peer: String = "") {
+        self.path = path; self.query = query; self.origin = origin; self.authorization = authorization
+        self.subprotocol = subprotocol; self.peer = peer
+    }
 }
