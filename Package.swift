@@ -10,6 +10,7 @@ let package = Package(
     dependencies: [
         .package(url: "https://github.com/apple/swift-argument-parser", from: "1.5.0"),
         .package(url: "https://github.com/apple/swift-log", from: "1.6.0"),
+        .package(url: "https://github.com/apple/swift-collections", from: "1.1.0"),
     ],
     targets: [
         // C libraries, wrapped once each (module.modulemap + prefixed shim.h).
@@ -27,8 +28,10 @@ let package = Package(
         ]),
         .target(name: "QRGateQR", dependencies: ["CQREncode", "CPNG"]),
         .target(name: "QRGateHTTP", dependencies: ["CCurl"]),
+        .target(name: "QRGateUpstream", dependencies: ["QRGateCore", "QRGateHTTP", "QRGateQR"]),
         .target(name: "QRGateServer", dependencies: [
-            "CWebSockets", "QRGateCore", "QRGateQR",
+            "CWebSockets", "QRGateCore", "QRGateQR", "QRGateUpstream", "QRGateHTTP",
+            .product(name: "HeapModule", package: "swift-collections"),
             .product(name: "Logging", package: "swift-log"),
         ]),
         .executableTarget(name: "qrgate", dependencies: [
@@ -39,6 +42,7 @@ let package = Package(
 
         .testTarget(name: "QRGateCoreTests", dependencies: ["QRGateCore"]),
         .testTarget(name: "QRGateQRTests", dependencies: ["QRGateQR"]),
+        .testTarget(name: "QRGateUpstreamTests", dependencies: ["QRGateUpstream", "QRGateServer", "QRGateHTTP", "QRGateCore", "QRGateQR"]),
         .testTarget(name: "QRGateServerTests", dependencies: ["QRGateServer", "QRGateHTTP", "QRGateCore"]),
     ]
 )

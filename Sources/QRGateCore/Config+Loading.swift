@@ -2,7 +2,10 @@ import Foundation
 
 extension Config {
     /// Environment variables that are not `QRGATE_*` but name a key (the names existing deployments use).
-    public static let environmentAliases: [String: [String]] = [:]
+    public static let environmentAliases: [String: [String]] = [
+        "EVOLUTION_API_BASE_URL": ["upstream", "baseURL"],
+        "EVOLUTION_API_KEY": ["upstream", "apiKey"],
+    ]
 
     /// Builds a configuration from the JSON text of a file (nil: defaults only) and the environment.
     /// Unknown keys and wrong types stop with an error naming the key.
@@ -64,7 +67,10 @@ extension Config {
         case (.object, _): throw .wrongType(key: key, expected: "an object")
         case (.int, .int), (.bool, .bool), (.string, .string), (.array, .array), (.double, .double), (.double, .int):
             return value
-        case (.int, .double): throw .wrongType(key: key, expected: "an integer")
+        case (.int, .double):
+            // JSON writes the default 60.0 as 60: ask the struct itself whether the key is a Double.
+            if doubleKeys.contains(key) { return value }
+            throw .wrongType(key: key, expected: "an integer")
         default: throw .wrongType(key: key, expected: base.kind)
         }
     }
@@ -113,15 +119,40 @@ extension Config {
     private static func decodingFailure(_ error: DecodingError) -> ConfigError {
         switch error {
         case let .typeMismatch(type, ctx):
-            return .wrongType(key: keyName(ctx.codingPath), expected: "\(type)")
+            return .wrongType(key: keyName(ctx.codingPath), expected: word(for: type))
         case let .valueNotFound(type, ctx):
             return .wrongType(key: keyName(ctx.codingPath), expected: "\(type)")
         case let .keyNotFound(key, ctx):
             return .invalid(key: keyName(ctx.codingPath + [key]), reason: "is required")
         case let .dataCorrupted(ctx):
+            if ctx.debugDescription.contains("fit in") { return .wrongType(key: keyName(ctx.codingPath), expected: "an integer") }
             return .invalid(key: keyName(ctx.codingPath), reason: ctx.debugDescription)
         @unknown default:
             return .malformed(path: "config", reason: "\(error)")
+        }
+    }
+
+    /// Key paths whose Swift type is Double, read off the defaults by reflection.
+    static let doubleKeys: Set<String> = {
+        var out = Set<String>()
+        func walk(_ value: Any, _ path: [String]) {
+            for child in Mirror(reflecting: value).children {
+                guard let label = child.label else { continue }
+                if child.value is Double { out.insert((path + [label]).joined(separator: ".")) }
+                else if !(child.value is String || child.value is Int || child.value is Bool || child.value is [Any]) { walk(child.value, path + [label]) }
+            }
+        }
+        walk(Config(), [])
+        return out
+    }()
+
+    private static func word(for type: Any.Type) -> String {
+        switch type {
+        case is Int.Type: "an integer"
+        case is Double.Type: "a number"
+        case is String.Type: "a string"
+        case is Bool.Type: "a boolean"
+        default: "\(type)"
         }
     }
 

@@ -6,8 +6,49 @@ public struct Config: Codable, Sendable, Equatable {
     public var server = Server()
     public var qr = QR()
     public var log = Log()
+    public var upstream = Upstream()
+    public var simulator = Simulator()
 
     public init() {}
+
+    /// Where QR codes come from: Evolution API, or the built-in simulator.
+    public struct Upstream: Codable, Sendable, Equatable {
+        /// `simulator` (embedded default, served on the gateway's own port) or `evolution`.
+        public var mode = "simulator"
+        /// Evolution API base URL, e.g. https://evo.example.com (env EVOLUTION_API_BASE_URL).
+        public var baseURL = ""
+        /// Evolution's global API key (env EVOLUTION_API_KEY). Never logged.
+        public var apiKey = ""
+        /// Upstream requests in flight at once.
+        public var concurrency = 32
+        public var timeoutSeconds = 8.0
+        /// Upstream bodies over this size are refused.
+        public var maxResponseBytes = 512 * 1024
+        /// When set, keys come from this OAuth-style token endpoint ({access_token, expires_in}).
+        public var tokenURL = ""
+        public var tokenClientId = ""
+        public var tokenClientSecret = ""
+        /// Shared secret for POST /webhooks/evolution (header `x-webhook-secret` or `?secret=`);
+        /// the envelope's `apikey` matching upstream.apiKey is accepted too.
+        public var webhookSecret = ""
+    }
+
+    /// The built-in Evolution API look-alike.
+    public struct Simulator: Codable, Sendable, Equatable {
+        /// Global key the simulator accepts (like Evolution's AUTHENTICATION_API_KEY).
+        public var apiKey = "qrgate-simulator-key"
+        public var firstQrSeconds = 60.0
+        public var nextQrSeconds = 20.0
+        /// QR refs per connection attempt before WhatsApp gives up (state `close`).
+        public var maxRefs = 6
+        /// Evolution-style webhooks go here when set.
+        public var webhookURL = ""
+        /// Lifetime of tokens from POST /oauth/token.
+        public var tokenTTLSeconds = 3600
+        /// Client credentials POST /oauth/token accepts.
+        public var tokenClientId = "qrgate"
+        public var tokenClientSecret = "qrgate-simulator-secret"
+    }
 
     /// The listening side and its limits.
     public struct Server: Codable, Sendable, Equatable {
@@ -67,6 +108,25 @@ public struct Config: Codable, Sendable, Equatable {
         if !(0...20).contains(qr.quietZone) { throw .invalid(key: "qr.quietZone", reason: "must be 0…20, got \(qr.quietZone)") }
         if !(1...40).contains(qr.moduleSize) { throw .invalid(key: "qr.moduleSize", reason: "must be 1…40, got \(qr.moduleSize)") }
         if !(1...2953).contains(qr.maxTextBytes) { throw .invalid(key: "qr.maxTextBytes", reason: "must be 1…2953, got \(qr.maxTextBytes)") }
+        if !["simulator", "evolution"].contains(upstream.mode) {
+            throw .invalid(key: "upstream.mode", reason: "must be simulator or evolution; got \"\(upstream.mode)\"")
+        }
+        if upstream.mode == "evolution" {
+            if upstream.baseURL.isEmpty { throw .invalid(key: "upstream.baseURL", reason: "is required when upstream.mode is evolution") }
+            if upstream.apiKey.isEmpty && upstream.tokenURL.isEmpty {
+                throw .invalid(key: "upstream.apiKey", reason: "is required when upstream.mode is evolution (or set upstream.tokenURL)")
+            }
+        }
+        if !upstream.baseURL.isEmpty && !(upstream.baseURL.hasPrefix("http://") || upstream.baseURL.hasPrefix("https://")) {
+            throw .invalid(key: "upstream.baseURL", reason: "must start with http:// or https://")
+        }
+        if !(1...1024).contains(upstream.concurrency) { throw .invalid(key: "upstream.concurrency", reason: "must be 1…1024, got \(upstream.concurrency)") }
+        if !(upstream.timeoutSeconds > 0 && upstream.timeoutSeconds <= 300) { throw .invalid(key: "upstream.timeoutSeconds", reason: "must be in (0, 300]") }
+        try positive(upstream.maxResponseBytes, "upstream.maxResponseBytes")
+        if !(simulator.firstQrSeconds > 0) { throw .invalid(key: "simulator.firstQrSeconds", reason: "must be greater than 0") }
+        if !(simulator.nextQrSeconds > 0) { throw .invalid(key: "simulator.nextQrSeconds", reason: "must be greater than 0") }
+        try positive(simulator.maxRefs, "simulator.maxRefs")
+        try positive(simulator.tokenTTLSeconds, "simulator.tokenTTLSeconds")
         let levels = ["trace", "debug", "info", "notice", "warning", "error", "critical"]
         if !levels.contains(log.level) {
             throw .invalid(key: "log.level", reason: "must be one of \(levels.joined(separator: ", ")); got \"\(log.level)\"")

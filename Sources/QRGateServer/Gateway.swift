@@ -2,6 +2,8 @@ import Foundation
 import Logging
 import QRGateCore
 import QRGateQR
+import QRGateHTTP
+import QRGateUpstream
 
 /// The gateway's behaviour behind the libwebsockets loop: HTTP routes, WebSocket protocol.
 /// Lives on the service thread.
@@ -12,16 +14,31 @@ public final class Gateway: LWSServerDelegate, @unchecked Sendable {
     let renderer: QRRenderer
     let logger: Logger
     let startedAt = Date()
+    public let timers: LoopTimers
+    /// The in-process simulator (upstream.mode = simulator), served on this port.
+    public let simulatorHost: SimulatorHost?
+    /// Where parsed webhook events go (the session layer; tests observe it).
+    public var onUpstreamEvent: ((UpstreamEvent) -> Void)?
+    /// Knows the instance tokens the gateway holds, to authenticate webhooks by the envelope's apikey.
+    public var instanceToken: ((String) -> String?)?
     private var sockets: [ConnectionID: WebSocketInfo] = [:]
     private var echoSockets: Set<ConnectionID> = []
 
-    public init(config: Config, server: LWSServer, staticFiles: StaticFiles, logger: Logger) {
+    public init(config: Config, server: LWSServer, staticFiles: StaticFiles, http: CurlMulti, logger: Logger) {
         self.config = config
         self.server = server
         self.staticFiles = staticFiles
         self.logger = logger
         renderer = QRRenderer(style: QRStyle(correction: QRErrorCorrection(rawValue: config.qr.errorCorrection) ?? .medium,
                                              quietZone: config.qr.quietZone, moduleSize: config.qr.moduleSize))
+        let timers = LoopTimers(arm: { [weak server] us in server?.wake(afterMicroseconds: us) })
+        self.timers = timers
+        if config.upstream.mode == "simulator" {
+            simulatorHost = SimulatorHost(simulator: EvolutionSimulator(config: config.simulator, renderer: renderer),
+                                          server: server, timers: timers, http: http, logger: logger)
+        } else {
+            simulatorHost = nil
+        }
         server.delegate = self
     }
 
@@ -35,8 +52,13 @@ public final class Gateway: LWSServerDelegate, @unchecked Sendable {
                                "websockets": sockets.count])
         case (.get, "/api/v1/qr"):
             return qrImage(request)
+        case (.post, "/webhooks/evolution"):
+            return webhook(request)
         default:
             break
+        }
+        if let simulatorHost, EvolutionSimulator.handles(request.path) {
+            return simulatorHost.http(request, connection: connection)
         }
         if request.path.hasPrefix("/api/") {
             return .error(404, "no such endpoint: \(request.method.rawValue) \(request.path.prefix(200))")
@@ -70,6 +92,39 @@ public final class Gateway: LWSServerDelegate, @unchecked Sendable {
         } catch {
             return .error(400, "cannot encode text as a QR code: \(error)")
         }
+    }
+
+    // MARK: Webhooks
+
+    /// POST /webhooks/evolution: Evolution's envelope, authenticated by the shared secret
+    /// (`x-webhook-secret` header or `?secret=`) or by the envelope's apikey.
+    private func webhook(_ request: HTTPRequest) -> HTTPResponse {
+        let parsed: EvolutionParsing.Webhook
+        switch EvolutionParsing.webhook(request.body) {
+        case let .failure(e): return .error(400, e.description)
+        case let .success(w): parsed = w
+        }
+        guard webhookAuthorized(request, parsed) else {
+            return .error(401, "webhook not authenticated: send the shared secret (x-webhook-secret) or a valid apikey")
+        }
+        guard let event = parsed.event else {
+            return .json(200, ["success": true, "ignored": true, "event": parsed.eventName])
+        }
+        logger.debug("webhook \(parsed.eventName) for \(parsed.instance)")
+        onUpstreamEvent?(event)
+        return .json(200, ["success": true, "event": parsed.eventName])
+    }
+
+    private func webhookAuthorized(_ request: HTTPRequest, _ w: EvolutionParsing.Webhook) -> Bool {
+        let secret = config.upstream.webhookSecret
+        if !secret.isEmpty, let given = request.headers["x-webhook-secret"] ?? request.query["secret"], constantTimeEquals(given, secret) {
+            return true
+        }
+        guard let key = w.apikey, !key.isEmpty else { return false }
+        if !config.upstream.apiKey.isEmpty && constantTimeEquals(key, config.upstream.apiKey) { return true }
+        if let token = instanceToken?(w.instance), constantTimeEquals(key, token) { return true }
+        if let sim = simulatorHost?.simulator, let token = sim.token(of: w.instance), constantTimeEquals(key, token) { return true }
+        return false
     }
 
     // MARK: WebSocket
@@ -111,7 +166,7 @@ public final class Gateway: LWSServerDelegate, @unchecked Sendable {
         echoSockets.remove(connection)
     }
 
-    public func timerFired() {}
+    public func timerFired() { timers.fire() }
 
     private func reject(_ error: ProtocolError, to connection: ConnectionID) {
         send(ServerMessage.error(error, now: Date()), to: connection)

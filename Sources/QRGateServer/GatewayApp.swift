@@ -1,6 +1,8 @@
 import Foundation
 import Logging
 import QRGateCore
+import QRGateHTTP
+import QRGateUpstream
 
 /// Wires configuration, the libwebsockets server and the gateway together; what `qrgate serve` runs
 /// and what integration tests start in-process.
@@ -8,9 +10,22 @@ public final class GatewayApp: @unchecked Sendable {
     public let server: LWSServer
     public let gateway: Gateway
     public let logger: Logger
+    public let config: Config
+    /// libcurl's multi thread, shared by the upstream client, webhooks and credentials.
+    public let http: CurlMulti
+    public let credentials: UpstreamCredentials
+    /// Set once listening (the simulator's base URL is this gateway's own port).
+    public private(set) var upstream: EvolutionClient?
 
     public init(config: Config, host: String, port: Int, staticDir: String, logger: Logger) throws {
         self.logger = logger
+        self.config = config
+        http = CurlMulti(maxConcurrent: config.upstream.concurrency)
+        let simulated = config.upstream.mode == "simulator"
+        credentials = UpstreamCredentials(
+            staticKey: config.upstream.apiKey.isEmpty && simulated ? config.simulator.apiKey : config.upstream.apiKey,
+            tokenURL: config.upstream.tokenURL, clientId: config.upstream.tokenClientId,
+            clientSecret: config.upstream.tokenClientSecret, timeoutSeconds: config.upstream.timeoutSeconds, http: http)
         let files = try StaticFiles(directory: staticDir)
         server = LWSServer(options: LWSServerOptions(
             host: host, port: port,
@@ -18,11 +33,23 @@ public final class GatewayApp: @unchecked Sendable {
             outboxLimit: config.server.outboxLimit, pingIntervalSeconds: config.server.pingIntervalSeconds,
             tlsCertPath: config.server.tlsCert.isEmpty ? nil : config.server.tlsCert,
             tlsKeyPath: config.server.tlsKey.isEmpty ? nil : config.server.tlsKey), logger: logger)
-        gateway = Gateway(config: config, server: server, staticFiles: files, logger: logger)
+        gateway = Gateway(config: config, server: server, staticFiles: files, http: http, logger: logger)
     }
 
     /// Starts listening; returns the bound port.
-    public func start() throws -> Int { try server.start() }
-    public func stop() { server.stop() }
+    public func start() throws -> Int {
+        let port = try server.start()
+        let base = config.upstream.mode == "simulator" && config.upstream.baseURL.isEmpty
+            ? "http://127.0.0.1:\(port)" : config.upstream.baseURL
+        upstream = EvolutionClient(baseURL: base, credentials: credentials, http: http,
+                                   timeoutSeconds: config.upstream.timeoutSeconds, maxResponseBytes: config.upstream.maxResponseBytes)
+        logger.info("upstream \(config.upstream.mode) at \(base), key \(Secret.mask(config.upstream.apiKey))")
+        return port
+    }
+
+    public func stop() {
+        server.stop()
+        http.shutdown()
+    }
     public func waitUntilStopped() { server.waitUntilStopped() }
 }

@@ -134,3 +134,31 @@ def test_bad_config_stops_startup_naming_the_key(tmp_path):
     r = subprocess.run([BINARY, "serve", "--port", "0"], capture_output=True, text=True, timeout=20, cwd=ROOT, env=env)
     assert r.returncode != 0
     assert "QRGATE_QR_TTLSECONDS" in r.stderr
+
+
+def test_simulate_command_serves_the_evolution_simulator(tmp_path):
+    import re, subprocess, urllib.request
+    from conftest import BINARY, ROOT
+    p = subprocess.Popen([BINARY, "simulate", "--port", "0"], stdout=subprocess.PIPE, text=True, cwd=ROOT)
+    try:
+        line = p.stdout.readline()
+        m = re.search(r"listening on http://127.0.0.1:(\d+)", line)
+        assert m, line
+        base = f"http://127.0.0.1:{m.group(1)}"
+        req = urllib.request.Request(base + "/instance/create", data=b'{"instanceName":"cli-1"}', method="POST",
+                                     headers={"apikey": "qrgate-simulator-key", "Content-Type": "application/json"})
+        with urllib.request.urlopen(req, timeout=5) as r:
+            assert r.status == 201
+        req = urllib.request.Request(base + "/instance/connect/cli-1", headers={"apikey": "qrgate-simulator-key"})
+        with urllib.request.urlopen(req, timeout=5) as r:
+            body = json.loads(r.read())
+            assert body["code"].startswith("2@") and body["base64"].startswith("data:image/png;base64,")
+        req = urllib.request.Request(base + "/instance/connect/cli-1", headers={"apikey": "wrong"})
+        try:
+            urllib.request.urlopen(req, timeout=5)
+            assert False, "wrong key accepted"
+        except urllib.error.HTTPError as e:
+            assert e.code == 401
+    finally:
+        p.send_signal(signal.SIGTERM)
+        assert p.wait(timeout=10) == 0

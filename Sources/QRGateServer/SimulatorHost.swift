@@ -1,0 +1,57 @@
+import Foundation
+import Logging
+import QRGateCore
+import QRGateHTTP
+import QRGateUpstream
+
+/// Serves the Evolution simulator through the event loop: delayed and hanging answers on the loop's
+/// timers, QR rotation on a timer, webhooks out through libcurl. Loop-confined.
+public final class SimulatorHost {
+    public let simulator: EvolutionSimulator
+    let server: LWSServer
+    let timers: LoopTimers
+    let http: CurlMulti
+    let logger: Logger
+    private var rotationTimer: LoopTimers.ID?
+
+    public init(simulator: EvolutionSimulator, server: LWSServer, timers: LoopTimers, http: CurlMulti, logger: Logger) {
+        self.simulator = simulator
+        self.server = server
+        self.timers = timers
+        self.http = http
+        self.logger = logger
+    }
+
+    /// Answers a simulator request (nil: answered later, or never for a simulated hang).
+    public func http(_ request: HTTPRequest, connection: ConnectionID) -> HTTPResponse? {
+        let reply = simulator.handle(request, now: Date())
+        tick()
+        switch reply {
+        case let .now(response):
+            return response
+        case let .after(seconds, response):
+            timers.schedule(after: seconds) { [server] in server.respond(connection, response) }
+            return nil
+        case .never:
+            return nil
+        }
+    }
+
+    /// Rotates codes, sends webhooks, and arms the timer for the next rotation.
+    public func tick() {
+        for hook in simulator.advance(now: Date()) {
+            let request = ClientRequest(method: "POST", url: hook.url, headers: [("Content-Type", "application/json")], body: hook.body, timeoutSeconds: 5)
+            http.submit(request) { [logger] result in
+                if case let .failure(e) = result { logger.warning("simulator webhook failed: \(e)") }
+            }
+        }
+        if let t = rotationTimer { timers.cancel(t) }
+        rotationTimer = nil
+        if let next = simulator.nextDeadline() {
+            rotationTimer = timers.schedule(after: max(0.001, next.timeIntervalSinceNow)) { [weak self] in
+                self?.rotationTimer = nil
+                self?.tick()
+            }
+        }
+    }
+}

@@ -1,0 +1,311 @@
+import Foundation
+import QRGateCore
+import QRGateQR
+
+/// What the simulator does with a request: answer now, answer later, or never (a hanging upstream).
+public enum SimulatorReply: Sendable {
+    case now(HTTPResponse)
+    case after(seconds: Double, HTTPResponse)
+    case never
+}
+
+/// A webhook the simulator wants delivered, in Evolution's envelope.
+public struct SimulatorWebhook: Sendable, Equatable {
+    public var url: String
+    public var body: [UInt8]
+}
+
+/// An Evolution API look-alike with WhatsApp's QR rotation, driven by an injected clock.
+/// Not thread-safe: one owner (the event loop) calls it.
+public final class EvolutionSimulator {
+    public struct Faults: Sendable, Equatable {
+        public var latencyMs = 0
+        /// Share of requests answered 500, 0…1.
+        public var errorRate = 0.0
+        /// Never answer.
+        public var timeout = false
+        /// Answer 200 with a body that is not JSON.
+        public var garbage = false
+        /// Answer `{"count":0}` to every connect.
+        public var countZero = false
+        /// `normal`, `omit` (code only) or `garbage` (a broken data URL).
+        public var base64 = "normal"
+        /// Answer 200 with a 2 MiB body.
+        public var oversize = false
+        /// POST /oauth/token answers 503.
+        public var tokenEndpointDown = false
+    }
+
+    struct Instance {
+        var name: String
+        var token: String
+        var state: ConnectionState = .close
+        var refs = 0
+        var code: String?
+        var pairing = ""
+        var qrExpiresAt: Date?
+    }
+
+    public let config: Config.Simulator
+    let renderer: QRRenderer
+    var instances: [String: Instance] = [:]
+    var globalFaults = Faults()
+    var instanceFaults: [String: Faults] = [:]
+    var tokens: [String: Date] = [:]
+    var pendingWebhooks: [SimulatorWebhook] = []
+    private var rng = SystemRandomNumberGenerator()
+
+    public init(config: Config.Simulator, renderer: QRRenderer) {
+        self.config = config
+        self.renderer = renderer
+    }
+
+    /// An instance's own API key (what its webhooks carry as `apikey`).
+    public func token(of instance: String) -> String? { instances[instance]?.token }
+
+    // MARK: Clock
+
+    /// Rotates QR codes and ends attempts that ran out of refs; returns webhooks to deliver.
+    public func advance(now: Date) -> [SimulatorWebhook] {
+        for name in instances.keys.sorted() {
+            guard var i = instances[name], i.state == .connecting else { continue }
+            while let expiry = i.qrExpiresAt, now >= expiry {
+                if i.refs < config.maxRefs {
+                    i.refs += 1
+                    i.code = newCode(); i.pairing = randomToken(8)
+                    i.qrExpiresAt = expiry.addingTimeInterval(config.nextQrSeconds)
+                    webhookQR(i)
+                } else {
+                    // Baileys: "QR refs attempts ended" (408), then the instance closes.
+                    i.state = .close
+                    i.code = nil
+                    i.qrExpiresAt = nil
+                    webhook(i, event: "qrcode.updated", data: ["message": .string("QR code limit reached, please login again"), "statusCode": .int(500)])
+                    webhook(i, event: "connection.update", data: ["instance": .string(i.name), "state": .string("close"), "statusReason": .int(408)])
+                }
+            }
+            instances[name] = i
+        }
+        defer { pendingWebhooks.removeAll() }
+        return pendingWebhooks
+    }
+
+    /// When `advance` next has work.
+    public func nextDeadline() -> Date? {
+        instances.values.compactMap { $0.state == .connecting ? $0.qrExpiresAt : nil }.min()
+    }
+
+    // MARK: HTTP
+
+    /// Whether the simulator serves this path.
+    public static func handles(_ path: String) -> Bool {
+        path.hasPrefix("/instance/") || path.hasPrefix("/simulator/") || path == "/oauth/token"
+    }
+
+    public func handle(_ req: HTTPRequest, now: Date) -> SimulatorReply {
+        _ = advance(now: now) // keep state current even between timer ticks; webhooks go out on the next tick
+        let parts = req.path.split(separator: "/").map(String.init)
+        if parts.first == "simulator" { return .now(control(req, parts: Array(parts.dropFirst()), now: now)) }
+        if req.path == "/oauth/token" { return oauth(req, now: now) }
+
+        let instanceName = parts.count >= 3 ? parts[2] : nil
+        let faults = instanceName.flatMap { instanceFaults[$0] } ?? globalFaults
+        if faults.timeout { return .never }
+        let response: HTTPResponse
+        if faults.errorRate > 0, Double.random(in: 0..<1, using: &rng) < faults.errorRate {
+            response = evolutionError(500, "Internal Server Error", "simulated failure")
+        } else if faults.garbage {
+            response = .text(200, "<html>502 Bad Gateway</html> not json", contentType: "application/json")
+        } else if faults.oversize {
+            response = HTTPResponse(status: 200, contentType: "application/json", body: .bytes(Array(repeating: 0x20, count: 2 << 20)))
+        } else {
+            response = evolution(req, parts: parts, faults: faults, now: now)
+        }
+        return faults.latencyMs > 0 ? .after(seconds: Double(faults.latencyMs) / 1000, response) : .now(response)
+    }
+
+    private func authorized(_ req: HTTPRequest, instance: String?, now: Date) -> Bool {
+        guard let key = req.headers["apikey"], !key.isEmpty else { return false }
+        if key == config.apiKey { return true }
+        if let exp = tokens[key], now < exp { return true }
+        if let instance, let i = instances[instance], i.token == key { return true }
+        return false
+    }
+
+    private func evolution(_ req: HTTPRequest, parts: [String], faults: Faults, now: Date) -> HTTPResponse {
+        guard parts.first == "instance", parts.count >= 2 else { return evolutionError(404, "Not Found", "Cannot \(req.method.rawValue) \(req.path)") }
+        let action = parts[1]
+        let name = parts.count >= 3 ? parts[2] : nil
+        guard authorized(req, instance: name, now: now) else { return evolutionError(401, "Unauthorized", "Unauthorized") }
+        switch (req.method, action) {
+        case (.post, "create"):
+            guard let body = JSONValue.parse(req.body), let n = body["instanceName"]?.stringValue, ClientMessage.isValidSessionID(n) else {
+                return evolutionError(400, "Bad Request", "instanceName is required")
+            }
+            guard instances[n] == nil else { return evolutionError(403, "Forbidden", "This name \"\(n)\" is already in use.") }
+            let i = Instance(name: n, token: randomToken(32))
+            instances[n] = i
+            return .json(201, ["instance": ["instanceName": n, "instanceId": UUID().uuidString.lowercased(), "status": "created"], "hash": i.token])
+        case (.get, "fetchInstances"):
+            let list = instances.values.sorted { $0.name < $1.name }.map {
+                ["name": $0.name, "connectionStatus": $0.state.rawValue, "token": $0.token] as [String: Any]
+            }
+            return .json(200, list)
+        default:
+            break
+        }
+        guard let name, var i = instances[name] else { return evolutionError(404, "Not Found", "The \"\(name ?? "")\" instance does not exist") }
+        defer { instances[name] = i }
+        switch (req.method, action) {
+        case (.get, "connect"):
+            if i.state == .open { return .json(200, ["instance": ["instanceName": i.name, "state": "open"]]) }
+            if faults.countZero { return .json(200, ["count": 0]) }
+            if i.state != .connecting {
+                i.state = .connecting
+                i.refs = 1
+                i.code = newCode(); i.pairing = randomToken(8)
+                i.qrExpiresAt = now.addingTimeInterval(config.firstQrSeconds)
+                webhook(i, event: "connection.update", data: ["instance": .string(i.name), "state": .string("connecting"), "statusReason": .int(200)])
+                webhookQR(i)
+            }
+            guard let code = i.code else { return .json(200, ["count": 0]) }
+            var body: [String: Any] = ["code": code, "count": i.refs, "pairingCode": i.pairing]
+            switch faults.base64 {
+            case "omit": break
+            case "garbage": body["base64"] = "data:image/png;base64,!!!not-base64!!!"
+            default: body["base64"] = (try? renderer.render(code).pngDataURL) ?? ""
+            }
+            return .json(200, body)
+        case (.get, "connectionState"):
+            return .json(200, ["instance": ["instanceName": i.name, "state": i.state.rawValue]])
+        case (.delete, "logout"):
+            guard i.state == .open || i.state == .connecting else {
+                return evolutionError(400, "Bad Request", "The \"\(i.name)\" instance is not connected")
+            }
+            i.state = .close
+            i.code = nil
+            i.qrExpiresAt = nil
+            webhook(i, event: "connection.update", data: ["instance": .string(i.name), "state": .string("close"), "statusReason": .int(401)])
+            return .json(200, ["status": "SUCCESS", "error": false, "response": ["message": "Instance logged out"]])
+        case (.delete, "delete"):
+            instances[name] = nil
+            return .json(200, ["status": "SUCCESS", "error": false, "response": ["message": "Instance deleted"]])
+        default:
+            return evolutionError(404, "Not Found", "Cannot \(req.method.rawValue) \(req.path)")
+        }
+    }
+
+    // MARK: Control endpoints (/simulator/...)
+
+    private func control(_ req: HTTPRequest, parts: [String], now: Date) -> HTTPResponse {
+        switch (req.method, parts.first ?? "") {
+        case (.post, "scan"):
+            guard parts.count == 2, var i = instances[parts[1]] else { return .error(404, "no such instance") }
+            guard i.state == .connecting, i.code != nil else { return .error(409, "instance \(i.name) shows no QR to scan (state \(i.state.rawValue))") }
+            i.state = .open
+            i.code = nil
+            i.qrExpiresAt = nil
+            instances[i.name] = i
+            webhook(i, event: "connection.update", data: ["instance": .string(i.name), "state": .string("open"), "statusReason": .int(200)])
+            return .json(200, ["success": true, "instance": i.name, "state": "open"])
+        case (.post, "disconnect"):
+            // The phone unlinks the device.
+            guard parts.count == 2, var i = instances[parts[1]] else { return .error(404, "no such instance") }
+            i.state = .close
+            i.code = nil
+            i.qrExpiresAt = nil
+            instances[i.name] = i
+            webhook(i, event: "connection.update", data: ["instance": .string(i.name), "state": .string("close"), "statusReason": .int(401)])
+            return .json(200, ["success": true, "instance": i.name, "state": "close"])
+        case (.post, "faults"):
+            guard let json = JSONValue.parse(req.body), case let .object(o) = json else { return .error(400, "body must be a JSON object") }
+            var f = Faults()
+            for (k, v) in o where k != "instance" {
+                switch (k, v) {
+                case let ("latencyMs", .int(n)) where n >= 0 && n <= 600_000: f.latencyMs = n
+                case let ("errorRate", .double(d)) where d >= 0 && d <= 1: f.errorRate = d
+                case let ("errorRate", .int(n)) where n == 0 || n == 1: f.errorRate = Double(n)
+                case let ("timeout", .bool(b)): f.timeout = b
+                case let ("garbage", .bool(b)): f.garbage = b
+                case let ("countZero", .bool(b)): f.countZero = b
+                case let ("oversize", .bool(b)): f.oversize = b
+                case let ("tokenEndpointDown", .bool(b)): f.tokenEndpointDown = b
+                case let ("base64", .string(s)) where ["normal", "omit", "garbage"].contains(s): f.base64 = s
+                default: return .error(400, "bad fault \"\(k.prefix(30))\"")
+                }
+            }
+            if let name = o["instance"]?.stringValue { instanceFaults[name] = f } else { globalFaults = f; instanceFaults.removeAll() }
+            return .json(200, ["success": true])
+        case (.delete, "faults"):
+            globalFaults = Faults()
+            instanceFaults.removeAll()
+            return .json(200, ["success": true])
+        case (.post, "expire-tokens"):
+            tokens.removeAll()
+            return .json(200, ["success": true])
+        case (.get, "state"):
+            let list = instances.values.sorted { $0.name < $1.name }.map { i -> [String: Any] in
+                ["name": i.name, "state": i.state.rawValue, "refs": i.refs, "code": i.code ?? NSNull()]
+            }
+            return .json(200, ["instances": list])
+        default:
+            return .error(404, "no such simulator endpoint")
+        }
+    }
+
+    private func oauth(_ req: HTTPRequest, now: Date) -> SimulatorReply {
+        if globalFaults.tokenEndpointDown { return .now(.error(503, "token endpoint unavailable")) }
+        guard req.method == .post else { return .now(.error(405, "POST only")) }
+        var fields: [String: String] = [:]
+        if let json = JSONValue.parse(req.body), case let .object(o) = json {
+            for (k, v) in o { fields[k] = v.stringValue }
+        } else {
+            for pair in String(decoding: req.body, as: UTF8.self).split(separator: "&") {
+                let kv = pair.split(separator: "=", maxSplits: 1).map { String($0).removingPercentEncoding ?? String($0) }
+                if kv.count == 2 { fields[kv[0]] = kv[1] }
+            }
+        }
+        guard fields["client_id"] == config.tokenClientId, fields["client_secret"] == config.tokenClientSecret else {
+            return .now(.json(401, ["error": "invalid_client"]))
+        }
+        let token = "sim_" + randomToken(40)
+        tokens[token] = now.addingTimeInterval(TimeInterval(config.tokenTTLSeconds))
+        return .now(.json(200, ["access_token": token, "expires_in": config.tokenTTLSeconds, "token_type": "Bearer"]))
+    }
+
+    // MARK: Helpers
+
+    private func evolutionError(_ status: Int, _ error: String, _ message: String) -> HTTPResponse {
+        .json(status, ["status": status, "error": error, "response": ["message": [message]]])
+    }
+
+    private func webhookQR(_ i: Instance) {
+        guard let code = i.code else { return }
+        var qr: [String: JSONValue] = ["instance": .string(i.name), "code": .string(code), "pairingCode": .string(i.pairing)]
+        if let png = try? renderer.render(code).pngDataURL { qr["base64"] = .string(png) }
+        webhook(i, event: "qrcode.updated", data: ["qrcode": .object(qr)])
+    }
+
+    private func webhook(_ i: Instance, event: String, data: [String: JSONValue]) {
+        guard !config.webhookURL.isEmpty else { return }
+        let envelope: JSONValue = .object([
+            "event": .string(event), "instance": .string(i.name), "data": .object(data),
+            "destination": .string(config.webhookURL), "date_time": .string(ISO8601DateFormatter().string(from: Date())),
+            "sender": .string("qrgate-simulator"), "server_url": .string("http://simulator"), "apikey": .string(i.token),
+        ])
+        pendingWebhooks.append(SimulatorWebhook(url: config.webhookURL, body: Array(envelope.encoded())))
+    }
+
+    /// A code shaped like WhatsApp's: "2@" + ref, then three base64 keys, comma-separated.
+    private func newCode() -> String {
+        "2@" + randomToken(64, alphabet: Self.base64Alphabet) + "," + randomToken(43, alphabet: Self.base64Alphabet) + "=,"
+            + randomToken(43, alphabet: Self.base64Alphabet) + "=," + randomToken(24, alphabet: Self.base64Alphabet)
+    }
+
+    private static let base64Alphabet = Array("ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/")
+    private static let tokenAlphabet = Array("ABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789")
+
+    private func randomToken(_ n: Int, alphabet: [Character] = EvolutionSimulator.tokenAlphabet) -> String {
+        String((0..<n).map { _ in alphabet.randomElement(using: &rng)! })
+    }
+}

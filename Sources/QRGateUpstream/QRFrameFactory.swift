@@ -1,0 +1,57 @@
+import Foundation
+import QRGateQR
+
+/// A QR code ready to push: the raw code and its two images.
+public struct QRFrame: Sendable, Equatable {
+    public var code: String
+    public var svg: String
+    /// `data:image/png;base64,…`: the upstream's when it was well-formed, else ours.
+    public var pngDataURL: String
+    public var pairingCode: String?
+    /// True when the PNG came from the upstream.
+    public var upstreamImage: Bool
+}
+
+/// Builds frames from upstream codes, rendering what the upstream did not give, and
+/// remembering recent codes so the same code always yields the same frame (no duplicate pushes).
+public final class QRFrameFactory: @unchecked Sendable {
+    public static let pngPrefix = "data:image/png;base64,"
+    /// Largest upstream data URL kept (a WhatsApp QR PNG is ~5–15 KB).
+    public let maxDataURLBytes: Int
+    private let renderer: QRRenderer
+    private let lock = NSLock()
+    private var cache: [String: QRFrame] = [:]
+    private var order: [String] = []
+    private let capacity: Int
+
+    public init(renderer: QRRenderer, maxDataURLBytes: Int = 256 * 1024, capacity: Int = 4096) {
+        self.renderer = renderer
+        self.maxDataURLBytes = maxDataURLBytes
+        self.capacity = capacity
+    }
+
+    public func frame(for qr: UpstreamQR) throws -> QRFrame {
+        lock.lock()
+        if let hit = cache[qr.code] { lock.unlock(); return hit }
+        lock.unlock()
+        let matrix = try QRMatrix(encoding: qr.code, correction: renderer.style.correction)
+        let upstreamPNG = qr.base64.flatMap { Self.isWellFormedPNGDataURL($0, limit: maxDataURLBytes) ? $0 : nil }
+        let frame = QRFrame(code: qr.code, svg: renderer.svg(matrix), pngDataURL: try upstreamPNG ?? renderer.pngDataURL(matrix),
+                            pairingCode: qr.pairingCode, upstreamImage: upstreamPNG != nil)
+        lock.lock()
+        if cache[qr.code] == nil {
+            cache[qr.code] = frame
+            order.append(qr.code)
+            if order.count > capacity { cache[order.removeFirst()] = nil }
+        }
+        lock.unlock()
+        return frame
+    }
+
+    /// `data:image/png;base64,` + valid base64 of bytes that start with the PNG signature, within `limit`.
+    public static func isWellFormedPNGDataURL(_ s: String, limit: Int) -> Bool {
+        guard s.utf8.count <= limit, s.hasPrefix(pngPrefix) else { return false }
+        guard let data = Data(base64Encoded: String(s.dropFirst(pngPrefix.count))), data.count > 8 else { return false }
+        return data.prefix(8).elementsEqual([0x89, 0x50, 0x4E, 0x47, 0x0D, 0x0A, 0x1A, 0x0A])
+    }
+}

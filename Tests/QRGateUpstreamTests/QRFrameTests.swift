@@ -1,0 +1,40 @@
+import Foundation
+import Testing
+import QRGateQR
+@testable import QRGateUpstream
+
+@Suite(.serialized) struct QRFrameTests {
+    let factory = QRFrameFactory(renderer: QRRenderer(style: QRStyle(correction: .medium, quietZone: 4, moduleSize: 4)))
+
+    @Test func simulatorCodeRendersToAQRThatDecodesBack() async throws {
+        let sim = try RunningSimulator()
+        let client = sim.client()
+        _ = await client.createInstance("scan-me")
+        guard case let .qr(qr)? = await client.connect("scan-me").success else { Issue.record("no QR"); return }
+        let frame = try factory.frame(for: UpstreamQR(code: qr.code))
+        #expect(!frame.upstreamImage)
+        let png = try #require(Data(base64Encoded: String(frame.pngDataURL.dropFirst(QRFrameFactory.pngPrefix.count))))
+        #expect(try zbar(Array(png)) == qr.code)
+        // The simulator's own image decodes to the same code and is kept as is.
+        let upstream = try factory.frame(for: UpstreamQR(code: qr.code + "x", base64: qr.base64))
+        #expect(upstream.upstreamImage)
+        let upPNG = try #require(Data(base64Encoded: String(qr.base64!.dropFirst(QRFrameFactory.pngPrefix.count))))
+        #expect(try zbar(Array(upPNG)) == qr.code)
+    }
+
+    @Test func brokenUpstreamImagesAreReplacedByOurs() throws {
+        for bad in ["data:image/png;base64,!!!", "data:image/jpeg;base64,/9j/4AAQ", "data:image/png;base64," + Data("GIF89a....".utf8).base64EncodedString(),
+                    "data:image/png;base64," + String(repeating: "A", count: 300_000)] {
+            let f = try factory.frame(for: UpstreamQR(code: "code-\(bad.count)", base64: bad))
+            #expect(!f.upstreamImage)
+            #expect(f.pngDataURL.hasPrefix(QRFrameFactory.pngPrefix))
+        }
+    }
+
+    @Test func sameCodeIsTheSameFrame() throws {
+        let a = try factory.frame(for: UpstreamQR(code: "2@same"))
+        let b = try factory.frame(for: UpstreamQR(code: "2@same"))
+        #expect(a == b)
+        #expect(try factory.frame(for: UpstreamQR(code: "2@other")) != a)
+    }
+}

@@ -1,0 +1,88 @@
+import Foundation
+import Logging
+import QRGateCore
+import QRGateHTTP
+import QRGateServer
+import QRGateUpstream
+
+/// The simulator alone on 127.0.0.1 and an ephemeral port.
+final class RunningSimulator {
+    let server: SimulatorServer
+    let port: Int
+    var base: String { "http://127.0.0.1:\(port)" }
+
+    init(_ json: String = "{}") throws {
+        let config = try Config.load(fileContents: Data(json.utf8), environment: [:])
+        var logger = Logger(label: "sim-test")
+        logger.logLevel = .warning
+        server = SimulatorServer(config: config, host: "127.0.0.1", port: 0, logger: logger)
+        port = try server.start()
+    }
+
+    deinit { server.stop() }
+
+    @discardableResult
+    func post(_ path: String, _ json: String = "{}", key: String = "qrgate-simulator-key") throws -> ClientResponse {
+        try HTTPClient.perform(ClientRequest(method: "POST", url: base + path, headers: [("apikey", key), ("Content-Type", "application/json")],
+                                             body: Array(json.utf8), timeoutSeconds: 5)).get()
+    }
+
+    func delete(_ path: String) throws {
+        _ = try HTTPClient.perform(ClientRequest(method: "DELETE", url: base + path, timeoutSeconds: 5)).get()
+    }
+
+    func client(key: String = "qrgate-simulator-key", timeout: Double = 3, concurrency: Int = 32, tokenURL: String = "",
+                now: @escaping @Sendable () -> Date = { Date() }) -> EvolutionClient {
+        let http = CurlMulti(maxConcurrent: concurrency)
+        let creds = UpstreamCredentials(staticKey: key, tokenURL: tokenURL, clientId: "qrgate", clientSecret: "qrgate-simulator-secret",
+                                        timeoutSeconds: timeout, http: http, now: now)
+        return EvolutionClient(baseURL: base, credentials: creds, http: http, timeoutSeconds: timeout, maxResponseBytes: 256 * 1024)
+    }
+}
+
+/// A clock tests move by hand.
+final class ManualClock: @unchecked Sendable {
+    private let lock = NSLock()
+    private var current = Date(timeIntervalSince1970: 1_800_000_000)
+    var now: Date { lock.lock(); defer { lock.unlock() }; return current }
+    func advance(_ seconds: TimeInterval) { lock.lock(); current += seconds; lock.unlock() }
+}
+
+/// Collects values from other threads.
+final class Collector<T>: @unchecked Sendable {
+    private let lock = NSLock()
+    private var items: [T] = []
+    func append(_ t: T) { lock.lock(); items.append(t); lock.unlock() }
+    var all: [T] { lock.lock(); defer { lock.unlock() }; return items }
+
+    /// Waits (bounded) until `predicate` holds for the collected items.
+    func wait(seconds: Double, until predicate: ([T]) -> Bool) -> Bool {
+        let deadline = Date().addingTimeInterval(seconds)
+        while Date() < deadline {
+            if predicate(all) { return true }
+            Thread.sleep(forTimeInterval: 0.02)
+        }
+        return predicate(all)
+    }
+}
+
+func zbar(_ png: [UInt8]) throws -> String {
+    let url = FileManager.default.temporaryDirectory.appendingPathComponent("qrgate-\(UUID().uuidString).png")
+    try Data(png).write(to: url)
+    defer { try? FileManager.default.removeItem(at: url) }
+    let p = Process()
+    p.executableURL = URL(fileURLWithPath: "/usr/bin/zbarimg")
+    p.arguments = ["--quiet", "--raw", "-Sbinary", url.path]
+    let out = Pipe()
+    p.standardOutput = out
+    p.standardError = FileHandle.nullDevice
+    try p.run()
+    let data = out.fileHandleForReading.readDataToEndOfFile()
+    p.waitUntilExit()
+    return String(decoding: data, as: UTF8.self)
+}
+
+extension Result {
+    var failure: Failure? { if case let .failure(f) = self { return f }; return nil }
+    var success: Success? { if case let .success(s) = self { return s }; return nil }
+}

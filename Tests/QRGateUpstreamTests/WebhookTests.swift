@@ -1,0 +1,70 @@
+import Foundation
+import Logging
+import Testing
+import QRGateCore
+import QRGateHTTP
+import QRGateServer
+@testable import QRGateUpstream
+
+@Suite(.serialized) struct WebhookTests {
+    /// A gateway receiving webhooks; its parsed events are collected.
+    final class Receiver {
+        let app: GatewayApp
+        let port: Int
+        let events = Collector<UpstreamEvent>()
+        init() throws {
+            let config = try Config.load(fileContents: Data(#"{"upstream": {"mode": "evolution", "baseURL": "http://127.0.0.1:9", "apiKey": "global-key-123", "webhookSecret": "s3cret"}}"#.utf8), environment: [:])
+            var logger = Logger(label: "wh")
+            logger.logLevel = .warning
+            let root = URL(fileURLWithPath: #filePath).deletingLastPathComponent().deletingLastPathComponent().deletingLastPathComponent()
+            app = try GatewayApp(config: config, host: "127.0.0.1", port: 0, staticDir: root.appendingPathComponent("static").path, logger: logger)
+            let events = events
+            app.gateway.onUpstreamEvent = { events.append($0) }
+            port = try app.start()
+        }
+        deinit { app.stop() }
+
+        func post(_ body: String, query: String = "?secret=s3cret") throws -> ClientResponse {
+            try HTTPClient.perform(ClientRequest(method: "POST", url: "http://127.0.0.1:\(port)/webhooks/evolution\(query)",
+                                                 headers: [("Content-Type", "application/json")], body: Array(body.utf8), timeoutSeconds: 5)).get()
+        }
+    }
+
+    @Test func simulatorWebhooksAreParsedIntoTypedEvents() async throws {
+        let rx = try Receiver()
+        let sim = try RunningSimulator(#"{"simulator": {"webhookURL": "http://127.0.0.1:\#(rx.port)/webhooks/evolution?secret=s3cret", "firstQrSeconds": 0.5, "nextQrSeconds": 0.3, "maxRefs": 2}}"#)
+        let client = sim.client()
+        _ = await client.createInstance("hooked")
+        guard case let .qr(qr)? = await client.connect("hooked").success else { Issue.record("no QR"); return }
+        // connecting, the first QR, a rotated QR, then the limit and close.
+        let done = rx.events.wait(seconds: 5) { $0.contains { if case .qrLimitReached = $0.kind { true } else { false } } }
+        #expect(done)
+        let kinds = rx.events.all.map(\.kind)
+        #expect(kinds.first == .state(.connecting, statusReason: 200))
+        let codes = kinds.compactMap { if case let .qr(q) = $0 { q.code } else { nil } }
+        #expect(codes.first == qr.code)
+        #expect(codes.count == 2 && codes[0] != codes[1])
+        #expect(kinds.last == .state(.close, statusReason: 408))
+        #expect(rx.events.all.allSatisfy { $0.instance == "hooked" })
+    }
+
+    @Test func badOrUnauthenticatedBodiesChangeNothing() throws {
+        let rx = try Receiver()
+        let good = #"{"event":"connection.update","instance":"x1","data":{"instance":"x1","state":"open","statusReason":200},"apikey":"nope"}"#
+        #expect(try rx.post(good, query: "").status == 401)
+        #expect(try rx.post(good, query: "?secret=wrong").status == 401)
+        #expect(try rx.post("not json").status == 400)
+        #expect(try rx.post("[]").status == 400)
+        #expect(try rx.post(#"{"instance":"x1","data":{}}"#).status == 400)
+        #expect(try rx.post(#"{"event":"connection.update","instance":"x1","data":{"state":"sideways"}}"#).status == 400)
+        #expect(try rx.post(#"{"event":"qrcode.updated","instance":"x1","data":{"qrcode":{"code":""}}}"#).status == 400)
+        #expect(try rx.post(#"{"event":"qrcode.updated","instance":"../etc","data":{}}"#).status == 400)
+        let r = try rx.post(#"{"event":"messages.upsert","instance":"x1","data":{}}"#)
+        #expect(r.status == 200 && r.text.contains("ignored"))
+        Thread.sleep(forTimeInterval: 0.1)
+        #expect(rx.events.all.isEmpty)
+        // The global key in the envelope authenticates too; upper-case event names are Evolution's settings spelling.
+        #expect(try rx.post(#"{"event":"CONNECTION_UPDATE","instance":"x1","data":{"state":"open"},"apikey":"global-key-123"}"#, query: "").status == 200)
+        #expect(rx.events.wait(seconds: 2) { $0 == [UpstreamEvent(instance: "x1", kind: .state(.open, statusReason: nil))] })
+    }
+}
