@@ -1,0 +1,290 @@
+import Foundation
+
+/// A QR image set as the session machine sees it (built from the upstream's code elsewhere).
+public struct SessionQR: Sendable, Equatable {
+    public var code: String
+    public var pngDataURL: String
+    public var svg: String
+    public init(code: String, pngDataURL: String, svg: String) { self.code = code; self.pngDataURL = pngDataURL; self.svg = svg }
+}
+
+/// Timing and limits of the lifecycle (from `qr.*`, `poll.*`, `refresh.*`).
+public struct SessionRules: Sendable, Equatable {
+    public var ttlSeconds: Double
+    public var maxAttempts: Int
+    public var countdownIntervalSeconds: Double
+    public var pollIntervalSeconds: Double
+    public var refreshMinIntervalSeconds: Double
+    public var backoffMaxSeconds: Double
+
+    public init(ttlSeconds: Double = 60, maxAttempts: Int = 3, countdownIntervalSeconds: Double = 1, pollIntervalSeconds: Double = 5,
+                refreshMinIntervalSeconds: Double = 3, backoffMaxSeconds: Double = 60) {
+        self.ttlSeconds = ttlSeconds; self.maxAttempts = maxAttempts; self.countdownIntervalSeconds = countdownIntervalSeconds
+        self.pollIntervalSeconds = pollIntervalSeconds; self.refreshMinIntervalSeconds = refreshMinIntervalSeconds; self.backoffMaxSeconds = backoffMaxSeconds
+    }
+}
+
+/// What happened to a session, as pushed to subscribers (seq and timestamp are added by the registry).
+public enum SessionEvent: Sendable, Equatable {
+    case qrGenerated(SessionQR, expiresAt: Date, attempt: Int)
+    case countdown(remaining: Int, expiresAt: Date)
+    case qrExpired(attempt: Int)
+    case qrRegenerating(attempt: Int, message: String)
+    case connected(message: String, at: Date)
+    case error(String)
+    case upstreamError(String)
+    case disconnected
+
+    public var action: String {
+        switch self {
+        case .qrGenerated: "qr_generated"
+        case .countdown: "countdown"
+        case .qrExpired: "qr_expired"
+        case .qrRegenerating: "qr_regenerating"
+        case .connected: "connected"
+        case .error: "error"
+        case .upstreamError: "upstream_error"
+        case .disconnected: "disconnected"
+        }
+    }
+}
+
+/// Upstream work the machine asks for; results come back as inputs.
+public enum SessionCommand: Sendable, Equatable {
+    /// GET connect: a QR, "no QR yet", or a state.
+    case fetchQR
+    /// Log out first (going on if that fails), then fetch a fresh QR.
+    case logoutThenFetch
+    /// Log out and stop.
+    case logout
+}
+
+/// What drives the machine.
+public enum SessionInput: Sendable, Equatable {
+    case start
+    case upstreamQR(SessionQR)
+    case upstreamNoQR
+    case upstreamState(UpstreamLinkState)
+    case upstreamFailed(String)
+    /// The logout the machine asked for finished (whatever its outcome).
+    case logoutFinished
+    case tick
+    case disconnect
+}
+
+/// Upstream link states the machine cares about (Evolution's `open`, `connecting`, `close`, `refused`).
+public enum UpstreamLinkState: String, Sendable, Equatable { case open, connecting, close, refused }
+
+/// The answer to an admin refresh.
+public enum RefreshOutcome: Sendable, Equatable {
+    case accepted
+    case alreadyConnected
+    case rateLimited(retryAfterSeconds: Int)
+}
+
+/// One session's lifecycle as a value: `handle(input, now)` returns what to push and what to do.
+/// No clock reads, no I/O: time comes in as `now`.
+public struct SessionMachine: Sendable, Equatable {
+    public enum Status: String, Sendable, Equatable, Codable { case idle, pending, connected, failed, disconnected }
+
+    public static let alreadyConnectedMessage = "Session already connected. No QR needed."
+    public static let connectedMessage = "WhatsApp linked successfully."
+
+    public let rules: SessionRules
+    public private(set) var status: Status = .idle
+    public private(set) var qr: SessionQR?
+    public private(set) var qrExpiresAt: Date?
+    public private(set) var qrUpdatedAt: Date?
+    /// Regenerations used in this round (0 for the first QR).
+    public private(set) var attempt = 0
+    public private(set) var connectedAt: Date?
+    public private(set) var lastError: String?
+    /// An upstream call is running; no second one is started.
+    public private(set) var inFlight = false
+    /// The next QR from the upstream starts a new validity window even if it repeats the code.
+    public private(set) var wantsFreshQR = false
+    public private(set) var consecutiveFailures = 0
+    public private(set) var retryAt: Date?
+    public private(set) var nextPollAt: Date?
+    public private(set) var nextCountdownAt: Date?
+    public private(set) var lastRefreshAt: Date?
+
+    public init(rules: SessionRules) { self.rules = rules }
+
+    public var maxAttempts: Int { rules.maxAttempts }
+
+    /// Whole seconds left on the current QR.
+    public func remaining(at now: Date) -> Int {
+        guard let exp = qrExpiresAt else { return 0 }
+        return max(0, Int((exp.timeIntervalSince(now)).rounded(.up)))
+    }
+
+    /// When `tick` next has something to do.
+    public func nextDeadline() -> Date? {
+        guard status == .pending else { return nil }
+        var candidates: [Date] = []
+        if let c = nextCountdownAt { candidates.append(c) }
+        if let e = qrExpiresAt, !inFlight { candidates.append(e) }
+        if !inFlight {
+            if let r = retryAt { candidates.append(r) } else if let p = nextPollAt { candidates.append(p) }
+        }
+        return candidates.min()
+    }
+
+    public mutating func handle(_ input: SessionInput, now: Date) -> (events: [SessionEvent], commands: [SessionCommand]) {
+        var events: [SessionEvent] = []
+        var commands: [SessionCommand] = []
+        switch input {
+        case .start:
+            guard status != .pending && status != .connected else { break }
+            status = .pending
+            attempt = 0
+            lastError = nil
+            wantsFreshQR = true
+            consecutiveFailures = 0
+            retryAt = nil
+            issue(.fetchQR, into: &commands, now: now)
+
+        case let .upstreamQR(newQR):
+            inFlight = false
+            succeeded(now)
+            guard status == .pending else { break }
+            if !wantsFreshQR, newQR.code == qr?.code { break } // the same code is the same frame
+            wantsFreshQR = false
+            qr = newQR
+            qrUpdatedAt = now
+            qrExpiresAt = now.addingTimeInterval(rules.ttlSeconds)
+            nextCountdownAt = now.addingTimeInterval(rules.countdownIntervalSeconds)
+            events.append(.qrGenerated(newQR, expiresAt: qrExpiresAt!, attempt: attempt))
+
+        case .upstreamNoQR:
+            inFlight = false
+            succeeded(now)
+
+        case let .upstreamState(state):
+            inFlight = false
+            succeeded(now)
+            switch (state, status) {
+            case (.open, .pending), (.open, .idle), (.open, .disconnected), (.open, .failed):
+                status = .connected
+                connectedAt = now
+                attempt = 0
+                clearQR()
+                lastError = nil
+                events.append(.connected(message: Self.connectedMessage, at: now))
+            case (.close, .connected), (.refused, .connected):
+                status = .disconnected
+                clearQR()
+                events.append(.disconnected)
+            case (.close, .pending), (.refused, .pending):
+                // WhatsApp ended this attempt (refs ran out): same as an expiry.
+                if !wantsFreshQR { expire(now: now, events: &events, commands: &commands) }
+            default:
+                break
+            }
+
+        case let .upstreamFailed(reason):
+            inFlight = false
+            consecutiveFailures += 1
+            lastError = reason
+            // Exponential backoff per session, capped, so a broken instance cannot loop.
+            let delay = min(rules.backoffMaxSeconds, rules.pollIntervalSeconds * pow(2, Double(consecutiveFailures - 1)))
+            retryAt = now.addingTimeInterval(delay)
+            events.append(.upstreamError(reason))
+
+        case .logoutFinished:
+            inFlight = false
+
+        case .tick:
+            guard status == .pending else { break }
+            if let exp = qrExpiresAt, now >= exp, !inFlight {
+                expire(now: now, events: &events, commands: &commands)
+            } else if let c = nextCountdownAt, now >= c, qrExpiresAt != nil {
+                events.append(.countdown(remaining: remaining(at: now), expiresAt: qrExpiresAt!))
+                // One tick per interval, never a burst after a stall.
+                var next = c
+                while next <= now { next = next.addingTimeInterval(rules.countdownIntervalSeconds) }
+                nextCountdownAt = next
+            }
+            if !inFlight, status == .pending {
+                if let r = retryAt {
+                    if now >= r { retryAt = nil; issue(wantsFreshQR && qr != nil ? .logoutThenFetch : .fetchQR, into: &commands, now: now) }
+                } else if let p = nextPollAt, now >= p {
+                    issue(.fetchQR, into: &commands, now: now)
+                }
+            }
+
+        case .disconnect:
+            guard status != .disconnected && status != .idle else { break }
+            status = .disconnected
+            clearQR()
+            connectedAt = nil
+            events.append(.disconnected)
+            commands.append(.logout)
+        }
+        return (events, commands)
+    }
+
+    /// An admin asks for a fresh QR: no attempt limit, but at most one per `refreshMinIntervalSeconds`.
+    public mutating func refresh(now: Date) -> (outcome: RefreshOutcome, commands: [SessionCommand]) {
+        if status == .connected { return (.alreadyConnected, []) }
+        if let last = lastRefreshAt {
+            let wait = last.addingTimeInterval(rules.refreshMinIntervalSeconds).timeIntervalSince(now)
+            if wait > 0 { return (.rateLimited(retryAfterSeconds: Int(wait.rounded(.up))), []) }
+        }
+        lastRefreshAt = now
+        status = .pending
+        attempt = 0
+        lastError = nil
+        consecutiveFailures = 0
+        retryAt = nil
+        wantsFreshQR = true
+        clearQR()
+        var commands: [SessionCommand] = []
+        inFlight = false // a running poll's answer still lands, but this refresh goes out now
+        issue(.logoutThenFetch, into: &commands, now: now)
+        return (.accepted, commands)
+    }
+
+    /// Restores persisted fields (a store, later) without replaying events.
+    public mutating func restore(status: Status, qr: SessionQR?, qrExpiresAt: Date?, attempt: Int, connectedAt: Date?, lastError: String?) {
+        self.status = status; self.qr = qr; self.qrExpiresAt = qrExpiresAt; self.attempt = attempt
+        self.connectedAt = connectedAt; self.lastError = lastError
+    }
+
+    private mutating func expire(now: Date, events: inout [SessionEvent], commands: inout [SessionCommand]) {
+        events.append(.qrExpired(attempt: attempt))
+        clearQR()
+        if attempt < rules.maxAttempts {
+            attempt += 1
+            wantsFreshQR = true
+            events.append(.qrRegenerating(attempt: attempt, message: "Generating a new QR code (attempt \(attempt)/\(rules.maxAttempts))"))
+            issue(.logoutThenFetch, into: &commands, now: now)
+        } else {
+            status = .failed
+            let message = "QR code generation failed after \(rules.maxAttempts) attempts. Please request a new validation."
+            lastError = message
+            events.append(.error(message))
+            commands.append(.logout)
+        }
+    }
+
+    private mutating func issue(_ c: SessionCommand, into commands: inout [SessionCommand], now: Date) {
+        inFlight = true
+        nextPollAt = now.addingTimeInterval(rules.pollIntervalSeconds)
+        commands.append(c)
+    }
+
+    private mutating func succeeded(_ now: Date) {
+        consecutiveFailures = 0
+        retryAt = nil
+        // Webhooks and polls both count: the next poll waits a full interval after fresh news.
+        nextPollAt = now.addingTimeInterval(rules.pollIntervalSeconds)
+    }
+
+    private mutating func clearQR() {
+        qr = nil
+        qrExpiresAt = nil
+        nextCountdownAt = nil
+    }
+}

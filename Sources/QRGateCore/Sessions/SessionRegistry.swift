@@ -1,0 +1,89 @@
+import Foundation
+
+/// Every session: its machine, its event numbering and recent log, and the push to the hub.
+/// Pure Swift and single-threaded (the event loop owns it); time comes in as `now`.
+public final class SessionRegistry {
+    public struct Session {
+        public let id: String
+        public var instanceName: String
+        /// The instance's own upstream key. Never sent to clients or logged.
+        public var instanceToken: String?
+        public var numberId: String?
+        public var machine: SessionMachine
+        public var seq = 0
+        public var log: EventLog
+        public let createdAt: Date
+    }
+
+    public let rules: SessionRules
+    public let hub: Hub
+    private let logCapacity: Int
+    public private(set) var sessions: [String: Session] = [:]
+    /// Called with every event after it is numbered (metrics, logs, stores).
+    public var observer: ((Session, SessionEvent) -> Void)?
+
+    public init(rules: SessionRules, hub: Hub, logCapacity: Int = 256) {
+        self.rules = rules
+        self.hub = hub
+        self.logCapacity = logCapacity
+    }
+
+    public subscript(id: String) -> Session? { sessions[id] }
+
+    /// Adds a session (idle). False when the id is taken.
+    @discardableResult
+    public func create(id: String, instanceName: String, instanceToken: String? = nil, numberId: String? = nil, now: Date) -> Bool {
+        guard sessions[id] == nil else { return false }
+        sessions[id] = Session(id: id, instanceName: instanceName, instanceToken: instanceToken, numberId: numberId,
+                               machine: SessionMachine(rules: rules), log: EventLog(capacity: logCapacity), createdAt: now)
+        return true
+    }
+
+    public func setInstanceToken(_ token: String?, for id: String) { sessions[id]?.instanceToken = token }
+
+    /// Feeds an input; numbers, logs and publishes the events; returns the upstream work to do.
+    public func apply(_ input: SessionInput, to id: String, now: Date) -> [SessionCommand] {
+        guard var s = sessions[id] else { return [] }
+        let (events, commands) = s.machine.handle(input, now: now)
+        sessions[id] = s
+        publish(events, of: id, now: now)
+        return commands
+    }
+
+    public func refresh(_ id: String, now: Date) -> (outcome: RefreshOutcome, commands: [SessionCommand])? {
+        guard var s = sessions[id] else { return nil }
+        let r = s.machine.refresh(now: now)
+        sessions[id] = s
+        return r
+    }
+
+    /// What a new subscriber gets first: the missed events when `since` can be served, else a snapshot
+    /// (flagged `recovered:false` when `since` was asked for and cannot be).
+    public func welcome(session id: String, since: Int?, now: Date) -> [[UInt8]] {
+        guard let s = sessions[id] else { return [] }
+        if let since, let missed = s.log.after(since, lastSeq: s.seq) {
+            return missed.map(\.bytes)
+        }
+        return [SessionEventEncoding.snapshot(session: id, machine: s.machine, seq: s.seq, now: now,
+                                              recovered: since == nil ? nil : false, numberId: s.numberId)]
+    }
+
+    public func nextDeadline(of id: String) -> Date? { sessions[id]?.machine.nextDeadline() }
+
+    private func publish(_ events: [SessionEvent], of id: String, now: Date) {
+        for event in events {
+            guard var s = sessions[id] else { return }
+            s.seq += 1
+            let bytes = SessionEventEncoding.event(event, session: id, seq: s.seq, now: now, maxAttempts: s.machine.maxAttempts, numberId: s.numberId)
+            s.log.append(EventLog.Entry(seq: s.seq, action: event.action, bytes: bytes))
+            sessions[id] = s
+            observer?(s, event)
+            // Only the newest countdown and the newest QR matter to a peer that is behind.
+            let key: String? = switch event {
+            case .countdown: "countdown:\(id)"
+            default: nil
+            }
+            hub.publish(bytes, session: id, coalesceKey: key)
+        }
+    }
+}

@@ -1,0 +1,176 @@
+import Foundation
+import Testing
+@testable import QRGateCore
+
+@Suite struct SessionMachineTests {
+    let t0 = Date(timeIntervalSince1970: 1_800_000_000)
+    let rules = SessionRules(ttlSeconds: 10, maxAttempts: 2, countdownIntervalSeconds: 1, pollIntervalSeconds: 5, refreshMinIntervalSeconds: 3, backoffMaxSeconds: 20)
+    func qr(_ c: String) -> SessionQR { SessionQR(code: c, pngDataURL: "data:image/png;base64,\(c)", svg: "<svg>\(c)</svg>") }
+    func at(_ s: Double) -> Date { t0.addingTimeInterval(s) }
+
+    func started() -> SessionMachine {
+        var m = SessionMachine(rules: rules)
+        _ = m.handle(.start, now: t0)
+        _ = m.handle(.upstreamQR(qr("A")), now: t0)
+        return m
+    }
+
+    @Test func startFetchesAndTheFirstQRIsAttemptZero() {
+        var m = SessionMachine(rules: rules)
+        let s = m.handle(.start, now: t0)
+        #expect(s.commands == [.fetchQR] && s.events.isEmpty && m.status == .pending)
+        let q = m.handle(.upstreamQR(qr("A")), now: t0)
+        #expect(q.events == [.qrGenerated(qr("A"), expiresAt: at(10), attempt: 0)])
+        #expect(m.qrExpiresAt == at(10))
+    }
+
+    @Test func rotationPushesANewFrameWithoutAnAttemptAndDuplicatesAreDropped() {
+        var m = started()
+        #expect(m.handle(.upstreamQR(qr("A")), now: at(2)).events.isEmpty)
+        let r = m.handle(.upstreamQR(qr("B")), now: at(3))
+        #expect(r.events == [.qrGenerated(qr("B"), expiresAt: at(13), attempt: 0)])
+        #expect(m.attempt == 0)
+    }
+
+    @Test func oneCountdownPerIntervalWithWholeSecondsLeft() {
+        var m = started()
+        #expect(m.handle(.tick, now: at(0.5)).events.isEmpty)
+        #expect(m.handle(.tick, now: at(1)).events == [.countdown(remaining: 9, expiresAt: at(10))])
+        #expect(m.handle(.tick, now: at(1.2)).events.isEmpty)
+        // After a stall, one tick, not a burst.
+        #expect(m.handle(.tick, now: at(4.5)).events == [.countdown(remaining: 6, expiresAt: at(10))])
+        #expect(m.handle(.tick, now: at(4.9)).events.isEmpty)
+    }
+
+    @Test func expiryRegeneratesUntilTheLastAttemptThenFails() {
+        var m = started()
+        let e1 = m.handle(.tick, now: at(10))
+        #expect(e1.events == [.qrExpired(attempt: 0), .qrRegenerating(attempt: 1, message: "Generating a new QR code (attempt 1/2)")])
+        #expect(e1.commands == [.logoutThenFetch])
+        // A regenerated QR counts as new even if the code repeats.
+        #expect(m.handle(.upstreamQR(qr("A")), now: at(11)).events == [.qrGenerated(qr("A"), expiresAt: at(21), attempt: 1)])
+        let e2 = m.handle(.tick, now: at(21))
+        #expect(e2.events.map(\.action) == ["qr_expired", "qr_regenerating"])
+        _ = m.handle(.upstreamQR(qr("C")), now: at(22))
+        let e3 = m.handle(.tick, now: at(32))
+        #expect(e3.events == [.qrExpired(attempt: 2), .error("QR code generation failed after 2 attempts. Please request a new validation.")])
+        #expect(e3.commands == [.logout])
+        #expect(m.status == .failed)
+        #expect(m.handle(.tick, now: at(40)).events.isEmpty)
+    }
+
+    @Test func openConnectsAndResetsAttempts() {
+        var m = started()
+        _ = m.handle(.tick, now: at(10))
+        #expect(m.attempt == 1)
+        let c = m.handle(.upstreamState(.open), now: at(11))
+        #expect(c.events == [.connected(message: SessionMachine.connectedMessage, at: at(11))])
+        #expect(m.status == .connected && m.attempt == 0 && m.qr == nil)
+        #expect(m.handle(.upstreamState(.close), now: at(50)).events == [.disconnected])
+    }
+
+    @Test func adminRefreshWhenConnectedRateLimitedAndAfterFailure() {
+        var m = started()
+        _ = m.handle(.upstreamState(.open), now: at(1))
+        #expect(m.refresh(now: at(2)).outcome == .alreadyConnected)
+
+        var f = started()
+        _ = f.handle(.tick, now: at(10)); _ = f.handle(.upstreamQR(qr("B")), now: at(10))
+        _ = f.handle(.tick, now: at(20)); _ = f.handle(.upstreamQR(qr("C")), now: at(20))
+        _ = f.handle(.tick, now: at(30))
+        #expect(f.status == .failed)
+        let r = f.refresh(now: at(31))
+        #expect(r.outcome == .accepted && r.commands == [.logoutThenFetch])
+        #expect(f.status == .pending && f.attempt == 0)
+        #expect(f.refresh(now: at(32)).outcome == .rateLimited(retryAfterSeconds: 2))
+        #expect(f.refresh(now: at(34)).outcome == .accepted)
+        #expect(f.handle(.upstreamQR(qr("C")), now: at(35)).events == [.qrGenerated(qr("C"), expiresAt: at(45), attempt: 0)])
+    }
+
+    @Test func failingUpstreamBacksOffExponentiallyAndCapped() {
+        var m = SessionMachine(rules: rules)
+        _ = m.handle(.start, now: t0)
+        var now = t0
+        var delays: [Double] = []
+        for _ in 0..<5 {
+            let r = m.handle(.upstreamFailed("upstream failed with HTTP 500"), now: now)
+            #expect(r.events == [.upstreamError("upstream failed with HTTP 500")])
+            let retry = m.retryAt!
+            delays.append(retry.timeIntervalSince(now))
+            #expect(m.handle(.tick, now: retry.addingTimeInterval(-0.1)).commands.isEmpty)
+            now = retry
+            #expect(m.handle(.tick, now: now).commands == [.fetchQR])
+        }
+        #expect(delays == [5, 10, 20, 20, 20])
+        _ = m.handle(.upstreamQR(qr("A")), now: now)
+        #expect(m.consecutiveFailures == 0 && m.retryAt == nil)
+    }
+
+    @Test func pollsEveryIntervalUnlessFresherNewsArrived() {
+        var m = started()
+        #expect(m.handle(.tick, now: at(5)).commands == [.fetchQR])
+        #expect(m.handle(.tick, now: at(6)).commands.isEmpty) // in flight
+        _ = m.handle(.upstreamNoQR, now: at(6))
+        _ = m.handle(.upstreamQR(qr("B")), now: at(9)) // a webhook
+        #expect(m.handle(.tick, now: at(11)).commands.isEmpty)
+        #expect(m.handle(.tick, now: at(14)).commands == [.fetchQR])
+    }
+
+    @Test func upstreamCloseWhilePendingCountsAsExpiry() {
+        var m = started()
+        let r = m.handle(.upstreamState(.close), now: at(3))
+        #expect(r.events.map(\.action) == ["qr_expired", "qr_regenerating"])
+    }
+
+    @Test func disconnectLogsOutAndClears() {
+        var m = started()
+        let d = m.handle(.disconnect, now: at(1))
+        #expect(d.events == [.disconnected] && d.commands == [.logout])
+        #expect(m.qr == nil && m.qrExpiresAt == nil && m.status == .disconnected)
+    }
+}
+
+@Suite struct RegistryAndHubTests {
+    final class RecordingTransport: HubTransport {
+        var sent: [(bytes: [UInt8], to: [UInt64], key: String?)] = []
+        func send(_ bytes: [UInt8], to subscribers: [UInt64], coalesceKey: String?) { sent.append((bytes, subscribers.sorted(), coalesceKey)) }
+    }
+    let t0 = Date(timeIntervalSince1970: 1_800_000_000)
+
+    func json(_ b: [UInt8]) -> [String: Any] { (try? JSONSerialization.jsonObject(with: Data(b))) as? [String: Any] ?? [:] }
+
+    @Test func eventsAreNumberedEncodedOnceAndFannedOutToSessionAndStarSubscribers() {
+        let hub = Hub(), transport = RecordingTransport()
+        hub.transport = transport
+        let reg = SessionRegistry(rules: SessionRules(ttlSeconds: 2, maxAttempts: 2), hub: hub, logCapacity: 8)
+        reg.create(id: "s1", instanceName: "s1", instanceToken: "secret-token", now: t0)
+        hub.subscribe(1, to: "s1"); hub.subscribe(2, to: "s1"); hub.subscribe(3, to: Hub.everySession); hub.subscribe(4, to: "other")
+        _ = reg.apply(.start, to: "s1", now: t0)
+        _ = reg.apply(.upstreamQR(SessionQR(code: "A", pngDataURL: "data:image/png;base64,AA", svg: "<svg/>")), to: "s1", now: t0)
+        _ = reg.apply(.tick, to: "s1", now: t0.addingTimeInterval(1))
+        #expect(transport.sent.count == 2)
+        #expect(transport.sent.allSatisfy { $0.to == [1, 2, 3] })
+        let first = json(transport.sent[0].bytes)
+        #expect(first["action"] as? String == "qr_generated" && first["seq"] as? Int == 1 && first["sessionId"] as? String == "s1")
+        #expect(first["qrCode"] as? String == "data:image/png;base64,AA" && first["maxAttempts"] as? Int == 2)
+        #expect(json(transport.sent[1].bytes)["action"] as? String == "countdown")
+        #expect(transport.sent[1].key == "countdown:s1")
+        #expect(!transport.sent.contains { String(decoding: $0.bytes, as: UTF8.self).contains("secret-token") })
+    }
+
+    @Test func sinceRecoversMissedEventsOrSaysItCannot() {
+        let hub = Hub()
+        let reg = SessionRegistry(rules: SessionRules(ttlSeconds: 2, maxAttempts: 3), hub: hub, logCapacity: 4)
+        reg.create(id: "s", instanceName: "s", now: t0)
+        _ = reg.apply(.start, to: "s", now: t0)
+        for i in 0..<3 { _ = reg.apply(.upstreamQR(SessionQR(code: "c\(i)", pngDataURL: "p", svg: "s")), to: "s", now: t0) }
+        #expect(reg.welcome(session: "s", since: 1, now: t0).map { json($0)["seq"] as? Int } == [2, 3])
+        #expect(reg.welcome(session: "s", since: 3, now: t0).isEmpty)
+        let snap = json(reg.welcome(session: "s", since: nil, now: t0)[0])
+        #expect(snap["action"] as? String == "snapshot" && snap["seq"] as? Int == 3 && snap["recovered"] == nil)
+        for i in 3..<9 { _ = reg.apply(.upstreamQR(SessionQR(code: "c\(i)", pngDataURL: "p", svg: "s")), to: "s", now: t0) }
+        let lost = json(reg.welcome(session: "s", since: 1, now: t0)[0])
+        #expect(lost["action"] as? String == "snapshot" && lost["recovered"] as? Bool == false)
+        #expect(json(reg.welcome(session: "s", since: 99, now: t0)[0])["recovered"] as? Bool == false)
+    }
+}
