@@ -8,8 +8,48 @@ public struct Config: Codable, Sendable, Equatable {
     public var log = Log()
     public var upstream = Upstream()
     public var simulator = Simulator()
+    public var poll = Poll()
+    public var refresh = Refresh()
+    public var auth = Auth()
+    public var events = Events()
+    /// Sessions to watch from start-up.
+    public var sessions: [SessionSeed] = []
+    /// With the simulator upstream, this session is created and started at start-up ("" for none).
+    public var demoSession = "demo"
 
     public init() {}
+
+    public struct Poll: Codable, Sendable, Equatable {
+        /// A pending session's upstream is asked this often (unless a webhook brought fresher news).
+        public var intervalSeconds = 5.0
+        /// Cap of the per-session exponential backoff after upstream failures.
+        public var backoffMaxSeconds = 60.0
+    }
+
+    public struct Refresh: Codable, Sendable, Equatable {
+        /// Every pending session is refreshed this often (the old cron job's cycle).
+        public var cycleSeconds = 60.0
+        /// Admin refreshes of one session at most this often.
+        public var minIntervalSeconds = 3.0
+    }
+
+    public struct Auth: Codable, Sendable, Equatable {
+        public var serviceKeys: [String] = []
+        public var adminKeys: [String] = []
+    }
+
+    public struct Events: Codable, Sendable, Equatable {
+        /// Recent events kept per session for `since` recovery.
+        public var logCapacity = 256
+    }
+
+    /// A session listed in the configuration.
+    public struct SessionSeed: Codable, Sendable, Equatable {
+        public var sessionId: String
+        public var instanceName: String?
+        public var instanceToken: String?
+        public var numberId: String?
+    }
 
     /// Where QR codes come from: Evolution API, or the built-in simulator.
     public struct Upstream: Codable, Sendable, Equatable {
@@ -127,6 +167,16 @@ public struct Config: Codable, Sendable, Equatable {
         if !(simulator.nextQrSeconds > 0) { throw .invalid(key: "simulator.nextQrSeconds", reason: "must be greater than 0") }
         try positive(simulator.maxRefs, "simulator.maxRefs")
         try positive(simulator.tokenTTLSeconds, "simulator.tokenTTLSeconds")
+        if !(poll.intervalSeconds > 0) { throw .invalid(key: "poll.intervalSeconds", reason: "must be greater than 0") }
+        if !(poll.backoffMaxSeconds > 0) { throw .invalid(key: "poll.backoffMaxSeconds", reason: "must be greater than 0") }
+        if !(refresh.cycleSeconds > 0) { throw .invalid(key: "refresh.cycleSeconds", reason: "must be greater than 0") }
+        if !(refresh.minIntervalSeconds >= 0) { throw .invalid(key: "refresh.minIntervalSeconds", reason: "must be 0 or more") }
+        try positive(events.logCapacity, "events.logCapacity")
+        for (i, seed) in sessions.enumerated() {
+            if !ClientMessage.isValidSessionID(seed.sessionId) { throw .invalid(key: "sessions[\(i)].sessionId", reason: "must be 1–128 characters of A–Z a–z 0–9 . _ : @ -") }
+            if let n = seed.instanceName, !ClientMessage.isValidSessionID(n) { throw .invalid(key: "sessions[\(i)].instanceName", reason: "has characters an instance name cannot carry") }
+        }
+        if !demoSession.isEmpty && !ClientMessage.isValidSessionID(demoSession) { throw .invalid(key: "demoSession", reason: "is not a valid session id") }
         let levels = ["trace", "debug", "info", "notice", "warning", "error", "critical"]
         if !levels.contains(log.level) {
             throw .invalid(key: "log.level", reason: "must be one of \(levels.joined(separator: ", ")); got \"\(log.level)\"")

@@ -33,7 +33,12 @@ public final class GatewayApp: @unchecked Sendable {
             outboxLimit: config.server.outboxLimit, pingIntervalSeconds: config.server.pingIntervalSeconds,
             tlsCertPath: config.server.tlsCert.isEmpty ? nil : config.server.tlsCert,
             tlsKeyPath: config.server.tlsKey.isEmpty ? nil : config.server.tlsKey), logger: logger)
-        gateway = Gateway(config: config, server: server, staticFiles: files, http: http, logger: logger)
+        let loopback = host == "127.0.0.1" || host == "localhost" || host == "::1"
+        let noKeys = config.auth.adminKeys.isEmpty && config.auth.serviceKeys.isEmpty
+        gateway = Gateway(config: config, server: server, staticFiles: files, http: http, demoMode: noKeys && loopback, logger: logger)
+        if noKeys && loopback {
+            logger.warning("DEMO MODE: no auth keys configured and a loopback bind, so every client is admin")
+        }
     }
 
     /// Starts listening; returns the bound port.
@@ -44,6 +49,8 @@ public final class GatewayApp: @unchecked Sendable {
         upstream = EvolutionClient(baseURL: base, credentials: credentials, http: http,
                                    timeoutSeconds: config.upstream.timeoutSeconds, maxResponseBytes: config.upstream.maxResponseBytes)
         logger.info("upstream \(config.upstream.mode) at \(base), key \(Secret.mask(config.upstream.apiKey))")
+        let gateway = gateway, client = upstream!
+        server.post { gateway.begin(upstream: client) }
         return port
     }
 

@@ -1,0 +1,208 @@
+import Foundation
+import Logging
+import QRGateCore
+import QRGateUpstream
+
+/// Runs the session machines on the event loop: their timers, their upstream commands (on the
+/// upstream client's threads, results posted back to the loop) and the refresh cycle.
+/// Loop-confined, except where it hops to a Task and back through `server.post`.
+public final class SessionRuntime: @unchecked Sendable {
+    public let registry: SessionRegistry
+    let server: LWSServer
+    let timers: LoopTimers
+    let frames: QRFrameFactory
+    let logger: Logger
+    let cycleSeconds: Double
+    /// Set once the gateway listens (the simulator's base URL is the gateway's own port).
+    var upstream: EvolutionClient?
+    private var sessionTimers: [String: LoopTimers.ID] = [:]
+    private var byInstance: [String: Set<String>] = [:]
+
+    public struct CycleResult: Sendable {
+        public var instance: String
+        public var success: Bool
+        public var qrUpdated: Bool
+        public var error: String?
+    }
+
+    init(registry: SessionRegistry, server: LWSServer, timers: LoopTimers, frames: QRFrameFactory, cycleSeconds: Double, logger: Logger) {
+        self.registry = registry
+        self.server = server
+        self.timers = timers
+        self.frames = frames
+        self.cycleSeconds = cycleSeconds
+        self.logger = logger
+    }
+
+    /// Starts the periodic refresh cycle (the old cron job).
+    func startCycle() {
+        timers.schedule(after: cycleSeconds) { [weak self] in
+            guard let self else { return }
+            self.runCycle { results in
+                let failed = results.filter { !$0.success }.count
+                self.logger.info("refresh cycle: \(results.count) pending, \(results.count - failed) refreshed, \(failed) failed")
+            }
+            self.startCycle()
+        }
+    }
+
+    // MARK: Sessions
+
+    @discardableResult
+    public func add(id: String, instanceName: String, instanceToken: String?, numberId: String?) -> Bool {
+        guard registry.create(id: id, instanceName: instanceName, instanceToken: instanceToken, numberId: numberId, now: Date()) else { return false }
+        byInstance[instanceName, default: []].insert(id)
+        logger.info("session \(id) added (instance \(instanceName))")
+        feed(id, .start)
+        return true
+    }
+
+    /// Runs an input through the session's machine and carries out what it asks for.
+    public func feed(_ id: String, _ input: SessionInput) {
+        let before = registry[id]?.machine.status
+        let commands = registry.apply(input, to: id, now: Date())
+        if let after = registry[id]?.machine.status, after != before {
+            logger.info("session \(id): \(before?.rawValue ?? "new") → \(after.rawValue)")
+        }
+        for c in commands { execute(c, for: id) }
+        reschedule(id)
+    }
+
+    public func refresh(_ id: String) -> RefreshOutcome? {
+        guard let r = registry.refresh(id, now: Date()) else { return nil }
+        for c in r.commands { execute(c, for: id) }
+        reschedule(id)
+        return r.outcome
+    }
+
+    /// Webhook news, in the same shape polling produces.
+    public func deliver(_ event: UpstreamEvent) {
+        for id in byInstance[event.instance] ?? [] {
+            switch event.kind {
+            case let .qr(qr):
+                frame(qr) { [weak self] input in self?.feed(id, input) }
+            case .qrLimitReached:
+                feed(id, .upstreamState(.close))
+            case let .state(state, _):
+                feed(id, .upstreamState(UpstreamLinkState(rawValue: state.rawValue) ?? .close))
+            }
+        }
+    }
+
+    public func instanceToken(of instance: String) -> String? {
+        byInstance[instance]?.lazy.compactMap { self.registry[$0]?.instanceToken }.first
+    }
+
+    private func reschedule(_ id: String) {
+        if let t = sessionTimers.removeValue(forKey: id) { timers.cancel(t) }
+        guard let deadline = registry.nextDeadline(of: id) else { return }
+        sessionTimers[id] = timers.schedule(after: deadline.timeIntervalSinceNow) { [weak self] in
+            self?.sessionTimers[id] = nil
+            self?.feed(id, .tick)
+        }
+    }
+
+    // MARK: Upstream commands
+
+    private func execute(_ command: SessionCommand, for id: String) {
+        guard let s = registry[id], let upstream else { return }
+        let instance = s.instanceName, token = s.instanceToken
+        let server = server
+        Task { [weak self] in
+            guard let self else { return }
+            let input: SessionInput
+            switch command {
+            case .logout:
+                _ = await upstream.logout(instance, instanceToken: token)
+                input = .logoutFinished
+            case .logoutThenFetch:
+                _ = await upstream.logout(instance, instanceToken: token) // going on if that fails
+                input = await self.fetch(upstream, id: id, instance: instance, token: token)
+            case .fetchQR:
+                input = await self.fetch(upstream, id: id, instance: instance, token: token)
+            }
+            server.post { self.feed(id, input) }
+        }
+    }
+
+    /// GET connect as a machine input; creates the instance upstream when it is missing.
+    private func fetch(_ upstream: EvolutionClient, id: String, instance: String, token: String?) async -> SessionInput {
+        var result = await upstream.connect(instance, instanceToken: token)
+        if case .failure(.instanceNotFound) = result {
+            if case let .success(created) = await upstream.createInstance(instance) {
+                if let newToken = created.token { server.post { [weak self] in self?.registry.setInstanceToken(newToken, for: id) } }
+                result = await upstream.connect(instance, instanceToken: created.token ?? token)
+            }
+        }
+        return input(from: result)
+    }
+
+    private func input(from result: Result<ConnectResult, UpstreamError>) -> SessionInput {
+        switch result {
+        case let .success(.qr(qr)):
+            do {
+                let f = try frames.frame(for: qr)
+                return .upstreamQR(SessionQR(code: f.code, pngDataURL: f.pngDataURL, svg: f.svg))
+            } catch {
+                return .upstreamFailed("upstream QR code cannot be rendered: \(error)")
+            }
+        case .success(.noQRYet): return .upstreamNoQR
+        case let .success(.state(state)): return .upstreamState(UpstreamLinkState(rawValue: state.rawValue) ?? .close)
+        case let .failure(e): return .upstreamFailed(e.description)
+        }
+    }
+
+    private func frame(_ qr: UpstreamQR, then: @escaping @Sendable (SessionInput) -> Void) {
+        let frames = frames, server = server
+        Task {
+            let input: SessionInput
+            do {
+                let f = try frames.frame(for: qr)
+                input = .upstreamQR(SessionQR(code: f.code, pngDataURL: f.pngDataURL, svg: f.svg))
+            } catch {
+                input = .upstreamFailed("upstream QR code cannot be rendered: \(error)")
+            }
+            server.post { then(input) }
+        }
+    }
+
+    // MARK: Refresh cycle
+
+    /// Refreshes every pending session at once; `done` runs on the loop with one result per session.
+    public func runCycle(_ done: @escaping @Sendable ([CycleResult]) -> Void) {
+        guard let upstream else { return done([]) }
+        let pending = registry.sessions.values.filter { $0.machine.status == .pending }.sorted { $0.id < $1.id }
+        let jobs = pending.map { (id: $0.id, instance: $0.instanceName, token: $0.instanceToken, code: $0.machine.qr?.code) }
+        let server = server
+        Task { [weak self] in
+            guard let self else { return }
+            let outcomes = await withTaskGroup(of: (Int, SessionInput).self) { group in
+                for (i, job) in jobs.enumerated() {
+                    group.addTask { (i, await self.fetch(upstream, id: job.id, instance: job.instance, token: job.token)) }
+                }
+                var all = [SessionInput?](repeating: nil, count: jobs.count)
+                for await (i, input) in group { all[i] = input }
+                return all.compactMap { $0 }
+            }
+            server.post {
+                var results: [CycleResult] = []
+                for (job, input) in zip(jobs, outcomes) {
+                    self.feed(job.id, input)
+                    switch input {
+                    case let .upstreamQR(qr):
+                        results.append(CycleResult(instance: job.instance, success: true, qrUpdated: qr.code != job.code))
+                    case .upstreamNoQR:
+                        results.append(CycleResult(instance: job.instance, success: true, qrUpdated: false, error: "No QR code available from Evolution API"))
+                    case .upstreamState:
+                        results.append(CycleResult(instance: job.instance, success: true, qrUpdated: false))
+                    case let .upstreamFailed(reason):
+                        results.append(CycleResult(instance: job.instance, success: false, qrUpdated: false, error: reason))
+                    default:
+                        results.append(CycleResult(instance: job.instance, success: false, qrUpdated: false, error: "unexpected"))
+                    }
+                }
+                done(results)
+            }
+        }
+    }
+}
