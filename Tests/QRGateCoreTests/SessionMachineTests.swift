@@ -154,6 +154,7 @@ import Testing
         #expect(first["action"] as? String == "qr_generated" && first["seq"] as? Int == 1 && first["sessionId"] as? String == "s1")
         #expect(first["qrCode"] as? String == "data:image/png;base64,AA" && first["maxAttempts"] as? Int == 2)
         #expect(json(transport.sent[1].bytes)["action"] as? String == "countdown")
+        #expect(transport.sent[0].key == "qr:s1")
         #expect(transport.sent[1].key == "countdown:s1")
         #expect(!transport.sent.contains { String(decoding: $0.bytes, as: UTF8.self).contains("secret-token") })
     }

@@ -81,6 +81,7 @@ public final class SessionRegistry {
             // Only the newest countdown and the newest QR matter to a peer that is behind.
             let key: String? = switch event {
             case .countdown: "countdown:\(id)"
+            case .qrGenerated: "qr:\(id)"
             default: nil
             }
             hub.publish(bytes, session: id, coalesceKey: key)

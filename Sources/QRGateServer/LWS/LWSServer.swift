@@ -67,6 +67,11 @@ public final class LWSServer: @unchecked Sendable {
     private var thread: Thread?
     private let finished = DispatchSemaphore(value: 0)
 
+    /// Frames dropped because a newer one with the same coalescing key replaced them.
+    public private(set) var coalesced = 0
+    /// Peers closed for reading too slowly.
+    public private(set) var slowConsumersClosed = 0
+
     /// The port actually bound (meaningful once `start()` returned).
     public private(set) var boundPort: Int = 0
 
@@ -291,10 +296,13 @@ public final class LWSServer: @unchecked Sendable {
     public func send(_ frame: WireFrame, to id: ConnectionID, coalesceKey: String? = nil) -> Bool {
         guard let c = connections[id], c.isWebSocket, c.closeCode == 0 else { return false }
         if let key = coalesceKey, let i = c.outboxKeys.firstIndex(of: key) {
-            c.outbox[i] = frame
-            return true
+            // The older unsent frame is dropped and the new one queued last, so seq order holds.
+            c.outbox.remove(at: i)
+            c.outboxKeys.remove(at: i)
+            coalesced += 1
         }
         if c.outbox.count >= options.outboxLimit {
+            slowConsumersClosed += 1
             close(id, code: CloseCode.slowConsumer, reason: "slow consumer: outbox over \(options.outboxLimit) frames")
             return false
         }
