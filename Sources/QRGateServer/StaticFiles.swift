@@ -24,7 +24,9 @@ public struct StaticFiles: Sendable {
             segments.append(segment)
         }
         if segments.isEmpty { segments = ["index.html"] }
-        let candidate = root + "/" + segments.joined(separator: "/")
+        var candidate = root + "/" + segments.joined(separator: "/")
+        // "/admin" serves admin.html: pages have clean URLs.
+        if !segments.last!.contains("."), access(candidate + ".html", R_OK) == 0 { candidate += ".html" }
         guard let real = realpath(candidate, nil) else { return nil }
         defer { free(real) }
         let resolved = String(cString: real)

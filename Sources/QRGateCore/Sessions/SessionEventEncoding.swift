@@ -57,6 +57,7 @@ public enum SessionEventEncoding {
                                       "qrSvg": machine.qr.map { .string($0.svg) } ?? .null,
                                       "qrExpiresAt": machine.qrExpiresAt.map { .string(iso8601($0)) } ?? .null,
                                       "connectedAt": machine.connectedAt.map { .string(iso8601($0)) } ?? .null,
+                                      "qrUpdatedAt": machine.qrUpdatedAt.map { .string(iso8601($0)) } ?? .null,
                                       "lastError": machine.lastError.map { .string($0) } ?? .null]
         if let recovered { o["recovered"] = .bool(recovered) }
         if let numberId { o["numberId"] = .string(numberId) }
