@@ -34,8 +34,12 @@ public struct Config: Codable, Sendable, Equatable {
     }
 
     public struct Auth: Codable, Sendable, Equatable {
+        /// Keys as given, or `sha256:<hex>` of the key (then only the hash is kept in config).
         public var serviceKeys: [String] = []
         public var adminKeys: [String] = []
+        /// HMAC secret of browser tokens; empty: a random one per process (tokens die with a restart).
+        public var tokenSecret = ""
+        public var browserTokenTTLSeconds = 900
     }
 
     public struct Events: Codable, Sendable, Equatable {
@@ -105,6 +109,10 @@ public struct Config: Codable, Sendable, Equatable {
         /// PEM certificate and key: both set serves https:// and wss://.
         public var tlsCert = ""
         public var tlsKey = ""
+        /// WebSocket messages per second one connection may send (burst: twice that); over → close 4029.
+        public var messagesPerSecond = 20
+        /// Open WebSockets from one IP address; more are refused at the handshake.
+        public var maxConnectionsPerIP = 1000
         /// Serves an echo endpoint at /ws/echo, for WebSocket conformance runs (Autobahn). Off in production.
         public var conformanceEcho = false
     }
@@ -139,6 +147,18 @@ public struct Config: Codable, Sendable, Equatable {
         if server.tlsCert.isEmpty != server.tlsKey.isEmpty {
             throw .invalid(key: server.tlsCert.isEmpty ? "server.tlsCert" : "server.tlsKey", reason: "TLS needs both tlsCert and tlsKey")
         }
+        try positive(server.messagesPerSecond, "server.messagesPerSecond")
+        try positive(server.maxConnectionsPerIP, "server.maxConnectionsPerIP")
+        try positive(auth.browserTokenTTLSeconds, "auth.browserTokenTTLSeconds")
+        for (i, k) in (auth.serviceKeys + auth.adminKeys).enumerated() {
+            if k.hasPrefix("sha256:") {
+                let hex = k.dropFirst(7)
+                if hex.count != 64 || !hex.allSatisfy(\.isHexDigit) { throw .invalid(key: "auth keys[\(i)]", reason: "sha256: must be followed by 64 hex digits") }
+            } else if k.count < 16 {
+                throw .invalid(key: "auth keys[\(i)]", reason: "API keys must be at least 16 characters")
+            }
+        }
+        if !auth.tokenSecret.isEmpty && auth.tokenSecret.utf8.count < 32 { throw .invalid(key: "auth.tokenSecret", reason: "must be at least 32 bytes") }
         try positive(qr.ttlSeconds, "qr.ttlSeconds")
         try positive(qr.maxAttempts, "qr.maxAttempts")
         try positive(qr.countdownIntervalSeconds, "qr.countdownIntervalSeconds")

@@ -25,16 +25,27 @@ public final class Gateway: LWSServerDelegate, @unchecked Sendable {
     public let runtime: SessionRuntime
     /// No keys configured and a loopback bind: everyone is admin.
     public let demoMode: Bool
-    private var sockets: [ConnectionID: Peer] = [:]
-    private var echoSockets: Set<ConnectionID> = []
+    public let auth: Authenticator
+    public let credentials: UpstreamCredentials
+    var sockets: [ConnectionID: Peer] = [:]
+    var echoSockets: Set<ConnectionID> = []
+    var socketsPerIP: [String: Int] = [:]
 
+    /// One WebSocket peer: who it is and how fast it talks.
     struct Peer {
         var info: WebSocketInfo
         var role: Role
+        /// Sessions opened by browser tokens.
+        var sessions: Set<String> = []
+        var tokens: Double
+        var lastRefill: ContinuousClock.Instant
     }
 
-    public init(config: Config, server: LWSServer, staticFiles: StaticFiles, http: CurlMulti, demoMode: Bool, logger: Logger) {
+    public init(config: Config, server: LWSServer, staticFiles: StaticFiles, http: CurlMulti, demoMode: Bool, auth: Authenticator,
+                credentials: UpstreamCredentials, logger: Logger) {
         self.demoMode = demoMode
+        self.auth = auth
+        self.credentials = credentials
         self.config = config
         self.server = server
         self.staticFiles = staticFiles
@@ -77,6 +88,7 @@ public final class Gateway: LWSServerDelegate, @unchecked Sendable {
     // MARK: HTTP
 
     public func http(_ request: HTTPRequest, connection: ConnectionID) -> HTTPResponse? {
+        if let api = sessionsAPI(request, connection: connection) { return api.response }
         switch (request.method, request.path) {
         case (.get, "/healthz"), (.head, "/healthz"):
             return .json(200, ["status": "ok", "version": QRGateVersion.string,
@@ -88,8 +100,6 @@ public final class Gateway: LWSServerDelegate, @unchecked Sendable {
             return webhook(request)
         case (.post, "/functions/v1/refresh-qr-codes"):
             return refreshCycle(request, connection: connection)
-        case (.post, "/api/v1/sessions"):
-            return createSession(request)
         default:
             break
         }
@@ -128,217 +138,5 @@ public final class Gateway: LWSServerDelegate, @unchecked Sendable {
         } catch {
             return .error(400, "cannot encode text as a QR code: \(error)")
         }
-    }
-
-    // MARK: Webhooks
-
-    /// POST /webhooks/evolution: Evolution's envelope, authenticated by the shared secret
-    /// (`x-webhook-secret` header or `?secret=`) or by the envelope's apikey.
-    private func webhook(_ request: HTTPRequest) -> HTTPResponse {
-        let parsed: EvolutionParsing.Webhook
-        switch EvolutionParsing.webhook(request.body) {
-        case let .failure(e): return .error(400, e.description)
-        case let .success(w): parsed = w
-        }
-        guard webhookAuthorized(request, parsed) else {
-            return .error(401, "webhook not authenticated: send the shared secret (x-webhook-secret) or a valid apikey")
-        }
-        guard let event = parsed.event else {
-            return .json(200, ["success": true, "ignored": true, "event": parsed.eventName])
-        }
-        logger.debug("webhook \(parsed.eventName) for \(parsed.instance)")
-        onUpstreamEvent?(event)
-        return .json(200, ["success": true, "event": parsed.eventName])
-    }
-
-    private func webhookAuthorized(_ request: HTTPRequest, _ w: EvolutionParsing.Webhook) -> Bool {
-        let secret = config.upstream.webhookSecret
-        if !secret.isEmpty, let given = request.headers["x-webhook-secret"] ?? request.query["secret"], constantTimeEquals(given, secret) {
-            return true
-        }
-        guard let key = w.apikey, !key.isEmpty else { return false }
-        if !config.upstream.apiKey.isEmpty && constantTimeEquals(key, config.upstream.apiKey) { return true }
-        if let token = instanceToken?(w.instance), constantTimeEquals(key, token) { return true }
-        if let sim = simulatorHost?.simulator, let token = sim.token(of: w.instance), constantTimeEquals(key, token) { return true }
-        return false
-    }
-
-    // MARK: WebSocket
-
-    public func webSocketShouldAccept(path: String, origin: String?) -> Bool {
-        if path == "/ws/echo" { return config.server.conformanceEcho }
-        guard path == "/ws" else { return false }
-        let allowed = config.server.allowedOrigins
-        guard !allowed.isEmpty, let origin else { return true }
-        return allowed.contains(origin)
-    }
-
-    public func webSocketOpened(_ connection: ConnectionID, info: WebSocketInfo) {
-        if info.path == "/ws/echo" { echoSockets.insert(connection); return }
-        let presented = info.query["token"] ?? info.authorization.flatMap(Self.bearer)
-        let role = role(for: presented) ?? (demoMode ? .admin : .browser)
-        sockets[connection] = Peer(info: info, role: role)
-        send(ServerMessage.hello(connectionID: connection, now: Date(), maxMessageBytes: config.server.maxMessageBytes, role: role.rawValue), to: connection)
-    }
-
-    public func webSocketReceived(_ connection: ConnectionID, message: [UInt8], binary: Bool) {
-        if echoSockets.contains(connection) {
-            server.send(WireFrame(message, binary: binary), to: connection)
-            return
-        }
-        if binary {
-            return reject(ProtocolError(.binaryUnsupported, "binary frames are not supported; send JSON text"), to: connection)
-        }
-        let parsed: ClientMessage
-        do { parsed = try ClientMessage.parse(message) } catch { return reject(error, to: connection) }
-        switch parsed {
-        case .ping:
-            send(ServerMessage.pong(now: Date()), to: connection)
-        case let .subscribe(session, token, since):
-            subscribe(connection, session: session, token: token, since: since)
-        case let .unsubscribe(session):
-            guard hub.unsubscribe(connection, from: session) else {
-                return reject(ProtocolError(.notSubscribed, "not subscribed to \(session)"), to: connection)
-            }
-            send(ServerMessage.encode(["action": .string("unsubscribed"), "sessionId": .string(session), "timestamp": .int(ServerMessage.milliseconds(Date()))]), to: connection)
-        case let .refresh(session):
-            refresh(connection, session: session)
-        }
-    }
-
-    public func webSocketClosed(_ connection: ConnectionID) {
-        sockets[connection] = nil
-        echoSockets.remove(connection)
-        hub.remove(connection)
-    }
-
-    public func timerFired() { timers.fire() }
-
-    /// Subscriptions one connection may hold.
-    static let maxSubscriptionsPerConnection = 64
-
-    private func subscribe(_ connection: ConnectionID, session: String, token: String?, since: Int?) {
-        guard var peer = sockets[connection] else { return }
-        if let token {
-            guard let r = role(for: token) else {
-                return reject(ProtocolError(.unauthorized, "token not recognised"), to: connection, session: session)
-            }
-            peer.role = max(peer.role, r)
-            sockets[connection] = peer
-        }
-        if session == Hub.everySession {
-            guard peer.role >= .service else {
-                return reject(ProtocolError(.forbidden, "subscribing to every session needs a service or admin key"), to: connection, session: session)
-            }
-        } else if runtime.registry[session] == nil {
-            return reject(ProtocolError(.unknownSession, "no session \(session)"), to: connection, session: session)
-        }
-        if !hub.isSubscribed(connection, to: session), hub.subscriptions(of: connection).count >= Self.maxSubscriptionsPerConnection {
-            return reject(ProtocolError(.tooManySubscriptions, "at most \(Self.maxSubscriptionsPerConnection) subscriptions per connection"), to: connection, session: session)
-        }
-        hub.subscribe(connection, to: session)
-        let now = Date()
-        send(ServerMessage.encode(["action": .string("subscribed"), "sessionId": .string(session), "role": .string(peer.role.rawValue),
-                                   "timestamp": .int(ServerMessage.milliseconds(now))]), to: connection)
-        let ids = session == Hub.everySession ? runtime.registry.sessions.keys.sorted() : [session]
-        for id in ids {
-            for frame in runtime.registry.welcome(session: id, since: session == Hub.everySession ? nil : since, now: now) {
-                send(frame, to: connection)
-            }
-        }
-    }
-
-    private func refresh(_ connection: ConnectionID, session: String) {
-        guard let peer = sockets[connection] else { return }
-        guard peer.role == .admin else {
-            return reject(ProtocolError(.forbidden, "refresh needs an admin key"), to: connection, session: session)
-        }
-        let now = Date()
-        switch runtime.refresh(session) {
-        case nil:
-            reject(ProtocolError(.unknownSession, "no session \(session)"), to: connection, session: session)
-        case .accepted?:
-            send(ServerMessage.encode(["action": .string("refreshing"), "sessionId": .string(session),
-                                       "timestamp": .int(ServerMessage.milliseconds(now))]), to: connection)
-        case .alreadyConnected?:
-            send(ServerMessage.encode(["action": .string("connected"), "sessionId": .string(session),
-                                       "message": .string(SessionMachine.alreadyConnectedMessage),
-                                       "timestamp": .int(ServerMessage.milliseconds(now))]), to: connection)
-        case let .rateLimited(wait)?:
-            reject(ProtocolError(.rateLimited, "refreshed too recently; try again in \(wait) s"), to: connection, session: session,
-                   extra: ["retryAfter": .int(wait)])
-        }
-    }
-
-    /// The role a presented key grants, or nil when it grants none.
-    func role(for key: String?) -> Role? {
-        guard let key, !key.isEmpty else { return nil }
-        if config.auth.adminKeys.contains(where: { constantTimeEquals($0, key) }) { return .admin }
-        if config.auth.serviceKeys.contains(where: { constantTimeEquals($0, key) }) { return .service }
-        return nil
-    }
-
-    static func bearer(_ header: String) -> String? {
-        for prefix in ["Bearer ", "Api-Key "] where header.hasPrefix(prefix) { return String(header.dropFirst(prefix.count)) }
-        return nil
-    }
-
-    // MARK: REST for sessions
-
-    private func requireRole(_ request: HTTPRequest, _ needed: Role) -> HTTPResponse? {
-        if demoMode { return nil }
-        let key = request.headers["authorization"].flatMap(Self.bearer)
-        guard let role = role(for: key) else { return .error(401, "missing or unknown API key (Authorization: Bearer KEY)") }
-        return role >= needed ? nil : .error(403, "this needs the \(needed.rawValue) role")
-    }
-
-    private func refreshCycle(_ request: HTTPRequest, connection: ConnectionID) -> HTTPResponse? {
-        if let denied = requireRole(request, .service) { return denied }
-        runtime.runCycle { [server] results in
-            let body: [String: Any] = [
-                "success": true, "total_instances": results.count,
-                "refreshed": results.filter(\.success).count, "failed": results.filter { !$0.success }.count,
-                "results": results.map { r -> [String: Any] in
-                    var o: [String: Any] = ["instance_name": r.instance, "success": r.success, "qr_updated": r.qrUpdated]
-                    if let e = r.error { o["error"] = e }
-                    return o
-                },
-            ]
-            server.respond(connection, .json(200, body))
-        }
-        return nil
-    }
-
-    private func createSession(_ request: HTTPRequest) -> HTTPResponse {
-        if let denied = requireRole(request, .admin) { return denied }
-        guard let json = JSONValue.parse(request.body), case let .object(o) = json else { return .error(400, "body must be a JSON object") }
-        if let extra = o.keys.sorted().first(where: { !["sessionId", "instanceName", "instanceToken", "numberId"].contains($0) }) {
-            return .error(400, "unknown field \"\(extra.prefix(40))\"")
-        }
-        guard let id = o["sessionId"]?.stringValue, ClientMessage.isValidSessionID(id) else {
-            return .error(400, "sessionId must be 1–128 characters of A–Z a–z 0–9 . _ : @ -")
-        }
-        let instance = o["instanceName"]?.stringValue ?? id
-        guard ClientMessage.isValidSessionID(instance) else { return .error(400, "instanceName has characters an instance name cannot carry") }
-        guard runtime.add(id: id, instanceName: instance, instanceToken: o["instanceToken"]?.stringValue, numberId: o["numberId"]?.stringValue) else {
-            return .error(409, "session \(id) already exists")
-        }
-        return .json(201, ["success": true, "data": ["sessionId": id, "status": runtime.registry[id]?.machine.status.rawValue ?? "pending"]])
-    }
-
-    private func reject(_ error: ProtocolError, to connection: ConnectionID, session: String? = nil, extra: [String: JSONValue] = [:]) {
-        send(ServerMessage.error(error, now: Date(), session: session, extra: extra), to: connection)
-    }
-
-    private func send(_ bytes: [UInt8], to connection: ConnectionID) {
-        server.send(WireFrame(bytes), to: connection)
-    }
-}
-
-extension Gateway: HubTransport {
-    /// One WireFrame for every subscriber: the event is encoded and copied once.
-    public func send(_ bytes: [UInt8], to subscribers: [UInt64], coalesceKey: String?) {
-        let frame = WireFrame(bytes)
-        for id in subscribers { server.send(frame, to: id, coalesceKey: coalesceKey) }
     }
 }

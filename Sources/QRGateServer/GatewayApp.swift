@@ -34,10 +34,17 @@ public final class GatewayApp: @unchecked Sendable {
             tlsCertPath: config.server.tlsCert.isEmpty ? nil : config.server.tlsCert,
             tlsKeyPath: config.server.tlsKey.isEmpty ? nil : config.server.tlsKey), logger: logger)
         let loopback = host == "127.0.0.1" || host == "localhost" || host == "::1"
-        let noKeys = config.auth.adminKeys.isEmpty && config.auth.serviceKeys.isEmpty
-        gateway = Gateway(config: config, server: server, staticFiles: files, http: http, demoMode: noKeys && loopback, logger: logger)
-        if noKeys && loopback {
-            logger.warning("DEMO MODE: no auth keys configured and a loopback bind, so every client is admin")
+        let auth = Authenticator(config: config.auth)
+        if !auth.hasKeys && !loopback {
+            throw GatewayAppError.openOnNetwork(host: host)
+        }
+        gateway = Gateway(config: config, server: server, staticFiles: files, http: http, demoMode: !auth.hasKeys,
+                          auth: auth, credentials: credentials, logger: logger)
+        if !auth.hasKeys {
+            logger.warning("DEMO MODE: no auth keys configured (auth.serviceKeys, auth.adminKeys) on a loopback bind: every client is admin")
+        }
+        if auth.ephemeralSecret && auth.hasKeys {
+            logger.notice("auth.tokenSecret is empty: browser tokens are signed with a random per-process key and end with a restart")
         }
     }
 
@@ -59,4 +66,15 @@ public final class GatewayApp: @unchecked Sendable {
         http.shutdown()
     }
     public func waitUntilStopped() { server.waitUntilStopped() }
+}
+
+/// Start-up refusals.
+public enum GatewayAppError: Error, CustomStringConvertible {
+    case openOnNetwork(host: String)
+    public var description: String {
+        switch self {
+        case let .openOnNetwork(host):
+            "refusing to listen on \(host) with no API keys: set auth.adminKeys / auth.serviceKeys, or bind 127.0.0.1 for the open demo"
+        }
+    }
 }

@@ -17,6 +17,15 @@ public final class SessionRuntime: @unchecked Sendable {
     var upstream: EvolutionClient?
     private var sessionTimers: [String: LoopTimers.ID] = [:]
     private var byInstance: [String: Set<String>] = [:]
+    private var waiters: [String: [Waiter]] = [:]
+    private var nextWaiter = 0
+
+    /// Someone (a REST call) waiting for a session's next QR, or for the reason there is none.
+    private struct Waiter {
+        let id: Int
+        let done: (SessionEvent?) -> Void
+        let timer: LoopTimers.ID
+    }
 
     public struct CycleResult: Sendable {
         public var instance: String
@@ -32,6 +41,32 @@ public final class SessionRuntime: @unchecked Sendable {
         self.frames = frames
         self.cycleSeconds = cycleSeconds
         self.logger = logger
+        registry.observer = { [weak self] session, event in self?.notifyWaiters(session.id, event) }
+    }
+
+    /// Calls `done` on the loop with the session's next `qr_generated`, `connected`, `error` or
+    /// `upstream_error` event, or with nil after `timeout` seconds.
+    public func waitForQR(_ id: String, timeout: Double, done: @escaping (SessionEvent?) -> Void) {
+        nextWaiter += 1
+        let wid = nextWaiter
+        let timer = timers.schedule(after: timeout) { [weak self] in
+            guard let self, let i = self.waiters[id]?.firstIndex(where: { $0.id == wid }) else { return }
+            self.waiters[id]!.remove(at: i)
+            done(nil)
+        }
+        waiters[id, default: []].append(Waiter(id: wid, done: done, timer: timer))
+    }
+
+    private func notifyWaiters(_ id: String, _ event: SessionEvent) {
+        switch event {
+        case .qrGenerated, .connected, .error, .upstreamError: break
+        default: return
+        }
+        guard let list = waiters.removeValue(forKey: id) else { return }
+        for w in list {
+            timers.cancel(w.timer)
+            w.done(event)
+        }
     }
 
     /// Starts the periodic refresh cycle (the old cron job).

@@ -21,7 +21,7 @@ public actor UpstreamCredentials {
     private let staticKey: String
     private let tokenURL: String
     private let clientId: String
-    private let clientSecret: String
+    private var clientSecret: String
     private let timeoutSeconds: Double
     private let http: CurlMulti
     private let now: @Sendable () -> Date
@@ -31,6 +31,7 @@ public actor UpstreamCredentials {
     private var renewal: Task<String?, Never>?
     private var lastError: String?
     private var failedRenewal = false
+    private var installed = false
 
     public init(staticKey: String, tokenURL: String = "", clientId: String = "", clientSecret: String = "",
                 timeoutSeconds: Double = 8, http: CurlMulti, now: @escaping @Sendable () -> Date = { Date() }) {
@@ -40,7 +41,10 @@ public actor UpstreamCredentials {
 
     /// The key to use now; renews first when the token is missing or within 5 minutes of expiry.
     public func key() async -> String? {
-        guard !tokenURL.isEmpty else { return staticKey.isEmpty ? nil : staticKey }
+        guard !tokenURL.isEmpty else {
+            if installed, let token, let expiresAt, now() < expiresAt { return token }
+            return staticKey.isEmpty ? nil : staticKey
+        }
         if let token, let expiresAt, now() < expiresAt.addingTimeInterval(-Self.renewMargin) { return token }
         return await renew()
     }
@@ -53,17 +57,30 @@ public actor UpstreamCredentials {
         return await renew()
     }
 
-    /// Installs a token handed over by an operator (POST /api/v1/upstream/token).
-    public func install(token newToken: String, expiresIn: TimeInterval?) {
+    /// Installs a token handed over by an operator (POST /api/v1/upstream/token); an app secret given
+    /// with it becomes the client secret of later renewals.
+    @discardableResult
+    public func install(token newToken: String, expiresIn: TimeInterval?, clientSecret secret: String? = nil) -> CredentialStatus {
         token = newToken
         expiresAt = expiresIn.map { now().addingTimeInterval($0) } ?? now().addingTimeInterval(365 * 86400)
+        installed = true
         failedRenewal = false
         lastError = nil
+        if let secret { clientSecret = secret }
+        return status()
+    }
+
+    /// Renews now (POST /api/v1/upstream/refresh-token) and reports the outcome.
+    public func renewNow() async -> CredentialStatus {
+        _ = await renew()
+        return status()
     }
 
     public func status() -> CredentialStatus {
         if tokenURL.isEmpty {
-            if let expiresAt, token != nil { return CredentialStatus(state: now() < expiresAt ? .valid : .missing, source: "token", expiresAt: expiresAt) }
+            if installed, let expiresAt, token != nil, now() < expiresAt {
+                return CredentialStatus(state: now() < expiresAt.addingTimeInterval(-Self.renewMargin) ? .valid : .expiring, source: "token", expiresAt: expiresAt)
+            }
             return CredentialStatus(state: staticKey.isEmpty ? .missing : .valid, source: staticKey.isEmpty ? "none" : "static", expiresAt: nil)
         }
         if renewal != nil { return CredentialStatus(state: .renewing, source: "token", expiresAt: expiresAt, lastError: lastError) }

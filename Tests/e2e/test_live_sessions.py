@@ -97,8 +97,14 @@ def test_browsers_and_a_star_service_see_the_same_seq_numbers(gateway_factory):
         assert err["action"] == "error" and err["code"] == "forbidden"
         await s.send(json.dumps({"op": "subscribe", "session": "*", "token": "svc-key-0123456789"}))
         assert (await recv(s))["role"] == "service"
+        # Browsers need a token for their session; a service hands them one.
+        await a.send(json.dumps({"op": "subscribe", "session": "demo"}))
+        denied = await recv(a)
+        assert denied["action"] == "error" and denied["code"] == "unauthorized"
+        status, body = post(g, "/api/v1/sessions/demo/token", key="svc-key-0123456789")
+        assert status == 200 and body["data"]["role"] == "browser"
         for ws in (a, b):
-            await ws.send(json.dumps({"op": "subscribe", "session": "demo"}))
+            await ws.send(json.dumps({"op": "subscribe", "session": "demo", "token": body["data"]["token"]}))
             assert (await recv(ws))["role"] == "browser"
         # A browser may not refresh.
         await a.send(json.dumps({"op": "refresh", "session": "demo"}))
@@ -165,7 +171,7 @@ def test_a_slow_reader_is_closed_and_the_others_are_unaffected(gateway_factory):
     outbox bound (frames of one session coalesce, different sessions do not) and it is closed; a browser
     on one session keeps getting its frames."""
     sessions = [{"sessionId": f"s{i}"} for i in range(40)]
-    g = gateway_factory({"qr": {"ttlSeconds": 60}, "refresh": {"minIntervalSeconds": 0}, "server": {"outboxLimit": 8},
+    g = gateway_factory({"qr": {"ttlSeconds": 60}, "refresh": {"minIntervalSeconds": 0}, "server": {"outboxLimit": 8, "messagesPerSecond": 5000},
                          "sessions": sessions})
 
     async def main():
@@ -250,6 +256,11 @@ def test_sessions_are_added_over_rest_and_bad_requests_get_reasons(gateway_facto
     run(main(), limit=20)
     async def unknown():
         async with websockets.connect(g.ws) as ws:
+            await recv(ws)
+            await ws.send(json.dumps({"op": "subscribe", "session": "ghost"}))
+            e = await recv(ws)  # no credentials: nothing is revealed about which sessions exist
+            assert e["action"] == "error" and e["code"] == "unauthorized"
+        async with websockets.connect(g.ws + "?token=adm-key-0123456789") as ws:
             await recv(ws)
             await ws.send(json.dumps({"op": "subscribe", "session": "ghost"}))
             e = await recv(ws)

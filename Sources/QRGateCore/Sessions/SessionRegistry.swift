@@ -13,6 +13,8 @@ public final class SessionRegistry {
         public var seq = 0
         public var log: EventLog
         public let createdAt: Date
+        /// When the session last had an event (or was created).
+        public var lastActiveAt: Date
     }
 
     public let rules: SessionRules
@@ -35,7 +37,7 @@ public final class SessionRegistry {
     public func create(id: String, instanceName: String, instanceToken: String? = nil, numberId: String? = nil, now: Date) -> Bool {
         guard sessions[id] == nil else { return false }
         sessions[id] = Session(id: id, instanceName: instanceName, instanceToken: instanceToken, numberId: numberId,
-                               machine: SessionMachine(rules: rules), log: EventLog(capacity: logCapacity), createdAt: now)
+                               machine: SessionMachine(rules: rules), log: EventLog(capacity: logCapacity), createdAt: now, lastActiveAt: now)
         return true
     }
 
@@ -74,6 +76,7 @@ public final class SessionRegistry {
         for event in events {
             guard var s = sessions[id] else { return }
             s.seq += 1
+            s.lastActiveAt = now
             let bytes = SessionEventEncoding.event(event, session: id, seq: s.seq, now: now, maxAttempts: s.machine.maxAttempts, numberId: s.numberId)
             s.log.append(EventLog.Entry(seq: s.seq, action: event.action, bytes: bytes))
             sessions[id] = s

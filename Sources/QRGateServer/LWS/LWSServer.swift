@@ -8,7 +8,7 @@ public protocol LWSServerDelegate: AnyObject {
     /// Answer now, or return nil and call `LWSServer.respond(_:_:)` later.
     func http(_ request: HTTPRequest, connection: ConnectionID) -> HTTPResponse?
     /// Refuse a WebSocket handshake by returning false (wrong path, origin…).
-    func webSocketShouldAccept(path: String, origin: String?) -> Bool
+    func webSocketShouldAccept(path: String, origin: String?, peer: String) -> Bool
     func webSocketOpened(_ connection: ConnectionID, info: WebSocketInfo)
     func webSocketReceived(_ connection: ConnectionID, message: [UInt8], binary: Bool)
     func webSocketClosed(_ connection: ConnectionID)
@@ -365,7 +365,7 @@ public final class LWSServer: @unchecked Sendable {
             return 0
         case LWS_CALLBACK_FILTER_PROTOCOL_CONNECTION:
             let path = header(wsi, WSI_TOKEN_GET_URI) ?? ""
-            return (delegate?.webSocketShouldAccept(path: path, origin: header(wsi, WSI_TOKEN_ORIGIN)) ?? false) ? 0 : -1
+            return (delegate?.webSocketShouldAccept(path: path, origin: header(wsi, WSI_TOKEN_ORIGIN), peer: peer(wsi)) ?? false) ? 0 : -1
         case LWS_CALLBACK_ESTABLISHED:
             guard let c = connection(wsi, user, create: true) else { return -1 }
             c.isWebSocket = true

@@ -1,0 +1,296 @@
+import Foundation
+import QRGateCore
+import QRGateUpstream
+
+/// A routed API request: `response` nil means it will be answered later on the loop.
+struct APIResult { let response: HTTPResponse? }
+
+/// A request body or credential problem, answered as `{"success":false,"error":…}`.
+struct APIError: Error {
+    let status: Int
+    let reason: String
+    var headers: [(String, String)] = []
+    var response: HTTPResponse { .error(status, reason, headers: headers) }
+}
+
+extension Gateway {
+    /// The REST API under /api/v1 (docs/API.md, docs/openapi.yaml). nil: not an API route.
+    func sessionsAPI(_ request: HTTPRequest, connection: ConnectionID) -> APIResult? {
+        // Routes answer with or without the trailing slash the original API used.
+        let path = request.path.count > 1 && request.path.hasSuffix("/") ? String(request.path.dropLast()) : request.path
+        guard path.hasPrefix("/api/v1/sessions") || path.hasPrefix("/api/v1/upstream") else { return nil }
+        do throws(APIError) {
+            switch (request.method, path) {
+            case (.post, "/api/v1/sessions/init"): return APIResult(response: try initSession(request, connection))
+            case (.get, "/api/v1/sessions/status"): return APIResult(response: try status(request))
+            case (.post, "/api/v1/sessions/refresh-qr"): return APIResult(response: try refreshQR(request, connection))
+            case (.post, "/api/v1/sessions/disconnect"): return APIResult(response: try disconnect(request))
+            case (.get, "/api/v1/sessions"): return APIResult(response: try list(request))
+            case (.post, "/api/v1/sessions"): return APIResult(response: try createSession(request))
+            case (.get, "/api/v1/upstream/token-status"): return APIResult(response: try tokenStatus(request, connection))
+            case (.post, "/api/v1/upstream/refresh-token"): return APIResult(response: try renewUpstreamToken(request, connection))
+            case (.post, "/api/v1/upstream/token"): return APIResult(response: try installUpstreamToken(request, connection))
+            default:
+                let parts = path.split(separator: "/").map(String.init) // api v1 sessions ID token
+                if request.method == .post, parts.count == 5, parts[4] == "token" {
+                    return APIResult(response: try browserToken(request, session: parts[3]))
+                }
+                return APIResult(response: .error(404, "no such endpoint: \(request.method.rawValue) \(path.prefix(200))"))
+            }
+        } catch {
+            return APIResult(response: error.response)
+        }
+    }
+
+    // MARK: Credentials
+
+    /// The principal behind `Authorization: Bearer|Api-Key …` (or `?token=` for browser tokens).
+    func principal(_ request: HTTPRequest) throws(APIError) -> Principal? {
+        if demoMode { return Principal(role: .admin) }
+        guard let presented = request.headers["authorization"].flatMap(Self.bearer) ?? request.query["token"] else { return nil }
+        switch auth.authenticate(presented) {
+        case let .success(p): return p
+        case let .failure(e): throw APIError(status: 401, reason: e.description)
+        }
+    }
+
+    func require(_ request: HTTPRequest, _ role: Role) throws(APIError) -> Principal {
+        guard let p = try principal(request) else { throw APIError(status: 401, reason: "missing credentials (Authorization: Bearer KEY)") }
+        guard p.role >= role else { throw APIError(status: 403, reason: "this needs the \(role.rawValue) role") }
+        return p
+    }
+
+    // MARK: Bodies
+
+    func body(_ request: HTTPRequest, allowed: Set<String>) throws(APIError) -> [String: JSONValue] {
+        guard let json = JSONValue.parse(request.body) else { throw APIError(status: 400, reason: "body is not valid JSON") }
+        guard json.depth <= ClientMessage.maxDepth else { throw APIError(status: 400, reason: "body nests deeper than \(ClientMessage.maxDepth) levels") }
+        guard case let .object(o) = json else { throw APIError(status: 400, reason: "body must be a JSON object") }
+        if let extra = o.keys.sorted().first(where: { !allowed.contains($0) }) {
+            throw APIError(status: 400, reason: "unknown field \"\(extra.prefix(40))\"")
+        }
+        return o
+    }
+
+    func string(_ o: [String: JSONValue], _ key: String, required: Bool = false, id: Bool = false) throws(APIError) -> String? {
+        guard let v = o[key], v != .null else {
+            if required { throw APIError(status: 400, reason: "\"\(key)\" is required") }
+            return nil
+        }
+        guard case let .string(s) = v else { throw APIError(status: 400, reason: "\"\(key)\" must be a string") }
+        guard s.utf8.count <= 1024 else { throw APIError(status: 400, reason: "\"\(key)\" is longer than 1024 bytes") }
+        if id && !ClientMessage.isValidSessionID(s) {
+            throw APIError(status: 400, reason: "\"\(key)\" must be 1–128 characters of A–Z a–z 0–9 . _ : @ -")
+        }
+        return s
+    }
+
+    func session(_ id: String) throws(APIError) -> SessionRegistry.Session {
+        guard let s = runtime.registry[id] else { throw APIError(status: 404, reason: "session \(id) not found") }
+        return s
+    }
+
+    // MARK: Endpoints
+
+    private func initSession(_ request: HTTPRequest, _ connection: ConnectionID) throws(APIError) -> HTTPResponse? {
+        _ = try require(request, .service)
+        let o = try body(request, allowed: ["sessionId", "numberId", "instanceName", "instanceToken"])
+        let id = try string(o, "sessionId", required: true, id: true)!
+        let instance = try string(o, "instanceName", id: true) ?? id
+        let token = try string(o, "instanceToken"), number = try string(o, "numberId")
+        if runtime.registry[id] == nil {
+            runtime.add(id: id, instanceName: instance, instanceToken: token, numberId: number)
+        } else {
+            if let token { runtime.registry.setInstanceToken(token, for: id) }
+            runtime.feed(id, .start)
+        }
+        let s = try session(id)
+        if s.machine.status == .connected || s.machine.qr != nil {
+            return .json(200, ["success": true, "data": sessionData(s, message: s.machine.status == .connected ? "Session already connected." : qrMessage)])
+        }
+        answerWithNextQR(id, connection: connection, message: qrMessage)
+        return nil
+    }
+
+    private var qrMessage: String { "QR code generated. Please scan within \(config.qr.ttlSeconds) seconds." }
+
+    /// Answers the deferred request with the session once its QR (or the reason for none) is known.
+    private func answerWithNextQR(_ id: String, connection: ConnectionID, message: String) {
+        let timeout = config.upstream.timeoutSeconds * 2 + 2
+        runtime.waitForQR(id, timeout: timeout) { [weak self] event in
+            guard let self, let s = self.runtime.registry[id] else { return }
+            switch event {
+            case let .upstreamError(reason)?:
+                self.server.respond(connection, .error(502, reason))
+            case let .error(reason)?:
+                self.server.respond(connection, .error(502, reason))
+            case .connected?:
+                self.server.respond(connection, .json(200, ["success": true, "data": self.sessionData(s, message: "Session already connected.")]))
+            case .qrGenerated?:
+                self.server.respond(connection, .json(200, ["success": true, "data": self.sessionData(s, message: message)]))
+            default:
+                self.server.respond(connection, .json(202, ["success": true, "data": self.sessionData(s, message: "QR code not available yet; subscribe for updates.")]))
+            }
+        }
+    }
+
+    func sessionData(_ s: SessionRegistry.Session, message: String? = nil) -> [String: Any] {
+        let m = s.machine
+        var d: [String: Any] = [
+            "sessionId": s.id, "status": m.status.rawValue,
+            "qrCode": m.qr?.pngDataURL ?? NSNull(),
+            "qrExpiresAt": m.qrExpiresAt.map(SessionEventEncoding.iso8601) ?? NSNull(),
+            "attempt": m.attempt, "maxAttempts": m.maxAttempts,
+        ]
+        if let message { d["message"] = message }
+        return d
+    }
+
+    private func status(_ request: HTTPRequest) throws(APIError) -> HTTPResponse {
+        guard let id = request.query["sessionId"], ClientMessage.isValidSessionID(id) else {
+            throw APIError(status: 400, reason: "query parameter sessionId is required")
+        }
+        guard let p = try principal(request) else { throw APIError(status: 401, reason: "missing credentials") }
+        guard p.canSee(id) else { throw APIError(status: 403, reason: "this token does not open session \(id)") }
+        let s = try session(id)
+        var d = sessionData(s)
+        d["phoneNumber"] = s.numberId ?? NSNull()
+        d["isReady"] = s.machine.status == .connected
+        d["connectedAt"] = s.machine.connectedAt.map(SessionEventEncoding.iso8601) ?? NSNull()
+        d["lastActiveAt"] = SessionEventEncoding.iso8601(s.lastActiveAt)
+        return .json(200, ["success": true, "data": d])
+    }
+
+    private func refreshQR(_ request: HTTPRequest, _ connection: ConnectionID) throws(APIError) -> HTTPResponse? {
+        _ = try require(request, .service)
+        let o = try body(request, allowed: ["sessionId"])
+        let id = try string(o, "sessionId", required: true, id: true)!
+        _ = try session(id)
+        switch runtime.refresh(id) {
+        case .alreadyConnected?:
+            throw APIError(status: 400, reason: SessionMachine.alreadyConnectedMessage)
+        case let .rateLimited(wait)?:
+            throw APIError(status: 429, reason: "refreshed too recently; try again in \(wait) s", headers: [("Retry-After", String(wait))])
+        case .accepted?, nil:
+            answerWithNextQR(id, connection: connection, message: "QR code refreshed. Please scan within \(config.qr.ttlSeconds) seconds.")
+            return nil
+        }
+    }
+
+    private func disconnect(_ request: HTTPRequest) throws(APIError) -> HTTPResponse {
+        _ = try require(request, .service)
+        let o = try body(request, allowed: ["sessionId"])
+        let id = try string(o, "sessionId", required: true, id: true)!
+        _ = try session(id)
+        runtime.feed(id, .disconnect)
+        return .json(200, ["success": true, "data": sessionData(try session(id), message: "Session disconnected.")])
+    }
+
+    private func list(_ request: HTTPRequest) throws(APIError) -> HTTPResponse {
+        _ = try require(request, .admin)
+        var stale: Double?
+        if let raw = request.query["stale"] {
+            guard let v = Double(raw), v >= 0, v < 1e9 else { throw APIError(status: 400, reason: "stale must be a number of seconds") }
+            stale = v
+        }
+        let now = Date()
+        let rows = runtime.registry.sessions.values.sorted { $0.id < $1.id }.compactMap { s -> [String: Any]? in
+            let qrAge = now.timeIntervalSince(s.machine.qrUpdatedAt ?? s.createdAt)
+            if let stale, !(s.machine.status == .pending && qrAge > stale) { return nil }
+            var d = sessionData(s)
+            d["instanceName"] = s.instanceName
+            d["qrAgeSeconds"] = s.machine.qrUpdatedAt.map { Int(now.timeIntervalSince($0)) } ?? NSNull()
+            d["lastError"] = s.machine.lastError ?? NSNull()
+            d["lastActiveAt"] = SessionEventEncoding.iso8601(s.lastActiveAt)
+            d.removeValue(forKey: "qrCode")
+            return d
+        }
+        return .json(200, ["success": true, "data": ["sessions": rows, "count": rows.count]])
+    }
+
+    func createSession(_ request: HTTPRequest) throws(APIError) -> HTTPResponse {
+        _ = try require(request, .admin)
+        let o = try body(request, allowed: ["sessionId", "instanceName", "instanceToken", "numberId"])
+        let id = try string(o, "sessionId", required: true, id: true)!
+        let instance = try string(o, "instanceName", id: true) ?? id
+        guard runtime.add(id: id, instanceName: instance, instanceToken: try string(o, "instanceToken"), numberId: try string(o, "numberId")) else {
+            throw APIError(status: 409, reason: "session \(id) already exists")
+        }
+        return .json(201, ["success": true, "data": ["sessionId": id, "status": runtime.registry[id]?.machine.status.rawValue ?? "pending"]])
+    }
+
+    private func browserToken(_ request: HTTPRequest, session id: String) throws(APIError) -> HTTPResponse {
+        _ = try require(request, .service)
+        guard ClientMessage.isValidSessionID(id) else { throw APIError(status: 400, reason: "invalid session id") }
+        _ = try session(id)
+        let (token, exp) = auth.issueBrowserToken(session: id)
+        return .json(200, ["success": true, "data": ["sessionId": id, "role": "browser", "token": token,
+                                                     "expiresAt": SessionEventEncoding.iso8601(exp)]])
+    }
+
+    // MARK: Upstream credentials (admin)
+
+    private func tokenStatus(_ request: HTTPRequest, _ connection: ConnectionID) throws(APIError) -> HTTPResponse? {
+        _ = try require(request, .admin)
+        respondWithCredentialStatus(connection) { await $0.status() }
+        return nil
+    }
+
+    private func renewUpstreamToken(_ request: HTTPRequest, _ connection: ConnectionID) throws(APIError) -> HTTPResponse? {
+        _ = try require(request, .admin)
+        guard !config.upstream.tokenURL.isEmpty else { throw APIError(status: 400, reason: "no upstream.tokenURL configured: the key is static") }
+        respondWithCredentialStatus(connection) { await $0.renewNow() }
+        return nil
+    }
+
+    private func installUpstreamToken(_ request: HTTPRequest, _ connection: ConnectionID) throws(APIError) -> HTTPResponse? {
+        _ = try require(request, .admin)
+        let o = try body(request, allowed: ["accessToken", "appSecret", "expiresIn"])
+        let token = try string(o, "accessToken", required: true)!
+        guard token.utf8.count >= 8 else { throw APIError(status: 400, reason: "accessToken is too short") }
+        let secret = try string(o, "appSecret")
+        var expiresIn: Double?
+        if let v = o["expiresIn"] {
+            switch v {
+            case let .int(i) where i > 0 && i < 100_000_000: expiresIn = Double(i)
+            default: throw APIError(status: 400, reason: "expiresIn must be a positive number of seconds")
+            }
+        }
+        let ttl = expiresIn
+        respondWithCredentialStatus(connection) { await $0.install(token: token, expiresIn: ttl, clientSecret: secret) }
+        return nil
+    }
+
+    private func respondWithCredentialStatus(_ connection: ConnectionID, _ work: @escaping @Sendable (UpstreamCredentials) async -> CredentialStatus) {
+        let credentials = credentials, server = server
+        Task {
+            let s = await work(credentials)
+            var d: [String: Any] = ["state": s.state.rawValue, "source": s.source,
+                                    "expiresAt": s.expiresAt.map(SessionEventEncoding.iso8601) ?? NSNull(),
+                                    "lastError": s.lastError ?? NSNull()]
+            if let exp = s.expiresAt { d["expiresInSeconds"] = max(0, Int(exp.timeIntervalSinceNow)) }
+            let response = HTTPResponse.json(200, ["success": true, "data": d])
+            server.post { server.respond(connection, response) }
+        }
+    }
+}
+
+extension Gateway {
+    /// POST /functions/v1/refresh-qr-codes: one refresh cycle now, answered with the old cron job's JSON.
+    func refreshCycle(_ request: HTTPRequest, connection: ConnectionID) -> HTTPResponse? {
+        do { _ = try require(request, .service) } catch { return error.response }
+        runtime.runCycle { [server] results in
+            let body: [String: Any] = [
+                "success": true, "total_instances": results.count,
+                "refreshed": results.filter(\.success).count, "failed": results.filter { !$0.success }.count,
+                "results": results.map { r -> [String: Any] in
+                    var o: [String: Any] = ["instance_name": r.instance, "success": r.success, "qr_updated": r.qrUpdated]
+                    if let e = r.error { o["error"] = e }
+                    return o
+                },
+            ]
+            server.respond(connection, .json(200, body))
+        }
+        return nil
+    }
+}

@@ -1,0 +1,172 @@
+import Foundation
+import QRGateCore
+
+extension Gateway {
+    /// Subscriptions one connection may hold.
+    static let maxSubscriptionsPerConnection = 64
+
+    public func webSocketShouldAccept(path: String, origin: String?, peer: String) -> Bool {
+        if path == "/ws/echo" { return config.server.conformanceEcho }
+        guard path == "/ws" else { return false }
+        if socketsPerIP[peer, default: 0] >= config.server.maxConnectionsPerIP {
+            logger.notice("refused a WebSocket from \(peer): over server.maxConnectionsPerIP (\(config.server.maxConnectionsPerIP))")
+            return false
+        }
+        let allowed = config.server.allowedOrigins
+        guard !allowed.isEmpty else { return true }
+        // Browsers always send Origin; a non-browser client without one is not a cross-site page.
+        guard let origin else { return true }
+        return allowed.contains(origin)
+    }
+
+    public func webSocketOpened(_ connection: ConnectionID, info: WebSocketInfo) {
+        if info.path == "/ws/echo" { echoSockets.insert(connection); return }
+        socketsPerIP[info.peer, default: 0] += 1
+        var peer = Peer(info: info, role: demoMode ? .admin : .browser, tokens: Double(config.server.messagesPerSecond * 2),
+                        lastRefill: .now)
+        if let presented = info.query["token"] ?? info.authorization.flatMap(Self.bearer),
+           case let .success(p) = auth.authenticate(presented) {
+            peer.role = max(peer.role, p.role)
+            if let s = p.session { peer.sessions.insert(s) }
+        }
+        sockets[connection] = peer
+        send(ServerMessage.hello(connectionID: connection, now: Date(), maxMessageBytes: config.server.maxMessageBytes, role: peer.role.rawValue), to: connection)
+    }
+
+    public func webSocketReceived(_ connection: ConnectionID, message: [UInt8], binary: Bool) {
+        if echoSockets.contains(connection) {
+            server.send(WireFrame(message, binary: binary), to: connection)
+            return
+        }
+        guard admit(connection) else { return }
+        if binary {
+            return reject(ProtocolError(.binaryUnsupported, "binary frames are not supported; send JSON text"), to: connection)
+        }
+        let parsed: ClientMessage
+        do { parsed = try ClientMessage.parse(message) } catch { return reject(error, to: connection) }
+        switch parsed {
+        case .ping:
+            send(ServerMessage.pong(now: Date()), to: connection)
+        case let .subscribe(session, token, since):
+            subscribe(connection, session: session, token: token, since: since)
+        case let .unsubscribe(session):
+            guard hub.unsubscribe(connection, from: session) else {
+                return reject(ProtocolError(.notSubscribed, "not subscribed to \(session)"), to: connection)
+            }
+            send(ServerMessage.encode(["action": .string("unsubscribed"), "sessionId": .string(session), "timestamp": .int(ServerMessage.milliseconds(Date()))]), to: connection)
+        case let .refresh(session):
+            refresh(connection, session: session)
+        }
+    }
+
+    public func webSocketClosed(_ connection: ConnectionID) {
+        if let peer = sockets.removeValue(forKey: connection) {
+            socketsPerIP[peer.info.peer, default: 1] -= 1
+            if socketsPerIP[peer.info.peer] == 0 { socketsPerIP[peer.info.peer] = nil }
+        }
+        echoSockets.remove(connection)
+        hub.remove(connection)
+    }
+
+    public func timerFired() { timers.fire() }
+
+    /// Token bucket per connection: `server.messagesPerSecond`, bursts of twice that; a peer over it is closed (4029).
+    private func admit(_ connection: ConnectionID) -> Bool {
+        guard var peer = sockets[connection] else { return false }
+        let rate = Double(config.server.messagesPerSecond)
+        let now = ContinuousClock.now
+        let elapsed = now - peer.lastRefill
+        peer.tokens = min(rate * 2, peer.tokens + rate * (Double(elapsed.components.seconds) + Double(elapsed.components.attoseconds) / 1e18))
+        peer.lastRefill = now
+        guard peer.tokens >= 1 else {
+            sockets[connection] = peer
+            server.close(connection, code: CloseCode.rateLimited, reason: "over \(config.server.messagesPerSecond) messages per second")
+            return false
+        }
+        peer.tokens -= 1
+        sockets[connection] = peer
+        return true
+    }
+
+    private func subscribe(_ connection: ConnectionID, session: String, token: String?, since: Int?) {
+        guard var peer = sockets[connection] else { return }
+        if let token {
+            switch auth.authenticate(token) {
+            case let .failure(e):
+                return reject(ProtocolError(.unauthorized, e.description), to: connection, session: session)
+            case let .success(p):
+                peer.role = max(peer.role, p.role)
+                if let s = p.session { peer.sessions.insert(s) }
+                sockets[connection] = peer
+            }
+        }
+        if session == Hub.everySession {
+            guard peer.role >= .service else {
+                return reject(ProtocolError(.forbidden, "subscribing to every session needs a service or admin key"), to: connection, session: session)
+            }
+        } else {
+            guard peer.role >= .service || peer.sessions.contains(session) else {
+                return reject(ProtocolError(.unauthorized, "this session needs a browser token for it, or a service key"), to: connection, session: session)
+            }
+            guard runtime.registry[session] != nil else {
+                return reject(ProtocolError(.unknownSession, "no session \(session)"), to: connection, session: session)
+            }
+        }
+        if !hub.isSubscribed(connection, to: session), hub.subscriptions(of: connection).count >= Self.maxSubscriptionsPerConnection {
+            return reject(ProtocolError(.tooManySubscriptions, "at most \(Self.maxSubscriptionsPerConnection) subscriptions per connection"), to: connection, session: session)
+        }
+        hub.subscribe(connection, to: session)
+        let now = Date()
+        send(ServerMessage.encode(["action": .string("subscribed"), "sessionId": .string(session), "role": .string(peer.role.rawValue),
+                                   "timestamp": .int(ServerMessage.milliseconds(now))]), to: connection)
+        let ids = session == Hub.everySession ? runtime.registry.sessions.keys.sorted() : [session]
+        for id in ids {
+            for frame in runtime.registry.welcome(session: id, since: session == Hub.everySession ? nil : since, now: now) {
+                send(frame, to: connection)
+            }
+        }
+    }
+
+    private func refresh(_ connection: ConnectionID, session: String) {
+        guard let peer = sockets[connection] else { return }
+        guard peer.role == .admin else {
+            return reject(ProtocolError(.forbidden, "refresh needs an admin key"), to: connection, session: session)
+        }
+        let now = Date()
+        switch runtime.refresh(session) {
+        case nil:
+            reject(ProtocolError(.unknownSession, "no session \(session)"), to: connection, session: session)
+        case .accepted?:
+            send(ServerMessage.encode(["action": .string("refreshing"), "sessionId": .string(session),
+                                       "timestamp": .int(ServerMessage.milliseconds(now))]), to: connection)
+        case .alreadyConnected?:
+            send(ServerMessage.encode(["action": .string("connected"), "sessionId": .string(session),
+                                       "message": .string(SessionMachine.alreadyConnectedMessage),
+                                       "timestamp": .int(ServerMessage.milliseconds(now))]), to: connection)
+        case let .rateLimited(wait)?:
+            reject(ProtocolError(.rateLimited, "refreshed too recently; try again in \(wait) s"), to: connection, session: session,
+                   extra: ["retryAfter": .int(wait)])
+        }
+    }
+
+    static func bearer(_ header: String) -> String? {
+        for prefix in ["Bearer ", "Api-Key "] where header.hasPrefix(prefix) { return String(header.dropFirst(prefix.count)) }
+        return nil
+    }
+
+    func reject(_ error: ProtocolError, to connection: ConnectionID, session: String? = nil, extra: [String: JSONValue] = [:]) {
+        send(ServerMessage.error(error, now: Date(), session: session, extra: extra), to: connection)
+    }
+
+    func send(_ bytes: [UInt8], to connection: ConnectionID) {
+        server.send(WireFrame(bytes), to: connection)
+    }
+}
+
+extension Gateway: HubTransport {
+    /// One WireFrame for every subscriber: the event is encoded and copied once.
+    public func send(_ bytes: [UInt8], to subscribers: [UInt64], coalesceKey: String?) {
+        let frame = WireFrame(bytes)
+        for id in subscribers { server.send(frame, to: id, coalesceKey: coalesceKey) }
+    }
+}
