@@ -26,7 +26,8 @@ struct Serve: ParsableCommand {
         ShutdownSignals.install { app.stop() }
         let port = try app.start()
         // One line on stdout, flushed at once: scripts and tests read the real port from it.
-        FileHandle.standardOutput.write(Data("listening on http://\(host):\(port)\n".utf8))
+        let scheme = cfg.server.tlsCert.isEmpty ? "http" : "https"
+        FileHandle.standardOutput.write(Data("listening on \(scheme)://\(host):\(port)\n".utf8))
         app.waitUntilStopped()
         logger.info("stopped")
     }

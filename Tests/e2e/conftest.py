@@ -31,7 +31,7 @@ class Gateway:
             line = self.proc.stdout.readline()
             if line or self.proc.poll() is not None:
                 break
-        m = re.match(r"listening on http://([\d.]+):(\d+)", line or "")
+        m = re.match(r"listening on https?://([\d.]+):(\d+)", line or "")
         if not m:
             err = self.proc.stderr.read() if self.proc.poll() is not None else ""
             self.stop()
