@@ -12,6 +12,9 @@ let package = Package(
         .package(url: "https://github.com/apple/swift-log", from: "1.6.0"),
         .package(url: "https://github.com/apple/swift-collections", from: "1.1.0"),
         .package(url: "https://github.com/apple/swift-crypto", from: "3.0.0"),
+        .package(url: "https://github.com/groue/GRDB.swift", from: "7.0.0"),
+        .package(url: "https://github.com/apple/swift-metrics", from: "2.5.0"),
+        .package(url: "https://github.com/swift-server/swift-prometheus", from: "2.0.0"),
     ],
     targets: [
         // C libraries, wrapped once each (module.modulemap + prefixed shim.h).
@@ -30,7 +33,15 @@ let package = Package(
         .target(name: "QRGateQR", dependencies: ["CQREncode", "CPNG"]),
         .target(name: "QRGateHTTP", dependencies: ["CCurl"]),
         .target(name: "QRGateUpstream", dependencies: ["QRGateCore", "QRGateHTTP", "QRGateQR"]),
+        .target(name: "QRGateStore", dependencies: [
+            "QRGateCore",
+            .product(name: "GRDB", package: "GRDB.swift"),
+            .product(name: "Crypto", package: "swift-crypto"),
+        ]),
         .target(name: "QRGateServer", dependencies: [
+            "QRGateStore",
+            .product(name: "Metrics", package: "swift-metrics"),
+            .product(name: "Prometheus", package: "swift-prometheus"),
             "CWebSockets", "QRGateCore", "QRGateQR", "QRGateUpstream", "QRGateHTTP",
             .product(name: "HeapModule", package: "swift-collections"),
             .product(name: "Crypto", package: "swift-crypto"),
@@ -45,6 +56,7 @@ let package = Package(
         .testTarget(name: "QRGateCoreTests", dependencies: ["QRGateCore"]),
         .testTarget(name: "QRGateQRTests", dependencies: ["QRGateQR"]),
         .testTarget(name: "QRGateUpstreamTests", dependencies: ["QRGateUpstream", "QRGateServer", "QRGateHTTP", "QRGateCore", "QRGateQR"]),
+        .testTarget(name: "QRGateStoreTests", dependencies: ["QRGateStore", "QRGateCore"]),
         .testTarget(name: "QRGateServerTests", dependencies: ["QRGateServer", "QRGateHTTP", "QRGateCore"]),
     ]
 )

@@ -12,6 +12,7 @@ public struct Config: Codable, Sendable, Equatable {
     public var refresh = Refresh()
     public var auth = Auth()
     public var events = Events()
+    public var store = Store()
     /// Sessions to watch from start-up.
     public var sessions: [SessionSeed] = []
     /// With the simulator upstream, this session is created and started at start-up ("" for none).
@@ -45,6 +46,14 @@ public struct Config: Codable, Sendable, Equatable {
     public struct Events: Codable, Sendable, Equatable {
         /// Recent events kept per session for `since` recovery.
         public var logCapacity = 256
+        /// Stored events older than this are dropped.
+        public var maxAgeSeconds = 3600.0
+    }
+
+    public struct Store: Codable, Sendable, Equatable {
+        /// `sqlite` (durable, the default) or `memory`.
+        public var mode = "sqlite"
+        public var path = "data/qrgate.sqlite"
     }
 
     /// A session listed in the configuration.
@@ -192,6 +201,9 @@ public struct Config: Codable, Sendable, Equatable {
         if !(refresh.cycleSeconds > 0) { throw .invalid(key: "refresh.cycleSeconds", reason: "must be greater than 0") }
         if !(refresh.minIntervalSeconds >= 0) { throw .invalid(key: "refresh.minIntervalSeconds", reason: "must be 0 or more") }
         try positive(events.logCapacity, "events.logCapacity")
+        if !(events.maxAgeSeconds > 0) { throw .invalid(key: "events.maxAgeSeconds", reason: "must be greater than 0") }
+        if !["sqlite", "memory"].contains(store.mode) { throw .invalid(key: "store.mode", reason: "must be sqlite or memory; got \"\(store.mode)\"") }
+        if store.mode == "sqlite" && store.path.isEmpty { throw .invalid(key: "store.path", reason: "is required when store.mode is sqlite") }
         for (i, seed) in sessions.enumerated() {
             if !ClientMessage.isValidSessionID(seed.sessionId) { throw .invalid(key: "sessions[\(i)].sessionId", reason: "must be 1–128 characters of A–Z a–z 0–9 . _ : @ -") }
             if let n = seed.instanceName, !ClientMessage.isValidSessionID(n) { throw .invalid(key: "sessions[\(i)].instanceName", reason: "has characters an instance name cannot carry") }

@@ -24,9 +24,9 @@ extension Gateway {
             case (.post, "/api/v1/sessions/init"): return APIResult(response: try initSession(request, connection))
             case (.get, "/api/v1/sessions/status"): return APIResult(response: try status(request))
             case (.post, "/api/v1/sessions/refresh-qr"): return APIResult(response: try refreshQR(request, connection))
-            case (.post, "/api/v1/sessions/disconnect"): return APIResult(response: try disconnect(request))
+            case (.post, "/api/v1/sessions/disconnect"): return APIResult(response: try disconnect(request, connection))
             case (.get, "/api/v1/sessions"): return APIResult(response: try list(request))
-            case (.post, "/api/v1/sessions"): return APIResult(response: try createSession(request))
+            case (.post, "/api/v1/sessions"): return APIResult(response: try createSession(request, connection))
             case (.get, "/api/v1/upstream/token-status"): return APIResult(response: try tokenStatus(request, connection))
             case (.post, "/api/v1/upstream/refresh-token"): return APIResult(response: try renewUpstreamToken(request, connection))
             case (.post, "/api/v1/upstream/token"): return APIResult(response: try installUpstreamToken(request, connection))
@@ -101,12 +101,13 @@ extension Gateway {
         if runtime.registry[id] == nil {
             runtime.add(id: id, instanceName: instance, instanceToken: token, numberId: number)
         } else {
-            if let token { runtime.registry.setInstanceToken(token, for: id) }
+            if let token { runtime.setInstanceToken(token, for: id) }
             runtime.feed(id, .start)
         }
         let s = try session(id)
         if s.machine.status == .connected || s.machine.qr != nil {
-            return .json(200, ["success": true, "data": sessionData(s, message: s.machine.status == .connected ? "Session already connected." : qrMessage)])
+            respondWhenDurable(id, connection, .json(200, ["success": true, "data": sessionData(s, message: s.machine.status == .connected ? "Session already connected." : qrMessage)]))
+            return nil
         }
         answerWithNextQR(id, connection: connection, message: qrMessage)
         return nil
@@ -119,19 +120,21 @@ extension Gateway {
         let timeout = config.upstream.timeoutSeconds * 2 + 2
         runtime.waitForQR(id, timeout: timeout) { [weak self] event in
             guard let self, let s = self.runtime.registry[id] else { return }
+            let response: HTTPResponse
             switch event {
-            case let .upstreamError(reason)?:
-                self.server.respond(connection, .error(502, reason))
-            case let .error(reason)?:
-                self.server.respond(connection, .error(502, reason))
-            case .connected?:
-                self.server.respond(connection, .json(200, ["success": true, "data": self.sessionData(s, message: "Session already connected.")]))
-            case .qrGenerated?:
-                self.server.respond(connection, .json(200, ["success": true, "data": self.sessionData(s, message: message)]))
-            default:
-                self.server.respond(connection, .json(202, ["success": true, "data": self.sessionData(s, message: "QR code not available yet; subscribe for updates.")]))
+            case let .upstreamError(reason)?: response = .error(502, reason)
+            case let .error(reason)?: response = .error(502, reason)
+            case .connected?: response = .json(200, ["success": true, "data": self.sessionData(s, message: "Session already connected.")])
+            case .qrGenerated?: response = .json(200, ["success": true, "data": self.sessionData(s, message: message)])
+            default: response = .json(202, ["success": true, "data": self.sessionData(s, message: "QR code not available yet; subscribe for updates.")])
             }
+            self.respondWhenDurable(id, connection, response)
         }
+    }
+
+    /// A state change is stored before the call that caused it is answered.
+    func respondWhenDurable(_ id: String, _ connection: ConnectionID, _ response: HTTPResponse) {
+        runtime.whenDurable(id) { [server] in server.respond(connection, response) }
     }
 
     func sessionData(_ s: SessionRegistry.Session, message: String? = nil) -> [String: Any] {
@@ -177,13 +180,14 @@ extension Gateway {
         }
     }
 
-    private func disconnect(_ request: HTTPRequest) throws(APIError) -> HTTPResponse {
+    private func disconnect(_ request: HTTPRequest, _ connection: ConnectionID) throws(APIError) -> HTTPResponse? {
         _ = try require(request, .service)
         let o = try body(request, allowed: ["sessionId"])
         let id = try string(o, "sessionId", required: true, id: true)!
         _ = try session(id)
         runtime.feed(id, .disconnect)
-        return .json(200, ["success": true, "data": sessionData(try session(id), message: "Session disconnected.")])
+        respondWhenDurable(id, connection, .json(200, ["success": true, "data": sessionData(try session(id), message: "Session disconnected.")]))
+        return nil
     }
 
     private func list(_ request: HTTPRequest) throws(APIError) -> HTTPResponse {
@@ -208,7 +212,7 @@ extension Gateway {
         return .json(200, ["success": true, "data": ["sessions": rows, "count": rows.count]])
     }
 
-    func createSession(_ request: HTTPRequest) throws(APIError) -> HTTPResponse {
+    func createSession(_ request: HTTPRequest, _ connection: ConnectionID) throws(APIError) -> HTTPResponse? {
         _ = try require(request, .admin)
         let o = try body(request, allowed: ["sessionId", "instanceName", "instanceToken", "numberId"])
         let id = try string(o, "sessionId", required: true, id: true)!
@@ -216,7 +220,8 @@ extension Gateway {
         guard runtime.add(id: id, instanceName: instance, instanceToken: try string(o, "instanceToken"), numberId: try string(o, "numberId")) else {
             throw APIError(status: 409, reason: "session \(id) already exists")
         }
-        return .json(201, ["success": true, "data": ["sessionId": id, "status": runtime.registry[id]?.machine.status.rawValue ?? "pending"]])
+        respondWhenDurable(id, connection, .json(201, ["success": true, "data": ["sessionId": id, "status": runtime.registry[id]?.machine.status.rawValue ?? "pending"]]))
+        return nil
     }
 
     private func browserToken(_ request: HTTPRequest, session id: String) throws(APIError) -> HTTPResponse {

@@ -42,7 +42,7 @@ public final class Gateway: LWSServerDelegate, @unchecked Sendable {
     }
 
     public init(config: Config, server: LWSServer, staticFiles: StaticFiles, http: CurlMulti, demoMode: Bool, auth: Authenticator,
-                credentials: UpstreamCredentials, logger: Logger) {
+                credentials: UpstreamCredentials, store: SessionStore, logger: Logger) {
         self.demoMode = demoMode
         self.auth = auth
         self.credentials = credentials
@@ -66,7 +66,7 @@ public final class Gateway: LWSServerDelegate, @unchecked Sendable {
                                  backoffMaxSeconds: config.poll.backoffMaxSeconds)
         runtime = SessionRuntime(registry: SessionRegistry(rules: rules, hub: hub, logCapacity: config.events.logCapacity),
                                  server: server, timers: timers, frames: QRFrameFactory(renderer: renderer),
-                                 cycleSeconds: config.refresh.cycleSeconds, logger: logger)
+                                 cycleSeconds: config.refresh.cycleSeconds, store: store, logger: logger)
         hub.transport = self
         server.delegate = self
         onUpstreamEvent = { [weak self] in self?.runtime.deliver($0) }
@@ -74,9 +74,10 @@ public final class Gateway: LWSServerDelegate, @unchecked Sendable {
     }
 
     /// Runs on the loop once listening: the upstream client, the configured sessions, the cycle.
-    func begin(upstream: EvolutionClient) {
+    func begin(upstream: EvolutionClient, restoring stored: [(StoredSession, [StoredEvent])]) {
         runtime.upstream = upstream
-        for seed in config.sessions {
+        runtime.restore(from: stored)
+        for seed in config.sessions where runtime.registry[seed.sessionId] == nil {
             runtime.add(id: seed.sessionId, instanceName: seed.instanceName ?? seed.sessionId, instanceToken: seed.instanceToken, numberId: seed.numberId)
         }
         if config.upstream.mode == "simulator", !config.demoSession.isEmpty, runtime.registry[config.demoSession] == nil {

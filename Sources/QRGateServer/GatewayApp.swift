@@ -2,6 +2,7 @@ import Foundation
 import Logging
 import QRGateCore
 import QRGateHTTP
+import QRGateStore
 import QRGateUpstream
 
 /// Wires configuration, the libwebsockets server and the gateway together; what `qrgate serve` runs
@@ -14,12 +15,18 @@ public final class GatewayApp: @unchecked Sendable {
     /// libcurl's multi thread, shared by the upstream client, webhooks and credentials.
     public let http: CurlMulti
     public let credentials: UpstreamCredentials
+    public let store: SessionStore
     /// Set once listening (the simulator's base URL is this gateway's own port).
     public private(set) var upstream: EvolutionClient?
 
     public init(config: Config, host: String, port: Int, staticDir: String, logger: Logger) throws {
         self.logger = logger
         self.config = config
+        let loopback = host == "127.0.0.1" || host == "localhost" || host == "::1"
+        let auth = Authenticator(config: config.auth)
+        if !auth.hasKeys && !loopback {
+            throw GatewayAppError.openOnNetwork(host: host)
+        }
         http = CurlMulti(maxConcurrent: config.upstream.concurrency)
         let simulated = config.upstream.mode == "simulator"
         credentials = UpstreamCredentials(
@@ -27,19 +34,21 @@ public final class GatewayApp: @unchecked Sendable {
             tokenURL: config.upstream.tokenURL, clientId: config.upstream.tokenClientId,
             clientSecret: config.upstream.tokenClientSecret, timeoutSeconds: config.upstream.timeoutSeconds, http: http)
         let files = try StaticFiles(directory: staticDir)
+        if config.store.mode == "sqlite" {
+            store = try SQLiteStore(path: config.store.path, eventCapacity: config.events.logCapacity, eventMaxAgeSeconds: config.events.maxAgeSeconds)
+            logger.info("store: SQLite at \(config.store.path)")
+        } else {
+            store = MemoryStore(eventCapacity: config.events.logCapacity)
+            logger.notice("store: memory only (store.mode = memory): sessions end with the process")
+        }
         server = LWSServer(options: LWSServerOptions(
             host: host, port: port,
             maxMessageBytes: config.server.maxMessageBytes, maxBodyBytes: config.server.maxBodyBytes,
             outboxLimit: config.server.outboxLimit, pingIntervalSeconds: config.server.pingIntervalSeconds,
             tlsCertPath: config.server.tlsCert.isEmpty ? nil : config.server.tlsCert,
             tlsKeyPath: config.server.tlsKey.isEmpty ? nil : config.server.tlsKey), logger: logger)
-        let loopback = host == "127.0.0.1" || host == "localhost" || host == "::1"
-        let auth = Authenticator(config: config.auth)
-        if !auth.hasKeys && !loopback {
-            throw GatewayAppError.openOnNetwork(host: host)
-        }
         gateway = Gateway(config: config, server: server, staticFiles: files, http: http, demoMode: !auth.hasKeys,
-                          auth: auth, credentials: credentials, logger: logger)
+                          auth: auth, credentials: credentials, store: store, logger: logger)
         if !auth.hasKeys {
             logger.warning("DEMO MODE: no auth keys configured (auth.serviceKeys, auth.adminKeys) on a loopback bind: every client is admin")
         }
@@ -57,13 +66,15 @@ public final class GatewayApp: @unchecked Sendable {
                                    timeoutSeconds: config.upstream.timeoutSeconds, maxResponseBytes: config.upstream.maxResponseBytes)
         logger.info("upstream \(config.upstream.mode) at \(base), key \(Secret.mask(config.upstream.apiKey))")
         let gateway = gateway, client = upstream!
-        server.post { gateway.begin(upstream: client) }
+        let stored = try store.loadAll()
+        server.post { gateway.begin(upstream: client, restoring: stored) }
         return port
     }
 
     public func stop() {
         server.stop()
         http.shutdown()
+        store.close()
     }
     public func waitUntilStopped() { server.waitUntilStopped() }
 }

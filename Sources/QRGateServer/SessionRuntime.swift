@@ -19,6 +19,11 @@ public final class SessionRuntime: @unchecked Sendable {
     private var byInstance: [String: Set<String>] = [:]
     private var waiters: [String: [Waiter]] = [:]
     private var nextWaiter = 0
+    let store: SessionStore
+    /// Per session: the seq handed to the store, the seq it confirmed, and who waits for it.
+    private var enqueuedSeq: [String: Int] = [:]
+    private var writesInFlight: [String: Int] = [:]
+    private var durableWaiters: [String: [() -> Void]] = [:]
 
     /// Someone (a REST call) waiting for a session's next QR, or for the reason there is none.
     private struct Waiter {
@@ -34,7 +39,9 @@ public final class SessionRuntime: @unchecked Sendable {
         public var error: String?
     }
 
-    init(registry: SessionRegistry, server: LWSServer, timers: LoopTimers, frames: QRFrameFactory, cycleSeconds: Double, logger: Logger) {
+    init(registry: SessionRegistry, server: LWSServer, timers: LoopTimers, frames: QRFrameFactory, cycleSeconds: Double,
+         store: SessionStore, logger: Logger) {
+        self.store = store
         self.registry = registry
         self.server = server
         self.timers = timers
@@ -88,8 +95,54 @@ public final class SessionRuntime: @unchecked Sendable {
         guard registry.create(id: id, instanceName: instanceName, instanceToken: instanceToken, numberId: numberId, now: Date()) else { return false }
         byInstance[instanceName, default: []].insert(id)
         logger.info("session \(id) added (instance \(instanceName))")
+        persist(id, force: true)
         feed(id, .start)
         return true
+    }
+
+    /// Loads what the store kept; pending sessions go on by the same rules (a QR that lapsed while
+    /// the gateway was down expires now and regenerates or fails).
+    public func restore(from stored: [(StoredSession, [StoredEvent])]) {
+        let now = Date()
+        for (s, events) in stored {
+            registry.restore(s, events: events, now: now)
+            byInstance[s.instanceName, default: []].insert(s.id)
+            enqueuedSeq[s.id] = s.seq
+            logger.info("session \(s.id) restored: \(s.state.status.rawValue), attempt \(s.state.attempt), seq \(s.seq)")
+        }
+        for (s, _) in stored where s.state.status == .pending { feed(s.id, .tick) }
+    }
+
+    public func setInstanceToken(_ token: String, for id: String) {
+        registry.setInstanceToken(token, for: id)
+        persist(id, force: true)
+    }
+
+    /// Runs `done` on the loop once everything this session changed so far is stored.
+    public func whenDurable(_ id: String, _ done: @escaping () -> Void) {
+        if writesInFlight[id, default: 0] == 0 { return done() }
+        durableWaiters[id, default: []].append(done)
+    }
+
+    private func persist(_ id: String, force: Bool = false) {
+        guard let s = registry[id], let stored = registry.stored(id) else { return }
+        let last = enqueuedSeq[id] ?? -1
+        guard force || s.seq != last else { return }
+        // Countdowns are numbered but not logged at rest: the newest one is stale by the time anyone replays it.
+        let events = s.log.entries(after: max(last, 0)).filter { $0.action != "countdown" }.map {
+            StoredEvent(sessionId: id, seq: $0.seq, action: $0.action, payload: $0.bytes, at: s.lastActiveAt)
+        }
+        enqueuedSeq[id] = s.seq
+        writesInFlight[id, default: 0] += 1
+        let server = server, logger = logger
+        store.write(stored, events: events) { [weak self] error in
+            if let error { logger.error("store write for session \(id) failed: \(error)") }
+            guard let self else { return }
+            server.post {
+                self.writesInFlight[id, default: 1] -= 1
+                if self.writesInFlight[id] == 0, let list = self.durableWaiters.removeValue(forKey: id) { list.forEach { $0() } }
+            }
+        }
     }
 
     /// Runs an input through the session's machine and carries out what it asks for.
@@ -99,12 +152,14 @@ public final class SessionRuntime: @unchecked Sendable {
         if let after = registry[id]?.machine.status, after != before {
             logger.info("session \(id): \(before?.rawValue ?? "new") → \(after.rawValue)")
         }
+        persist(id)
         for c in commands { execute(c, for: id) }
         reschedule(id)
     }
 
     public func refresh(_ id: String) -> RefreshOutcome? {
         guard let r = registry.refresh(id, now: Date()) else { return nil }
+        persist(id, force: r.outcome == .accepted)
         for c in r.commands { execute(c, for: id) }
         reschedule(id)
         return r.outcome
@@ -165,7 +220,12 @@ public final class SessionRuntime: @unchecked Sendable {
         var result = await upstream.connect(instance, instanceToken: token)
         if case .failure(.instanceNotFound) = result {
             if case let .success(created) = await upstream.createInstance(instance) {
-                if let newToken = created.token { server.post { [weak self] in self?.registry.setInstanceToken(newToken, for: id) } }
+                if let newToken = created.token {
+                    server.post { [weak self] in
+                        self?.registry.setInstanceToken(newToken, for: id)
+                        self?.persist(id, force: true)
+                    }
+                }
                 result = await upstream.connect(instance, instanceToken: created.token ?? token)
             }
         }

@@ -13,7 +13,8 @@ final class TestServer {
     static var repoRoot: URL { URL(fileURLWithPath: #filePath).deletingLastPathComponent().deletingLastPathComponent().deletingLastPathComponent() }
 
     init(configJSON: String = "{}") throws {
-        let config = try Config.load(fileContents: Data(configJSON.utf8), environment: [:])
+        var config = try Config.load(fileContents: Data(configJSON.utf8), environment: [:])
+        config.store.mode = "memory"
         var logger = Logger(label: "test")
         logger.logLevel = .warning
         app = try GatewayApp(config: config, host: "127.0.0.1", port: 0,

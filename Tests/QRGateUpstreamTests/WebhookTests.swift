@@ -13,7 +13,7 @@ import QRGateServer
         let port: Int
         let events = Collector<UpstreamEvent>()
         init() throws {
-            let config = try Config.load(fileContents: Data(#"{"upstream": {"mode": "evolution", "baseURL": "http://127.0.0.1:9", "apiKey": "global-key-123", "webhookSecret": "s3cret"}}"#.utf8), environment: [:])
+            let config = try Config.load(fileContents: Data(#"{"upstream": {"mode": "evolution", "baseURL": "http://127.0.0.1:9", "apiKey": "global-key-123", "webhookSecret": "s3cret"}, "store": {"mode": "memory"}}"#.utf8), environment: [:])
             var logger = Logger(label: "wh")
             logger.logLevel = .warning
             let root = URL(fileURLWithPath: #filePath).deletingLastPathComponent().deletingLastPathComponent().deletingLastPathComponent()

@@ -17,6 +17,10 @@ class Gateway:
     """One running `qrgate serve --port 0` with its own config file."""
 
     def __init__(self, config: dict, extra_args=()):
+        # Each gateway gets its own database unless the test names one (restart tests do).
+        if "store" not in config:
+            self.data_dir = tempfile.mkdtemp(prefix="qrgate-test-")
+            config = {**config, "store": {"path": os.path.join(self.data_dir, "qrgate.sqlite")}}
         self.config_file = tempfile.NamedTemporaryFile("w", suffix=".json", delete=False)
         json.dump(config, self.config_file)
         self.config_file.close()

@@ -15,6 +15,9 @@ public struct EventLog: Sendable {
         if entries.count > capacity { entries.removeFirst(entries.count - capacity) }
     }
 
+    /// Every kept event after `seq`, countdowns included.
+    public func entries(after seq: Int) -> [Entry] { entries.filter { $0.seq > seq } }
+
     /// Events after `since`, or nil when some of them are gone (or `since` is from the future).
     /// Countdowns a client missed are stale, so only the newest one is replayed.
     public func after(_ since: Int, lastSeq: Int) -> [Entry]? {

@@ -246,10 +246,40 @@ public struct SessionMachine: Sendable, Equatable {
         return (.accepted, commands)
     }
 
-    /// Restores persisted fields (a store, later) without replaying events.
-    public mutating func restore(status: Status, qr: SessionQR?, qrExpiresAt: Date?, attempt: Int, connectedAt: Date?, lastError: String?) {
-        self.status = status; self.qr = qr; self.qrExpiresAt = qrExpiresAt; self.attempt = attempt
-        self.connectedAt = connectedAt; self.lastError = lastError
+    /// The fields a store keeps; enough to continue by the same rules after a restart.
+    public struct Persisted: Sendable, Equatable {
+        public var status: Status
+        public var qr: SessionQR?
+        public var qrExpiresAt: Date?
+        public var qrUpdatedAt: Date?
+        public var attempt: Int
+        public var connectedAt: Date?
+        public var lastError: String?
+        public var lastRefreshAt: Date?
+
+        public init(status: Status, qr: SessionQR?, qrExpiresAt: Date?, qrUpdatedAt: Date?, attempt: Int, connectedAt: Date?,
+                    lastError: String?, lastRefreshAt: Date?) {
+            self.status = status; self.qr = qr; self.qrExpiresAt = qrExpiresAt; self.qrUpdatedAt = qrUpdatedAt; self.attempt = attempt
+            self.connectedAt = connectedAt; self.lastError = lastError; self.lastRefreshAt = lastRefreshAt
+        }
+    }
+
+    public var persisted: Persisted {
+        Persisted(status: status, qr: qr, qrExpiresAt: qrExpiresAt, qrUpdatedAt: qrUpdatedAt, attempt: attempt,
+                  connectedAt: connectedAt, lastError: lastError, lastRefreshAt: lastRefreshAt)
+    }
+
+    /// A machine continuing from stored fields: a pending session resumes at once (its next tick
+    /// expires a QR that lapsed while the gateway was down, or fetches one it was waiting for).
+    public init(rules: SessionRules, restoring p: Persisted, now: Date) {
+        self.rules = rules
+        status = p.status; qr = p.qr; qrExpiresAt = p.qrExpiresAt; qrUpdatedAt = p.qrUpdatedAt; attempt = min(p.attempt, rules.maxAttempts)
+        connectedAt = p.connectedAt; lastError = p.lastError; lastRefreshAt = p.lastRefreshAt
+        if status == .pending {
+            wantsFreshQR = qr == nil
+            nextPollAt = now
+            if qr != nil { nextCountdownAt = now }
+        }
     }
 
     private mutating func expire(now: Date, events: inout [SessionEvent], commands: inout [SessionCommand]) {

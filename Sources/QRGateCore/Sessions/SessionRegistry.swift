@@ -41,6 +41,22 @@ public final class SessionRegistry {
         return true
     }
 
+    /// Puts a stored session back: its machine continues by the same rules, its numbering goes on.
+    public func restore(_ stored: StoredSession, events: [StoredEvent], now: Date) {
+        var log = EventLog(capacity: logCapacity)
+        for e in events { log.append(EventLog.Entry(seq: e.seq, action: e.action, bytes: e.payload)) }
+        sessions[stored.id] = Session(id: stored.id, instanceName: stored.instanceName, instanceToken: stored.instanceToken,
+                                      numberId: stored.numberId, machine: SessionMachine(rules: rules, restoring: stored.state, now: now),
+                                      seq: stored.seq, log: log, createdAt: stored.createdAt, lastActiveAt: stored.lastActiveAt)
+    }
+
+    /// The stored form of a session.
+    public func stored(_ id: String) -> StoredSession? {
+        guard let s = sessions[id] else { return nil }
+        return StoredSession(id: s.id, instanceName: s.instanceName, instanceToken: s.instanceToken, numberId: s.numberId,
+                             state: s.machine.persisted, seq: s.seq, createdAt: s.createdAt, lastActiveAt: s.lastActiveAt)
+    }
+
     public func setInstanceToken(_ token: String?, for id: String) { sessions[id]?.instanceToken = token }
 
     /// Feeds an input; numbers, logs and publishes the events; returns the upstream work to do.
