@@ -48,7 +48,7 @@ let package = Package(
             .product(name: "Logging", package: "swift-log"),
         ]),
         .executableTarget(name: "qrgate", dependencies: [
-            "QRGateCore", "QRGateServer",
+            "QRGateCore", "QRGateServer", "QRGateStore",
             .product(name: "ArgumentParser", package: "swift-argument-parser"),
             .product(name: "Logging", package: "swift-log"),
         ]),

@@ -27,6 +27,8 @@ public final class Gateway: LWSServerDelegate, @unchecked Sendable {
     public let demoMode: Bool
     public let auth: Authenticator
     public let credentials: UpstreamCredentials
+    public let metrics: GatewayMetrics
+    let http: CurlMulti
     var sockets: [ConnectionID: Peer] = [:]
     var echoSockets: Set<ConnectionID> = []
     var socketsPerIP: [String: Int] = [:]
@@ -42,7 +44,9 @@ public final class Gateway: LWSServerDelegate, @unchecked Sendable {
     }
 
     public init(config: Config, server: LWSServer, staticFiles: StaticFiles, http: CurlMulti, demoMode: Bool, auth: Authenticator,
-                credentials: UpstreamCredentials, store: SessionStore, logger: Logger) {
+                credentials: UpstreamCredentials, store: SessionStore, metrics: GatewayMetrics, logger: Logger) {
+        self.metrics = metrics
+        self.http = http
         self.demoMode = demoMode
         self.auth = auth
         self.credentials = credentials
@@ -66,7 +70,7 @@ public final class Gateway: LWSServerDelegate, @unchecked Sendable {
                                  backoffMaxSeconds: config.poll.backoffMaxSeconds)
         runtime = SessionRuntime(registry: SessionRegistry(rules: rules, hub: hub, logCapacity: config.events.logCapacity),
                                  server: server, timers: timers, frames: QRFrameFactory(renderer: renderer),
-                                 cycleSeconds: config.refresh.cycleSeconds, store: store, logger: logger)
+                                 cycleSeconds: config.refresh.cycleSeconds, store: store, metrics: metrics, logger: logger)
         hub.transport = self
         server.delegate = self
         onUpstreamEvent = { [weak self] in self?.runtime.deliver($0) }
@@ -95,6 +99,10 @@ public final class Gateway: LWSServerDelegate, @unchecked Sendable {
             return .json(200, ["status": "ok", "version": QRGateVersion.string,
                                "uptimeSeconds": Int(Date().timeIntervalSince(startedAt)),
                                "websockets": sockets.count, "sessions": runtime.registry.sessions.count])
+        case (.get, "/metrics"):
+            return metricsEndpoint(connection: connection)
+        case (.get, "/readyz"):
+            return readyz(connection: connection)
         case (.get, "/api/v1/qr"):
             return qrImage(request)
         case (.post, "/webhooks/evolution"):

@@ -16,6 +16,7 @@ public final class GatewayApp: @unchecked Sendable {
     public let http: CurlMulti
     public let credentials: UpstreamCredentials
     public let store: SessionStore
+    public let metrics = GatewayMetrics()
     /// Set once listening (the simulator's base URL is this gateway's own port).
     public private(set) var upstream: EvolutionClient?
 
@@ -48,7 +49,7 @@ public final class GatewayApp: @unchecked Sendable {
             tlsCertPath: config.server.tlsCert.isEmpty ? nil : config.server.tlsCert,
             tlsKeyPath: config.server.tlsKey.isEmpty ? nil : config.server.tlsKey), logger: logger)
         gateway = Gateway(config: config, server: server, staticFiles: files, http: http, demoMode: !auth.hasKeys,
-                          auth: auth, credentials: credentials, store: store, logger: logger)
+                          auth: auth, credentials: credentials, store: store, metrics: metrics, logger: logger)
         if !auth.hasKeys {
             logger.warning("DEMO MODE: no auth keys configured (auth.serviceKeys, auth.adminKeys) on a loopback bind: every client is admin")
         }
@@ -63,7 +64,11 @@ public final class GatewayApp: @unchecked Sendable {
         let base = config.upstream.mode == "simulator" && config.upstream.baseURL.isEmpty
             ? "http://127.0.0.1:\(port)" : config.upstream.baseURL
         upstream = EvolutionClient(baseURL: base, credentials: credentials, http: http,
-                                   timeoutSeconds: config.upstream.timeoutSeconds, maxResponseBytes: config.upstream.maxResponseBytes)
+                                   timeoutSeconds: config.upstream.timeoutSeconds, maxResponseBytes: config.upstream.maxResponseBytes,
+                                   observe: { [metrics] op, outcome, seconds in
+                                       metrics.count("qrgate_upstream_requests_total", [("operation", op), ("outcome", outcome)])
+                                       metrics.time("qrgate_upstream_request_duration_seconds", [("operation", op)], seconds: seconds)
+                                   })
         logger.info("upstream \(config.upstream.mode) at \(base), key \(Secret.mask(config.upstream.apiKey))")
         let gateway = gateway, client = upstream!
         let stored = try store.loadAll()

@@ -20,6 +20,7 @@ public final class SessionRuntime: @unchecked Sendable {
     private var waiters: [String: [Waiter]] = [:]
     private var nextWaiter = 0
     let store: SessionStore
+    let metrics: GatewayMetrics
     /// Per session: the seq handed to the store, the seq it confirmed, and who waits for it.
     private var enqueuedSeq: [String: Int] = [:]
     private var writesInFlight: [String: Int] = [:]
@@ -40,15 +41,19 @@ public final class SessionRuntime: @unchecked Sendable {
     }
 
     init(registry: SessionRegistry, server: LWSServer, timers: LoopTimers, frames: QRFrameFactory, cycleSeconds: Double,
-         store: SessionStore, logger: Logger) {
+         store: SessionStore, metrics: GatewayMetrics, logger: Logger) {
         self.store = store
+        self.metrics = metrics
         self.registry = registry
         self.server = server
         self.timers = timers
         self.frames = frames
         self.cycleSeconds = cycleSeconds
         self.logger = logger
-        registry.observer = { [weak self] session, event in self?.notifyWaiters(session.id, event) }
+        registry.observer = { [weak self] session, event in
+            self?.metrics.count("qrgate_events_pushed_total", [("type", event.action)])
+            self?.notifyWaiters(session.id, event)
+        }
     }
 
     /// Calls `done` on the loop with the session's next `qr_generated`, `connected`, `error` or
@@ -269,6 +274,7 @@ public final class SessionRuntime: @unchecked Sendable {
         let pending = registry.sessions.values.filter { $0.machine.status == .pending }.sorted { $0.id < $1.id }
         let jobs = pending.map { (id: $0.id, instance: $0.instanceName, token: $0.instanceToken, code: $0.machine.qr?.code) }
         let server = server
+        let started = Date(), clock = ContinuousClock.now
         Task { [weak self] in
             guard let self else { return }
             let outcomes = await withTaskGroup(of: (Int, SessionInput).self) { group in
@@ -296,6 +302,13 @@ public final class SessionRuntime: @unchecked Sendable {
                         results.append(CycleResult(instance: job.instance, success: false, qrUpdated: false, error: "unexpected"))
                     }
                 }
+                let d = ContinuousClock.now - clock
+                let seconds = Double(d.components.seconds) + Double(d.components.attoseconds) / 1e18
+                let failed = results.filter { !$0.success }.count
+                self.metrics.time("qrgate_refresh_cycle_duration_seconds", seconds: seconds)
+                self.metrics.count("qrgate_refresh_cycles_total", [("outcome", failed == 0 ? "ok" : "partial")])
+                self.store.recordCycle(StoredCycle(startedAt: started, durationMs: Int(seconds * 1000), total: results.count,
+                                                   refreshed: results.count - failed, failed: failed))
                 done(results)
             }
         }

@@ -9,8 +9,12 @@ public final class EvolutionClient: Sendable {
     let http: CurlMulti
     let timeoutSeconds: Double
     let maxResponseBytes: Int
+    /// Told about every upstream request: operation, outcome (`ok` or a failure kind) and seconds taken.
+    let observe: (@Sendable (String, String, Double) -> Void)?
 
-    public init(baseURL: String, credentials: UpstreamCredentials, http: CurlMulti, timeoutSeconds: Double, maxResponseBytes: Int) {
+    public init(baseURL: String, credentials: UpstreamCredentials, http: CurlMulti, timeoutSeconds: Double, maxResponseBytes: Int,
+                observe: (@Sendable (String, String, Double) -> Void)? = nil) {
+        self.observe = observe
         self.baseURL = baseURL.hasSuffix("/") ? String(baseURL.dropLast()) : baseURL
         self.credentials = credentials
         self.http = http
@@ -19,20 +23,35 @@ public final class EvolutionClient: Sendable {
     }
 
     public func connect(_ instance: String, instanceToken: String? = nil) async -> Result<ConnectResult, UpstreamError> {
-        await call("GET", "/instance/connect/", instance, instanceToken: instanceToken).flatMap { EvolutionParsing.connect($0.body) }
+        await measured("connect") { await call("GET", "/instance/connect/", instance, instanceToken: instanceToken).flatMap { EvolutionParsing.connect($0.body) } }
     }
 
     public func connectionState(_ instance: String, instanceToken: String? = nil) async -> Result<ConnectionState, UpstreamError> {
-        await call("GET", "/instance/connectionState/", instance, instanceToken: instanceToken).flatMap { EvolutionParsing.connectionState($0.body) }
+        await measured("connectionState") { await call("GET", "/instance/connectionState/", instance, instanceToken: instanceToken).flatMap { EvolutionParsing.connectionState($0.body) } }
     }
 
     public func logout(_ instance: String, instanceToken: String? = nil) async -> Result<Void, UpstreamError> {
-        await call("DELETE", "/instance/logout/", instance, instanceToken: instanceToken).map { _ in () }
+        await measured("logout") { await call("DELETE", "/instance/logout/", instance, instanceToken: instanceToken).map { _ in () } }
     }
 
     public func createInstance(_ instance: String) async -> Result<CreatedInstance, UpstreamError> {
         let body = JSONValue.object(["instanceName": .string(instance), "qrcode": .bool(false), "integration": .string("WHATSAPP-BAILEYS")]).encoded()
-        return await call("POST", "/instance/create", nil, name: instance, body: Array(body)).flatMap { EvolutionParsing.created($0.body, name: instance) }
+        return await measured("create") { await call("POST", "/instance/create", nil, name: instance, body: Array(body)).flatMap { EvolutionParsing.created($0.body, name: instance) } }
+    }
+
+    private func measured<T>(_ op: String, _ work: () async -> Result<T, UpstreamError>) async -> Result<T, UpstreamError> {
+        let start = ContinuousClock.now
+        let r = await work()
+        if let observe {
+            let d = ContinuousClock.now - start
+            let outcome: String
+            switch r {
+            case .success: outcome = "ok"
+            case let .failure(e): outcome = e.kind
+            }
+            observe(op, outcome, Double(d.components.seconds) + Double(d.components.attoseconds) / 1e18)
+        }
+        return r
     }
 
     /// One request with the current key; after a 401, renews the key once and retries.

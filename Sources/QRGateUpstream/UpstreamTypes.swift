@@ -66,6 +66,23 @@ public enum UpstreamError: Error, Sendable, Equatable, CustomStringConvertible {
         }
     }
 
+    /// A label for metrics.
+    public var kind: String {
+        switch self {
+        case .unauthorized: "unauthorized"
+        case .instanceNotFound: "not_found"
+        case .badRequest: "bad_request"
+        case .server: "server_error"
+        case .unexpectedStatus: "unexpected_status"
+        case .timeout: "timeout"
+        case .connectionRefused: "refused"
+        case .malformedBody: "malformed"
+        case .bodyTooLarge: "too_large"
+        case .transport: "transport"
+        case .noCredentials: "no_credentials"
+        }
+    }
+
     /// Worth retrying later with backoff (as opposed to a configuration problem).
     public var isTransient: Bool {
         switch self {

@@ -1,0 +1,62 @@
+import Foundation
+import QRGateCore
+import QRGateHTTP
+import QRGateUpstream
+
+extension Gateway {
+    /// GET /metrics: Prometheus text. Gauges are read off the live state at scrape time.
+    func metricsEndpoint(connection: ConnectionID) -> HTTPResponse? {
+        let credentials = credentials, server = server
+        Task { [weak self] in
+            let status = await credentials.status()
+            guard let self else { return }
+            server.post {
+                let m = self.metrics
+                for role in [Role.browser, .service, .admin] {
+                    m.gauge("qrgate_connections", [("role", role.rawValue)], Double(self.sockets.values.filter { $0.role == role }.count))
+                }
+                m.gauge("qrgate_subscriptions", [], Double(self.hub.subscriptionCount))
+                let statuses = self.runtime.registry.sessions.values.map(\.machine.status)
+                for s in [SessionMachine.Status.idle, .pending, .connected, .failed, .disconnected] {
+                    m.gauge("qrgate_sessions", [("status", s.rawValue)], Double(statuses.filter { $0 == s }.count))
+                }
+                for s in ["valid", "expiring", "renewing", "fallback", "missing"] {
+                    m.gauge("qrgate_upstream_credential_state", [("state", s)], status.state.rawValue == s ? 1 : 0)
+                }
+                m.syncTotals(coalesced: self.server.coalesced, slowConsumers: self.server.slowConsumersClosed)
+                server.respond(connection, HTTPResponse(status: 200, contentType: "text/plain; version=0.0.4; charset=utf-8", body: .bytes(m.render())))
+            }
+        }
+        return nil
+    }
+
+    /// GET /readyz: the store takes writes and the upstream answers (or the simulator is in-process).
+    func readyz(connection: ConnectionID) -> HTTPResponse? {
+        let reasons: [String] = runtime.store.problem().map { ["store: \($0)"] } ?? []
+        if simulatorHost != nil || config.upstream.mode == "simulator" && config.upstream.baseURL.isEmpty {
+            return readyAnswer(reasons, upstream: "simulator in-process")
+        }
+        // Any HTTP answer from the upstream's base URL means it is reachable; the body does not matter.
+        let probe = ClientRequest(url: runtime.upstream?.baseURL ?? config.upstream.baseURL, timeoutSeconds: 2, maxResponseBytes: 64 * 1024)
+        let server = server
+        http.submit(probe) { [weak self] result in
+            guard let self else { return }
+            server.post {
+                var reasons = reasons
+                var upstream = "reachable"
+                if case let .failure(e) = result {
+                    upstream = "unreachable: \(e)"
+                    reasons.append("upstream \(upstream)")
+                }
+                server.respond(connection, self.readyAnswer(reasons, upstream: upstream)!)
+            }
+        }
+        return nil
+    }
+
+    private func readyAnswer(_ reasons: [String], upstream: String) -> HTTPResponse? {
+        let ready = reasons.isEmpty
+        return .json(ready ? 200 : 503, ["status": ready ? "ready" : "not ready", "reasons": reasons,
+                                         "store": runtime.store.problem() ?? "ok", "upstream": upstream])
+    }
+}
