@@ -5,23 +5,28 @@ extension Gateway {
     /// Subscriptions one connection may hold.
     static let maxSubscriptionsPerConnection = 64
 
-    public func webSocketShouldAccept(path: String, origin: String?, peer: String) -> Bool {
-        if path == "/ws/echo" { return config.server.conformanceEcho }
-        guard path == "/ws" else { return false }
-        if socketsPerIP[peer, default: 0] >= config.server.maxConnectionsPerIP {
-            logger.notice("refused a WebSocket from \(peer): over server.maxConnectionsPerIP (\(config.server.maxConnectionsPerIP))")
-            return false
+    public func webSocketShouldAccept(_ info: WebSocketInfo) -> (status: Int, reason: String)? {
+        if info.path == "/ws/echo" { return config.server.conformanceEcho ? nil : (404, "no WebSocket here") }
+        guard info.path == "/ws" || info.path == RealtimeEndpoint.path else { return (404, "no WebSocket here") }
+        if socketsPerIP[info.peer, default: 0] >= config.server.maxConnectionsPerIP {
+            logger.notice("refused a WebSocket from \(info.peer): over server.maxConnectionsPerIP (\(config.server.maxConnectionsPerIP))")
+            return (429, "too many connections from this address")
         }
         let allowed = config.server.allowedOrigins
-        guard !allowed.isEmpty else { return true }
         // Browsers always send Origin; a non-browser client without one is not a cross-site page.
-        guard let origin else { return true }
-        return allowed.contains(origin)
+        if !allowed.isEmpty, let origin = info.origin, !allowed.contains(origin) { return (403, "origin not allowed") }
+        if info.path == RealtimeEndpoint.path { return realtime.shouldAccept(info) }
+        return nil
     }
 
     public func webSocketOpened(_ connection: ConnectionID, info: WebSocketInfo) {
         if info.path == "/ws/echo" { echoSockets.insert(connection); return }
         socketsPerIP[info.peer, default: 0] += 1
+        if info.path == RealtimeEndpoint.path {
+            sockets[connection] = Peer(info: info, role: .browser, tokens: Double(config.server.messagesPerSecond * 2), lastRefill: .now)
+            realtime.opened(connection, info: info)
+            return
+        }
         var peer = Peer(info: info, role: demoMode ? .admin : .browser, tokens: Double(config.server.messagesPerSecond * 2),
                         lastRefill: .now)
         if let presented = info.query["token"] ?? info.authorization.flatMap(Self.bearer),
@@ -39,6 +44,9 @@ extension Gateway {
             return
         }
         guard admit(connection) else { return }
+        if sockets[connection]?.info.path == RealtimeEndpoint.path {
+            return realtime.received(connection, message: message, binary: binary)
+        }
         if binary {
             return reject(ProtocolError(.binaryUnsupported, "binary frames are not supported; send JSON text"), to: connection)
         }
@@ -66,6 +74,7 @@ extension Gateway {
         }
         echoSockets.remove(connection)
         hub.remove(connection)
+        realtime.closed(connection)
     }
 
     public func timerFired() { timers.fire() }

@@ -28,6 +28,7 @@ public final class Gateway: LWSServerDelegate, @unchecked Sendable {
     public let auth: Authenticator
     public let credentials: UpstreamCredentials
     public let metrics: GatewayMetrics
+    let realtime: RealtimeEndpoint
     let http: CurlMulti
     var sockets: [ConnectionID: Peer] = [:]
     var echoSockets: Set<ConnectionID> = []
@@ -71,8 +72,11 @@ public final class Gateway: LWSServerDelegate, @unchecked Sendable {
         runtime = SessionRuntime(registry: SessionRegistry(rules: rules, hub: hub, logCapacity: config.events.logCapacity),
                                  server: server, timers: timers, frames: QRFrameFactory(renderer: renderer),
                                  cycleSeconds: config.refresh.cycleSeconds, store: store, metrics: metrics, logger: logger)
+        realtime = RealtimeEndpoint(server: server, auth: auth, registry: runtime.registry, demoMode: demoMode, logger: logger)
         hub.transport = self
         server.delegate = self
+        runtime.onEvent = { [realtime] id, event, bytes in realtime.sessionEvent(id, event: event, eventBytes: bytes, now: Date()) }
+        runtime.onAdded = { [realtime] id in realtime.sessionAdded(id, now: Date()) }
         onUpstreamEvent = { [weak self] in self?.runtime.deliver($0) }
         instanceToken = { [weak self] in self?.runtime.instanceToken(of: $0) }
     }

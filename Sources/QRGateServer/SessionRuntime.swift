@@ -21,6 +21,9 @@ public final class SessionRuntime: @unchecked Sendable {
     private var nextWaiter = 0
     let store: SessionStore
     let metrics: GatewayMetrics
+    /// Every numbered event with its encoded bytes (the Supabase endpoint listens here).
+    var onEvent: ((String, SessionEvent, [UInt8]) -> Void)?
+    var onAdded: ((String) -> Void)?
     /// Per session: the seq handed to the store, the seq it confirmed, and who waits for it.
     private var enqueuedSeq: [String: Int] = [:]
     private var writesInFlight: [String: Int] = [:]
@@ -53,6 +56,9 @@ public final class SessionRuntime: @unchecked Sendable {
         registry.observer = { [weak self] session, event in
             self?.metrics.count("qrgate_events_pushed_total", [("type", event.action)])
             self?.notifyWaiters(session.id, event)
+            if let onEvent = self?.onEvent, let bytes = session.log.entries(after: session.seq - 1).last?.bytes {
+                onEvent(session.id, event, bytes)
+            }
         }
     }
 
@@ -101,6 +107,7 @@ public final class SessionRuntime: @unchecked Sendable {
         byInstance[instanceName, default: []].insert(id)
         logger.info("session \(id) added (instance \(instanceName))")
         persist(id, force: true)
+        onAdded?(id)
         feed(id, .start)
         return true
     }

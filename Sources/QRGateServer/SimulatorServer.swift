@@ -34,7 +34,7 @@ public final class SimulatorServer: LWSServerDelegate, @unchecked Sendable {
         return host.http(request, connection: connection)
     }
 
-    public func webSocketShouldAccept(path: String, origin: String?, peer: String) -> Bool { false }
+    public func webSocketShouldAccept(_ info: WebSocketInfo) -> (status: Int, reason: String)? { (404, "no WebSocket here") }
     public func webSocketOpened(_ connection: ConnectionID, info: WebSocketInfo) {}
     public func webSocketReceived(_ connection: ConnectionID, message: [UInt8], binary: Bool) {}
     public func webSocketClosed(_ connection: ConnectionID) {}

@@ -7,8 +7,8 @@ import QRGateCore
 public protocol LWSServerDelegate: AnyObject {
     /// Answer now, or return nil and call `LWSServer.respond(_:_:)` later.
     func http(_ request: HTTPRequest, connection: ConnectionID) -> HTTPResponse?
-    /// Refuse a WebSocket handshake by returning false (wrong path, origin…).
-    func webSocketShouldAccept(path: String, origin: String?, peer: String) -> Bool
+    /// Accept a WebSocket handshake with nil, or refuse it with an HTTP status and a short reason.
+    func webSocketShouldAccept(_ info: WebSocketInfo) -> (status: Int, reason: String)?
     func webSocketOpened(_ connection: ConnectionID, info: WebSocketInfo)
     func webSocketReceived(_ connection: ConnectionID, message: [UInt8], binary: Bool)
     func webSocketClosed(_ connection: ConnectionID)
@@ -363,16 +363,16 @@ public final class LWSServer: @unchecked Sendable {
         case LWS_CALLBACK_CLOSED_HTTP:
             _ = forget(user)
             return 0
-        case LWS_CALLBACK_FILTER_PROTOCOL_CONNECTION:
-            let path = header(wsi, WSI_TOKEN_GET_URI) ?? ""
-            return (delegate?.webSocketShouldAccept(path: path, origin: header(wsi, WSI_TOKEN_ORIGIN), peer: peer(wsi)) ?? false) ? 0 : -1
+        case LWS_CALLBACK_HTTP_CONFIRM_UPGRADE:
+            // The headers are still bound here, so a refusal can be a real HTTP answer clients can read.
+            guard let delegate else { return -1 }
+            guard let refusal = delegate.webSocketShouldAccept(webSocketInfo(wsi)) else { return 0 }
+            if lws_return_http_status(wsi, UInt32(refusal.status), refusal.reason) != 0 { return -1 }
+            return 1
         case LWS_CALLBACK_ESTABLISHED:
             guard let c = connection(wsi, user, create: true) else { return -1 }
             c.isWebSocket = true
-            let info = WebSocketInfo(path: header(wsi, WSI_TOKEN_GET_URI) ?? "/", query: queryArgs(wsi),
-                                     origin: header(wsi, WSI_TOKEN_ORIGIN), authorization: header(wsi, WSI_TOKEN_HTTP_AUTHORIZATION),
-                                     subprotocol: header(wsi, WSI_TOKEN_PROTOCOL), peer: peer(wsi))
-            delegate?.webSocketOpened(c.id, info: info)
+            delegate?.webSocketOpened(c.id, info: webSocketInfo(wsi))
             return 0
         case LWS_CALLBACK_RECEIVE:
             guard let c = connection(wsi, user, create: false) else { return -1 }
@@ -534,6 +534,12 @@ public final class LWSServer: @unchecked Sendable {
     }
 
     // MARK: Header helpers
+
+    private func webSocketInfo(_ wsi: OpaquePointer) -> WebSocketInfo {
+        WebSocketInfo(path: header(wsi, WSI_TOKEN_GET_URI) ?? "/", query: queryArgs(wsi),
+                      origin: header(wsi, WSI_TOKEN_ORIGIN), authorization: header(wsi, WSI_TOKEN_HTTP_AUTHORIZATION),
+                      subprotocol: header(wsi, WSI_TOKEN_PROTOCOL), peer: peer(wsi))
+    }
 
     private func header(_ wsi: OpaquePointer, _ token: lws_token_indexes) -> String? {
         let n = Int(lws_hdr_total_length(wsi, token))

@@ -1,0 +1,354 @@
+import Foundation
+import Logging
+import QRGateCore
+
+/// The Supabase Realtime protocol (Phoenix channels, vsn 1.0.0, JSON) for the part frontends of the
+/// original design use: `postgres_changes` on the virtual table `public.evolution_instances`, broadcast
+/// of QRGate events on `realtime:session:ID`, and presence there. docs/SUPABASE.md has the subset.
+/// Loop-confined.
+public final class RealtimeEndpoint {
+    public static let path = "/realtime/v1/websocket"
+    static let table = "evolution_instances"
+
+    struct Binding {
+        let id: Int
+        let event: String   // *, INSERT, UPDATE, DELETE
+        let schema: String
+        let table: String
+        let filter: String?
+        let column: String?
+        let value: String?
+
+        func matches(type: String, row: [String: JSONValue]) -> Bool {
+            guard event == "*" || event == type else { return false }
+            guard let column, let value else { return true }
+            return row[column]?.stringValue == value
+        }
+
+        var json: JSONValue {
+            var o: [String: JSONValue] = ["id": .int(id), "event": .string(event), "schema": .string(schema), "table": .string(table)]
+            if let filter { o["filter"] = .string(filter) }
+            return .object(o)
+        }
+    }
+
+    struct Channel {
+        let topic: String
+        let joinRef: JSONValue
+        var bindings: [Binding]
+        var broadcastSelf: Bool
+        var presenceKey: String
+        var tracked: JSONValue?
+        /// The session a `realtime:session:ID` topic is about.
+        var session: String? {
+            topic.hasPrefix("realtime:session:") ? String(topic.dropFirst("realtime:session:".count)) : nil
+        }
+    }
+
+    struct Connection {
+        var principal: Principal?
+        var channels: [String: Channel] = [:]
+    }
+
+    let server: LWSServer
+    let auth: Authenticator
+    let registry: SessionRegistry
+    let demoMode: Bool
+    let logger: Logger
+    private var connections: [ConnectionID: Connection] = [:]
+    private var lastRows: [String: [String: JSONValue]] = [:]
+    private var nextBindingID = 1000
+
+    init(server: LWSServer, auth: Authenticator, registry: SessionRegistry, demoMode: Bool, logger: Logger) {
+        self.server = server
+        self.auth = auth
+        self.registry = registry
+        self.demoMode = demoMode
+        self.logger = logger
+    }
+
+    // MARK: Socket life
+
+    /// Like Supabase's gateway: a missing or wrong `apikey` never gets a socket.
+    func shouldAccept(_ info: WebSocketInfo) -> (status: Int, reason: String)? {
+        if let vsn = info.query["vsn"], vsn != "1.0.0" { return (400, "only vsn=1.0.0 (JSON) is supported") }
+        guard let key = info.query["apikey"] ?? info.authorization.flatMap(Gateway.bearer), !key.isEmpty else {
+            return demoMode ? nil : (401, "No API key found in request")
+        }
+        if case .failure = auth.authenticate(key) { return demoMode ? nil : (401, "Invalid API key") }
+        return nil
+    }
+
+    func opened(_ id: ConnectionID, info: WebSocketInfo) {
+        var principal: Principal? = demoMode ? Principal(role: .admin) : nil
+        if let key = info.query["apikey"] ?? info.authorization.flatMap(Gateway.bearer), case let .success(p) = auth.authenticate(key) {
+            principal = principal.map { $0.role >= p.role ? $0 : p } ?? p
+        }
+        connections[id] = Connection(principal: principal)
+    }
+
+    func closed(_ id: ConnectionID) {
+        guard let c = connections.removeValue(forKey: id) else { return }
+        for ch in c.channels.values where ch.tracked != nil { presenceLeave(ch, from: id) }
+    }
+
+    // MARK: Messages
+
+    func received(_ id: ConnectionID, message: [UInt8], binary: Bool) {
+        guard connections[id] != nil else { return }
+        guard !binary, let json = JSONValue.parse(message), json.depth <= 12, case let .object(m) = json else {
+            return send(id, topic: "phoenix", event: "phx_error", payload: ["reason": .string("malformed message: expected a JSON object {topic, event, payload, ref}")], ref: .null)
+        }
+        let ref = m["ref"] ?? .null
+        guard let topic = m["topic"]?.stringValue, !topic.isEmpty, topic.utf8.count <= 256,
+              let event = m["event"]?.stringValue, !event.isEmpty else {
+            return reply(id, topic: m["topic"]?.stringValue ?? "phoenix", ref: ref, joinRef: m["join_ref"], error: "message needs string topic and event")
+        }
+        let payload = m["payload"]?.objectValue ?? [:]
+        switch (topic, event) {
+        case ("phoenix", "heartbeat"):
+            reply(id, topic: "phoenix", ref: ref, joinRef: nil, ok: [:])
+        case (_, "phx_join"):
+            join(id, topic: topic, payload: payload, ref: ref, joinRef: m["join_ref"] ?? ref)
+        case (_, "phx_leave"):
+            leave(id, topic: topic, ref: ref)
+        case (_, "access_token"):
+            accessToken(id, topic: topic, payload: payload, ref: ref)
+        case (_, "broadcast"):
+            clientBroadcast(id, topic: topic, payload: payload, ref: ref)
+        case (_, "presence"):
+            presence(id, topic: topic, payload: payload, ref: ref)
+        default:
+            reply(id, topic: topic, ref: ref, joinRef: m["join_ref"], error: "unknown event \"\(event.prefix(40))\"")
+        }
+    }
+
+    private func join(_ id: ConnectionID, topic: String, payload: [String: JSONValue], ref: JSONValue, joinRef: JSONValue) {
+        guard topic.hasPrefix("realtime:") else { return reply(id, topic: topic, ref: ref, joinRef: joinRef, error: "topics start with realtime:") }
+        if let token = payload["access_token"]?.stringValue, !token.isEmpty, !demoMode {
+            switch auth.authenticate(token) {
+            case let .success(p): connections[id]?.principal = p
+            case let .failure(e): return reply(id, topic: topic, ref: ref, joinRef: joinRef, error: "Invalid JWT: \(e)")
+            }
+        }
+        guard let principal = connections[id]?.principal else {
+            return reply(id, topic: topic, ref: ref, joinRef: joinRef, error: "Unauthorized: no valid API key or token")
+        }
+        let config = payload["config"]?.objectValue ?? [:]
+        var bindings: [Binding] = []
+        if let list = config["postgres_changes"] {
+            guard case let .array(items) = list else { return reply(id, topic: topic, ref: ref, joinRef: joinRef, error: "postgres_changes must be a list") }
+            for item in items {
+                switch binding(item) {
+                case let .success(b): bindings.append(b)
+                case let .failure(refusal): return reply(id, topic: topic, ref: ref, joinRef: joinRef, error: refusal.reason)
+                }
+            }
+        }
+        let channel = Channel(topic: topic, joinRef: joinRef, bindings: bindings,
+                              broadcastSelf: config["broadcast"]?["self"] == .bool(true),
+                              presenceKey: config["presence"]?["key"]?.stringValue.flatMap { $0.isEmpty ? nil : $0 } ?? UUID().uuidString.lowercased(),
+                              tracked: nil)
+        if let s = channel.session, !principal.canSee(s) {
+            return reply(id, topic: topic, ref: ref, joinRef: joinRef, error: "Unauthorized: this token does not open session \(s)")
+        }
+        if let old = connections[id]?.channels[topic], old.tracked != nil { presenceLeave(old, from: id) }
+        connections[id]?.channels[topic] = channel
+        reply(id, topic: topic, ref: ref, joinRef: joinRef, ok: ["postgres_changes": .array(bindings.map(\.json))])
+        if !bindings.isEmpty {
+            send(id, topic: topic, event: "system", payload: ["channel": .string(String(topic.dropFirst("realtime:".count))),
+                                                             "extension": .string("postgres_changes"), "message": .string("Subscribed to PostgreSQL"),
+                                                             "status": .string("ok")], ref: .null)
+        }
+        if channel.session != nil { send(id, topic: topic, event: "presence_state", payload: presenceState(topic), ref: .null) }
+    }
+
+    /// One `postgres_changes` binding: only `public.evolution_instances`, only `eq` filters on two columns.
+    struct Refusal: Error { let reason: String }
+
+    private func binding(_ item: JSONValue) -> Result<Binding, Refusal> {
+        guard case let .object(o) = item else { return .failure(Refusal(reason: "each postgres_changes entry must be an object")) }
+        let event = (o["event"]?.stringValue ?? "*").uppercased()
+        guard ["*", "INSERT", "UPDATE", "DELETE"].contains(event) else { return .failure(Refusal(reason: "unknown event \"\(event.prefix(20))\"")) }
+        let schema = o["schema"]?.stringValue ?? "public"
+        guard schema == "public", let table = o["table"]?.stringValue, table == Self.table else {
+            return .failure(Refusal(reason: "Unable to subscribe to changes with given parameters: only public.\(Self.table) exists here"))
+        }
+        let filter = o["filter"]?.stringValue
+        var column: String?, value: String?
+        if let filter, !filter.isEmpty {
+            let parts = filter.split(separator: "=", maxSplits: 1).map(String.init)
+            guard parts.count == 2, ["instance_name", "instance_status"].contains(parts[0]), parts[1].hasPrefix("eq.") else {
+                return .failure(Refusal(reason: "unsupported filter \"\(filter.prefix(60))\": only instance_name=eq.X and instance_status=eq.X"))
+            }
+            column = parts[0]
+            value = String(parts[1].dropFirst(3))
+        }
+        nextBindingID += 1
+        return .success(Binding(id: nextBindingID, event: event, schema: schema, table: table, filter: filter, column: column, value: value))
+    }
+
+    private func leave(_ id: ConnectionID, topic: String, ref: JSONValue) {
+        guard let ch = connections[id]?.channels.removeValue(forKey: topic) else {
+            return reply(id, topic: topic, ref: ref, joinRef: nil, error: "unmatched topic")
+        }
+        if ch.tracked != nil { presenceLeave(ch, from: id) }
+        reply(id, topic: topic, ref: ref, joinRef: ch.joinRef, ok: [:])
+        send(id, topic: topic, event: "phx_close", payload: [:], ref: ref, joinRef: ch.joinRef)
+    }
+
+    private func accessToken(_ id: ConnectionID, topic: String, payload: [String: JSONValue], ref: JSONValue) {
+        guard let token = payload["access_token"]?.stringValue, !token.isEmpty else {
+            return reply(id, topic: topic, ref: ref, joinRef: nil, error: "access_token is required")
+        }
+        if demoMode { return }
+        switch auth.authenticate(token) {
+        case let .success(p):
+            connections[id]?.principal = p
+            // Channels the new credential no longer opens are closed.
+            for (t, ch) in connections[id]?.channels ?? [:] where ch.session.map({ !p.canSee($0) }) ?? false {
+                connections[id]?.channels[t] = nil
+                send(id, topic: t, event: "phx_close", payload: [:], ref: .null, joinRef: ch.joinRef)
+            }
+        case let .failure(e):
+            for (t, ch) in connections[id]?.channels ?? [:] {
+                send(id, topic: t, event: "system", payload: ["channel": .string(String(t.dropFirst("realtime:".count))), "extension": .string("system"),
+                                                             "message": .string("Invalid JWT: \(e)"), "status": .string("error")], ref: .null)
+                send(id, topic: t, event: "phx_close", payload: [:], ref: .null, joinRef: ch.joinRef)
+            }
+            connections[id]?.channels.removeAll()
+            connections[id]?.principal = nil
+        }
+    }
+
+    private func clientBroadcast(_ id: ConnectionID, topic: String, payload: [String: JSONValue], ref: JSONValue) {
+        guard let ch = connections[id]?.channels[topic] else { return reply(id, topic: topic, ref: ref, joinRef: nil, error: "unmatched topic") }
+        for (other, c) in connections where c.channels[topic] != nil && (other != id || ch.broadcastSelf) {
+            send(other, topic: topic, event: "broadcast", payload: payload, ref: .null)
+        }
+        if ref != .null { reply(id, topic: topic, ref: ref, joinRef: ch.joinRef, ok: [:]) }
+    }
+
+    // MARK: Presence
+
+    private func presence(_ id: ConnectionID, topic: String, payload: [String: JSONValue], ref: JSONValue) {
+        guard var ch = connections[id]?.channels[topic], ch.session != nil else {
+            return reply(id, topic: topic, ref: ref, joinRef: nil, error: "presence needs a joined realtime:session:ID channel")
+        }
+        switch payload["event"]?.stringValue {
+        case "track":
+            var meta = payload["payload"]?.objectValue ?? [:]
+            guard JSONValue.object(meta).encoded().count <= 2048 else { return reply(id, topic: topic, ref: ref, joinRef: ch.joinRef, error: "presence payload over 2048 bytes") }
+            if ch.tracked != nil { presenceLeave(ch, from: id) }
+            meta["phx_ref"] = .string(String(nextBindingID))
+            nextBindingID += 1
+            ch.tracked = .object(meta)
+            connections[id]?.channels[topic] = ch
+            broadcastPresence(topic, diff: ["joins": .object([ch.presenceKey: .object(["metas": .array([.object(meta)])])]), "leaves": .object([:])])
+        case "untrack":
+            if ch.tracked != nil { presenceLeave(ch, from: id) }
+            ch.tracked = nil
+            connections[id]?.channels[topic] = ch
+        default:
+            return reply(id, topic: topic, ref: ref, joinRef: ch.joinRef, error: "presence event must be track or untrack")
+        }
+        reply(id, topic: topic, ref: ref, joinRef: ch.joinRef, ok: [:])
+    }
+
+    private func presenceLeave(_ ch: Channel, from id: ConnectionID) {
+        guard let meta = ch.tracked else { return }
+        broadcastPresence(ch.topic, diff: ["joins": .object([:]), "leaves": .object([ch.presenceKey: .object(["metas": .array([meta])])])], except: id)
+    }
+
+    private func presenceState(_ topic: String) -> [String: JSONValue] {
+        var state: [String: [JSONValue]] = [:]
+        for c in connections.values { if let ch = c.channels[topic], let meta = ch.tracked { state[ch.presenceKey, default: []].append(meta) } }
+        return state.mapValues { .object(["metas": .array($0)]) }
+    }
+
+    private func broadcastPresence(_ topic: String, diff: [String: JSONValue], except: ConnectionID? = nil) {
+        for (id, c) in connections where id != except && c.channels[topic] != nil {
+            send(id, topic: topic, event: "presence_diff", payload: diff, ref: .null)
+        }
+    }
+
+    // MARK: Session events → rows and broadcasts
+
+    /// Every QRGate event of a session: broadcast on `realtime:session:ID`, and as a row change of
+    /// `evolution_instances` when the row's columns changed.
+    func sessionEvent(_ id: String, event: SessionEvent, eventBytes: [UInt8], now: Date) {
+        guard !connections.isEmpty, let s = registry[id] else {
+            if let s = registry[id] { lastRows[id] = Self.row(s) }
+            return
+        }
+        let topic = "realtime:session:\(id)"
+        if let eventJSON = JSONValue.parse(eventBytes) {
+            for (cid, c) in connections where c.channels[topic] != nil {
+                send(cid, topic: topic, event: "broadcast", payload: ["type": .string("broadcast"), "event": .string(event.action), "payload": eventJSON], ref: .null)
+            }
+        }
+        let row = Self.row(s)
+        let old = lastRows[id]
+        guard old != row else { return }
+        lastRows[id] = row
+        rowChange(session: id, type: old == nil ? "INSERT" : "UPDATE", record: row, old: old ?? [:], now: now)
+    }
+
+    func sessionAdded(_ id: String, now: Date) {
+        guard let s = registry[id] else { return }
+        let row = Self.row(s)
+        lastRows[id] = row
+        rowChange(session: id, type: "INSERT", record: row, old: [:], now: now)
+    }
+
+    private func rowChange(session: String, type: String, record: [String: JSONValue], old: [String: JSONValue], now: Date) {
+        for (cid, c) in connections {
+            guard let p = c.principal, p.canSee(session) else { continue }
+            for ch in c.channels.values {
+                let ids = ch.bindings.filter { $0.matches(type: type, row: record) }.map { JSONValue.int($0.id) }
+                guard !ids.isEmpty else { continue }
+                let data: [String: JSONValue] = ["schema": .string("public"), "table": .string(Self.table),
+                                                 "commit_timestamp": .string(SessionEventEncoding.iso8601(now)), "type": .string(type),
+                                                 "columns": Self.columns, "record": .object(record), "old_record": .object(old), "errors": .null]
+                send(cid, topic: ch.topic, event: "postgres_changes", payload: ["data": .object(data), "ids": .array(ids)], ref: .null)
+            }
+        }
+    }
+
+    static let columns: JSONValue = .array([
+        ("instance_name", "text"), ("instance_status", "text"), ("qr_code", "text"), ("last_qr_update", "timestamptz"),
+        ("qr_expires_at", "timestamptz"), ("attempt", "int4"),
+    ].map { .object(["name": .string($0.0), "type": .string($0.1)]) })
+
+    /// A session as a row of the old table; never a token or secret.
+    static func row(_ s: SessionRegistry.Session) -> [String: JSONValue] {
+        let m = s.machine
+        let status: String = switch m.status {
+        case .pending: "connecting"
+        case .connected: "open"
+        default: "close"
+        }
+        return ["instance_name": .string(s.instanceName), "instance_status": .string(status),
+                "qr_code": m.qr.map { .string($0.pngDataURL) } ?? .null,
+                "last_qr_update": m.qrUpdatedAt.map { .string(SessionEventEncoding.iso8601($0)) } ?? .null,
+                "qr_expires_at": m.qrExpiresAt.map { .string(SessionEventEncoding.iso8601($0)) } ?? .null,
+                "attempt": .int(m.attempt)]
+    }
+
+    // MARK: Output
+
+    private func reply(_ id: ConnectionID, topic: String, ref: JSONValue, joinRef: JSONValue?, ok response: [String: JSONValue]) {
+        send(id, topic: topic, event: "phx_reply", payload: ["status": .string("ok"), "response": .object(response)], ref: ref, joinRef: joinRef)
+    }
+
+    private func reply(_ id: ConnectionID, topic: String, ref: JSONValue, joinRef: JSONValue?, error reason: String) {
+        send(id, topic: topic, event: "phx_reply", payload: ["status": .string("error"), "response": .object(["reason": .string(reason)])],
+             ref: ref, joinRef: joinRef)
+    }
+
+    private func send(_ id: ConnectionID, topic: String, event: String, payload: [String: JSONValue], ref: JSONValue, joinRef: JSONValue? = nil) {
+        var o: [String: JSONValue] = ["topic": .string(topic), "event": .string(event), "payload": .object(payload), "ref": ref]
+        if let joinRef { o["join_ref"] = joinRef }
+        server.send(WireFrame(JSONValue.object(o).encoded()), to: id)
+    }
+}
