@@ -13,6 +13,7 @@ struct Serve: ParsableCommand {
     @Option(name: .customLong("static-dir"), help: "Directory of the served page.") var staticDir = "static"
 
     func run() throws {
+        ShutdownSignals.block()
         let cfg: Config
         do {
             cfg = try Config.load(path: config, required: config != "Config/qrgate.json",
@@ -22,8 +23,7 @@ struct Serve: ParsableCommand {
         }
         let logger = Logging.bootstrap(level: cfg.log.level)
         let app = try GatewayApp(config: cfg, host: host, port: port, staticDir: staticDir, logger: logger)
-        // Installed before listening, so a signal that arrives right after the "listening" line is not lost.
-        ShutdownSignals.install { app.stop() }
+        ShutdownSignals.onSignal { app.stop() }
         let port = try app.start()
         // One line on stdout, flushed at once: scripts and tests read the real port from it.
         let scheme = cfg.server.tlsCert.isEmpty ? "http" : "https"

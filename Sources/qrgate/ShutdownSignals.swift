@@ -1,29 +1,31 @@
-import Dispatch
 import Foundation
 
-/// SIGINT and SIGTERM run `handler` once, off the signal context.
+/// SIGINT and SIGTERM end the process cleanly. They are blocked in every thread (`block()`, first thing,
+/// before any thread starts: threads inherit the mask) and taken by one thread with sigwait, so a
+/// signal that arrives at any moment is held by the kernel until handled, never lost.
 enum ShutdownSignals {
-    nonisolated(unsafe) private static var sources: [DispatchSourceSignal] = []
-
-    static func install(_ handler: @escaping @Sendable () -> Void) {
-        let once = OnceFlag()
-        for sig in [SIGINT, SIGTERM] {
-            signal(sig, SIG_IGN)
-            let s = DispatchSource.makeSignalSource(signal: sig, queue: .global())
-            s.setEventHandler { if once.claim() { handler() } }
-            s.resume()
-            sources.append(s)
-        }
+    private static var set: sigset_t {
+        var s = sigset_t()
+        sigemptyset(&s)
+        sigaddset(&s, SIGINT)
+        sigaddset(&s, SIGTERM)
+        return s
     }
-}
 
-private final class OnceFlag: @unchecked Sendable {
-    private let lock = NSLock()
-    private var done = false
-    func claim() -> Bool {
-        lock.lock(); defer { lock.unlock() }
-        if done { return false }
-        done = true
-        return true
+    static func block() {
+        var s = set
+        pthread_sigmask(SIG_BLOCK, &s, nil)
+    }
+
+    /// Runs `handler` once, on its own thread, when the first of the signals comes (or came already).
+    static func onSignal(_ handler: @escaping @Sendable () -> Void) {
+        let waiter = Thread {
+            var s = ShutdownSignals.set
+            var sig: Int32 = 0
+            sigwait(&s, &sig)
+            handler()
+        }
+        waiter.name = "qrgate-signals"
+        waiter.start()
     }
 }

@@ -11,6 +11,7 @@ struct Simulate: ParsableCommand {
     @Option(help: "Configuration file (JSON); its simulator section applies.") var config = "Config/qrgate.json"
 
     func run() throws {
+        ShutdownSignals.block()
         let cfg: Config
         do {
             cfg = try Config.load(path: config, required: config != "Config/qrgate.json", environment: ProcessInfo.processInfo.environment)
@@ -19,7 +20,7 @@ struct Simulate: ParsableCommand {
         }
         let logger = Logging.bootstrap(level: cfg.log.level)
         let sim = SimulatorServer(config: cfg, host: host, port: port, logger: logger)
-        ShutdownSignals.install { sim.stop() }
+        ShutdownSignals.onSignal { sim.stop() }
         let bound = try sim.start()
         FileHandle.standardOutput.write(Data("simulator listening on http://\(host):\(bound)\n".utf8))
         sim.waitUntilStopped()
