@@ -6,6 +6,7 @@ let package = Package(
     platforms: [.macOS(.v14)],
     products: [
         .executable(name: "qrgate", targets: ["qrgate"]),
+        .executable(name: "qrgate-bench", targets: ["qrgate-bench"]),
     ],
     dependencies: [
         .package(url: "https://github.com/apple/swift-argument-parser", from: "1.5.0"),
@@ -51,6 +52,11 @@ let package = Package(
             "QRGateCore", "QRGateServer", "QRGateStore",
             .product(name: "ArgumentParser", package: "swift-argument-parser"),
             .product(name: "Logging", package: "swift-log"),
+        ]),
+
+        .executableTarget(name: "qrgate-bench", dependencies: [
+            "QRGateServer", "QRGateHTTP",
+            .product(name: "ArgumentParser", package: "swift-argument-parser"),
         ]),
 
         .testTarget(name: "QRGateCoreTests", dependencies: ["QRGateCore"]),

@@ -22,6 +22,7 @@ struct Serve: ParsableCommand {
             throw ValidationError(error.description)
         }
         let logger = Logging.bootstrap(level: cfg.log.level)
+        raiseOpenFilesLimit()
         let app = try GatewayApp(config: cfg, host: host, port: port, staticDir: staticDir, logger: logger)
         ShutdownSignals.onSignal { app.stop() }
         let port = try app.start()
@@ -31,4 +32,12 @@ struct Serve: ParsableCommand {
         app.waitUntilStopped()
         logger.info("stopped")
     }
+}
+
+/// Each connection is a file: lift the soft limit to the hard one before libwebsockets sizes its tables.
+private func raiseOpenFilesLimit() {
+    var l = rlimit()
+    getrlimit(__rlimit_resource_t(RLIMIT_NOFILE.rawValue), &l)
+    l.rlim_cur = l.rlim_max
+    setrlimit(__rlimit_resource_t(RLIMIT_NOFILE.rawValue), &l)
 }

@@ -1,0 +1,184 @@
+import ArgumentParser
+import Foundation
+import QRGateHTTP
+
+@main
+struct Bench: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "qrgate-bench",
+        abstract: "Load generator: WebSocket subscribers on libwebsockets, latency from each event's timestamp to receipt.",
+        subcommands: [Fanout.self, Countdown.self, Footprint.self, Refresh.self])
+}
+
+struct Common: ParsableArguments {
+    @Option(help: "WebSocket URL of the server under test.") var url: String
+    @Option(help: "Name of the server in the report.") var label = "qrgate"
+    @Option(help: "PID of the server, for its RSS and CPU from /proc.") var serverPid: Int32?
+    @Option(help: "Write the JSON report here (else stdout).") var out: String?
+    @Option(help: "Seconds to wait for all clients to connect and subscribe.") var setupTimeout: Double = 180
+
+    func target() throws -> LoadClient.Target {
+        guard let u = URL(string: url), let host = u.host, let port = u.port else { throw ValidationError("url must be ws://HOST:PORT/PATH") }
+        return LoadClient.Target(host: host, port: port, path: u.path.isEmpty ? "/" : u.path + (u.query.map { "?" + $0 } ?? ""))
+    }
+
+    func emit(_ report: [String: Any]) throws {
+        var r = report
+        r["server"] = label
+        r["client_cpu_s"] = Stats.selfCPUSeconds()
+        if let pid = serverPid {
+            r["server_rss_kib"] = Stats.rssKiB(pid: pid) ?? NSNull()
+            r["server_cpu_s"] = Stats.cpuSeconds(pid: pid) ?? NSNull()
+        }
+        let data = try JSONSerialization.data(withJSONObject: r, options: [.sortedKeys])
+        if let out { try data.write(to: URL(fileURLWithPath: out)) } else { print(String(decoding: data, as: UTF8.self)) }
+        let s = { (k: String) in (r[k] as? Double).map { String(format: "%.1f", $0) } ?? "-" }
+        FileHandle.standardError.write(Data("\(r["scenario"] ?? "") \(label): p50 \(s("p50_ms")) ms, p99 \(s("p99_ms")) ms, max \(s("max_ms")) ms, delivered \(r["delivered"] ?? "-")/\(r["expected"] ?? "-")\n".utf8))
+    }
+
+    /// Opens `clients` subscribers and waits until each is subscribed (or open, with no subscribe message).
+    func connect(_ client: LoadClient, clients: Int) throws -> Double {
+        _ = Stats.raiseFileLimit()
+        let start = Date()
+        try client.start(clients: clients)
+        let deadline = start.addingTimeInterval(setupTimeout)
+        while client.readyCount + client.failed < clients {
+            guard Date() < deadline else { throw ValidationError("only \(client.readyCount) of \(clients) clients ready after \(setupTimeout) s (\(client.failed) failed)") }
+            Thread.sleep(forTimeInterval: 0.05)
+        }
+        if client.failed > 0 { throw ValidationError("\(client.failed) of \(clients) connections failed") }
+        return Double(clients) / Date().timeIntervalSince(start)
+    }
+}
+
+func post(_ url: String, _ body: String) throws -> ClientResponse {
+    try HTTPClient.perform(ClientRequest(method: "POST", url: url, headers: [("Content-Type", "application/json")],
+                                         body: Array(body.utf8), timeoutSeconds: 120)).get()
+}
+
+/// One event to N subscribers of one session, K times.
+struct Fanout: ParsableCommand {
+    static let configuration = CommandConfiguration(abstract: "N subscribers; each trigger makes one message that all of them must receive.")
+    @OptionGroup var common: Common
+    @Option(help: "Subscribers.") var clients = 1000
+    @Option(help: "Text each client sends once open; {i} is its number. Empty: none (peers broadcast to all).") var subscribe = #"{"op":"subscribe","session":"demo"}"#
+    @Option(help: "HTTP endpoint that makes one event when POSTed.") var triggerURL: String
+    @Option(help: "Body of the trigger POST.") var triggerBody = "{}"
+    @Option(help: "HTTP method of the trigger (GET for servers that only take GET).") var triggerMethod = "POST"
+    @Option(help: "Events to send.") var rounds = 5
+    @Option(help: "Substring that marks the measured messages.") var match = "qr_generated"
+
+    func run() throws {
+        let subscribe = subscribe
+        let client = LoadClient(target: try common.target(), match: match) { i in
+            subscribe.isEmpty ? nil : Array(subscribe.replacingOccurrences(of: "{i}", with: String(i)).utf8)
+        }
+        let rate = try common.connect(client, clients: clients)
+        Thread.sleep(forTimeInterval: 0.5)
+        _ = client.take()
+        var all: [Double] = [], delivered = 0, bytes = 0
+        let started = Date()
+        for _ in 0..<rounds {
+            _ = try HTTPClient.perform(ClientRequest(method: triggerMethod, url: triggerURL, headers: [("Content-Type", "application/json")],
+                                                     body: triggerMethod == "GET" ? nil : Array(triggerBody.utf8), timeoutSeconds: 120)).get()
+            let deadline = Date().addingTimeInterval(15)
+            var got = (latencies: [Double](), received: 0, bytes: 0, clientsReached: 0)
+            while Date() < deadline {
+                let t = client.take()
+                got.latencies += t.latencies; got.received += t.received; got.bytes += t.bytes
+                if got.received >= clients { break }
+                Thread.sleep(forTimeInterval: 0.02)
+            }
+            all += got.latencies; delivered += got.received; bytes += got.bytes
+            Thread.sleep(forTimeInterval: 0.3)
+        }
+        let elapsed = Date().timeIntervalSince(started)
+        var r: [String: Any] = Stats.summary(all)
+        r.merge(["scenario": "fanout", "clients": clients, "rounds": rounds, "delivered": delivered, "expected": clients * rounds,
+                 "bytes_per_message": delivered > 0 ? bytes / delivered : 0, "messages_per_s": Double(delivered) / elapsed,
+                 "connections_per_s": rate]) { $1 }
+        client.stop()
+        try common.emit(r)
+    }
+}
+
+/// Many sessions with a few subscribers each, countdowns ticking once a second.
+struct Countdown: ParsableCommand {
+    static let configuration = CommandConfiguration(abstract: "S sessions × M subscribers with 1 Hz countdowns; latency of every countdown.")
+    @OptionGroup var common: Common
+    @Option(help: "Sessions (ids s0…s{S-1}, which must exist).") var sessions = 100
+    @Option(help: "Subscribers per session.") var perSession = 10
+    @Option(help: "Seconds to measure.") var duration: Double = 10
+
+    func run() throws {
+        let s = sessions
+        let client = LoadClient(target: try common.target(), match: "\"countdown\"") { i in
+            Array(#"{"op":"subscribe","session":"s\#(i % s)"}"#.utf8)
+        }
+        let total = sessions * perSession
+        let rate = try common.connect(client, clients: total)
+        Thread.sleep(forTimeInterval: 1)
+        _ = client.take()
+        let cpu0 = common.serverPid.flatMap { Stats.cpuSeconds(pid: $0) }
+        Thread.sleep(forTimeInterval: duration)
+        let t = client.take()
+        var r: [String: Any] = Stats.summary(t.latencies)
+        r.merge(["scenario": "countdown", "clients": total, "sessions": sessions, "delivered": t.received,
+                 "expected": Int(Double(total) * duration), "messages_per_s": Double(t.received) / duration, "connections_per_s": rate]) { $1 }
+        if let pid = common.serverPid, let c0 = cpu0, let c1 = Stats.cpuSeconds(pid: pid) { r["server_cpu_share"] = (c1 - c0) / duration }
+        client.stop()
+        try common.emit(r)
+    }
+}
+
+/// Resident memory per idle subscribed connection.
+struct Footprint: ParsableCommand {
+    static let configuration = CommandConfiguration(abstract: "N idle subscribers: server RSS growth per connection.")
+    @OptionGroup var common: Common
+    @Option(help: "Subscribers.") var clients = 1000
+    @Option(help: "Subscribe message ({i} = client number); empty for none.") var subscribe = #"{"op":"subscribe","session":"demo"}"#
+
+    func run() throws {
+        guard let pid = common.serverPid, let rss0 = Stats.rssKiB(pid: pid) else { throw ValidationError("--server-pid is required (RSS from /proc)") }
+        let subscribe = subscribe
+        let client = LoadClient(target: try common.target(), match: "\u{0}never") { i in
+            subscribe.isEmpty ? nil : Array(subscribe.replacingOccurrences(of: "{i}", with: String(i)).utf8)
+        }
+        let rate = try common.connect(client, clients: clients)
+        Thread.sleep(forTimeInterval: 2)
+        let rss1 = Stats.rssKiB(pid: pid) ?? rss0
+        let r: [String: Any] = ["scenario": "footprint", "clients": clients, "rss_before_kib": rss0, "rss_after_kib": rss1,
+                                "kib_per_connection": (rss1 - rss0) / Double(clients), "connections_per_s": rate,
+                                "delivered": clients, "expected": clients]
+        client.stop()
+        try common.emit(r)
+    }
+}
+
+/// One refresh cycle over S pending sessions against an upstream answering in L ms.
+struct Refresh: ParsableCommand {
+    static let configuration = CommandConfiguration(abstract: "Time one refresh cycle over S pending sessions with a slow upstream.")
+    @Option(help: "HTTP base of the gateway (simulator mode).") var base: String
+    @Option(help: "Sessions.") var sessions = 100
+    @Option(help: "Upstream latency, ms.") var latencyMs = 1000
+    @Option var out: String?
+    @Option var serverPid: Int32?
+
+    func run() throws {
+        for i in 0..<sessions { _ = try post(base + "/api/v1/sessions", #"{"sessionId":"r\#(i)"}"#) }
+        Thread.sleep(forTimeInterval: 2)
+        _ = try post(base + "/simulator/faults", #"{"latencyMs":\#(latencyMs)}"#)
+        let t0 = Date()
+        let r = try post(base + "/functions/v1/refresh-qr-codes", "{}")
+        let seconds = Date().timeIntervalSince(t0)
+        let body = (try? JSONSerialization.jsonObject(with: Data(r.body))) as? [String: Any] ?? [:]
+        _ = try? HTTPClient.perform(ClientRequest(method: "DELETE", url: base + "/simulator/faults")).get()
+        let report: [String: Any] = ["scenario": "refresh", "server": "qrgate", "sessions": sessions, "upstream_latency_ms": latencyMs,
+                                     "cycle_seconds": seconds, "total_instances": body["total_instances"] ?? NSNull(),
+                                     "refreshed": body["refreshed"] ?? NSNull(), "failed": body["failed"] ?? NSNull(),
+                                     "delivered": body["refreshed"] ?? 0, "expected": sessions, "client_cpu_s": Stats.selfCPUSeconds()]
+        let data = try JSONSerialization.data(withJSONObject: report, options: [.sortedKeys])
+        if let out { try data.write(to: URL(fileURLWithPath: out)) } else { print(String(decoding: data, as: UTF8.self)) }
+        FileHandle.standardError.write(Data("refresh: \(sessions) sessions at \(latencyMs) ms upstream → cycle \(String(format: "%.2f", seconds)) s\n".utf8))
+    }
+}

@@ -1,0 +1,21 @@
+"""The benchmark tooling runs and writes a parseable report (tiny sizes; no timing is asserted)."""
+import json
+import os
+import subprocess
+
+from conftest import ROOT
+
+
+def test_benchmark_smoke_run_writes_a_report(tmp_path):
+    r = subprocess.run([os.path.join(ROOT, "Benchmarks", "run"), "--smoke", "--out-dir", str(tmp_path)],
+                       capture_output=True, text=True, timeout=600, cwd=ROOT)
+    assert r.returncode == 0, r.stderr[-3000:]
+    reports = [f for f in os.listdir(tmp_path) if f.endswith(".json")]
+    assert len(reports) == 1
+    data = json.loads((tmp_path / reports[0]).read_text())
+    scenarios = {(x["scenario"], x.get("server")) for x in data["runs"]}
+    assert {("fanout", "qrgate"), ("countdown", "qrgate"), ("footprint", "qrgate"), ("refresh", "qrgate")} <= scenarios
+    assert any(s == "fanout" and srv != "qrgate" for s, srv in scenarios), "no peer ran"
+    for run in data["runs"]:
+        assert run["delivered"] == run["expected"], run
+    assert (tmp_path / reports[0].replace(".json", ".md")).read_text().startswith("# QRGate benchmarks")
