@@ -36,23 +36,24 @@ public struct QRRenderer: Sendable {
     public func svg(_ text: String) throws -> String { svg(try QRMatrix(encoding: text, correction: style.correction)) }
     public func png(_ text: String) throws -> [UInt8] { try png(try QRMatrix(encoding: text, correction: style.correction)) }
 
-    /// A square SVG: one path of horizontal runs, so the markup stays small.
+    /// A square SVG: one stroked path of horizontal runs ("M x y.5h w" each), so the markup stays small
+    /// (it travels in every QR frame).
     public func svg(_ m: QRMatrix) -> String {
         let q = style.quietZone
         let side = m.width + 2 * q
         let px = side * style.moduleSize
         var d = ""
-        d.reserveCapacity(m.width * m.width)
+        d.reserveCapacity(m.width * m.width / 2)
         for y in 0..<m.width {
             var x = 0
             while x < m.width {
                 guard m[x, y] else { x += 1; continue }
                 let start = x
                 while x < m.width && m[x, y] { x += 1 }
-                d += "M\(start + q) \(y + q)h\(x - start)v1h-\(x - start)z"
+                d += "M\(start + q) \(y + q).5h\(x - start)"
             }
         }
-        return ##"<svg xmlns="http://www.w3.org/2000/svg" viewBox="0 0 \##(side) \##(side)" width="\##(px)" height="\##(px)" shape-rendering="crispEdges"><rect width="100%" height="100%" fill="#fff"/><path fill="#000" d="\##(d)"/></svg>"##
+        return ##"<svg xmlns="http://www.w3.org/2000/svg" viewBox="0 0 \##(side) \##(side)" width="\##(px)" height="\##(px)" shape-rendering="crispEdges"><rect width="100%" height="100%" fill="#fff"/><path stroke="#000" d="\##(d)"/></svg>"##
     }
 
     public func png(_ m: QRMatrix) throws -> [UInt8] {

@@ -42,6 +42,8 @@ public final class LWSClientPool: @unchecked Sendable {
             protos[0].name = UnsafePointer(name)
             protos[0].callback = qgLWSClientCallback
             protos[0].per_session_data_size = MemoryLayout<Int>.size
+            // Whole messages per callback instead of ~1 KiB pieces: the load generator's CPU goes to sockets.
+            protos[0].rx_buffer_size = 65536
             protocols = protos
             var info = lws_context_creation_info()
             info.port = CONTEXT_PORT_NO_LISTEN
