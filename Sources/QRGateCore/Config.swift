@@ -25,6 +25,8 @@ public struct Config: Codable, Sendable, Equatable {
         public var intervalSeconds = 5.0
         /// Cap of the per-session exponential backoff after upstream failures.
         public var backoffMaxSeconds = 60.0
+        /// A linked session's state is checked this often, so an unlink is noticed without webhooks.
+        public var connectedIntervalSeconds = 30.0
     }
 
     public struct Refresh: Codable, Sendable, Equatable {
@@ -197,6 +199,7 @@ public struct Config: Codable, Sendable, Equatable {
         try positive(simulator.maxRefs, "simulator.maxRefs")
         try positive(simulator.tokenTTLSeconds, "simulator.tokenTTLSeconds")
         if !(poll.intervalSeconds > 0) { throw .invalid(key: "poll.intervalSeconds", reason: "must be greater than 0") }
+        if !(poll.connectedIntervalSeconds > 0) { throw .invalid(key: "poll.connectedIntervalSeconds", reason: "must be greater than 0") }
         if !(poll.backoffMaxSeconds > 0) { throw .invalid(key: "poll.backoffMaxSeconds", reason: "must be greater than 0") }
         if !(refresh.cycleSeconds > 0) { throw .invalid(key: "refresh.cycleSeconds", reason: "must be greater than 0") }
         if !(refresh.minIntervalSeconds >= 0) { throw .invalid(key: "refresh.minIntervalSeconds", reason: "must be 0 or more") }

@@ -35,7 +35,8 @@ extension Gateway {
             if let s = p.session { peer.sessions.insert(s) }
         }
         sockets[connection] = peer
-        send(ServerMessage.hello(connectionID: connection, now: Date(), maxMessageBytes: config.server.maxMessageBytes, role: peer.role.rawValue), to: connection)
+        send(ServerMessage.hello(connectionID: connection, now: Date(), maxMessageBytes: config.server.maxMessageBytes, role: peer.role.rawValue,
+                                  bootId: bootId), to: connection)
     }
 
     public func webSocketReceived(_ connection: ConnectionID, message: [UInt8], binary: Bool) {

@@ -14,6 +14,8 @@ public final class Gateway: LWSServerDelegate, @unchecked Sendable {
     let renderer: QRRenderer
     let logger: Logger
     let startedAt = Date()
+    /// Changes with every start: a client that sees a new one knows its `since` numbers come from another run.
+    public let bootId = UUID().uuidString.lowercased()
     public let timers: LoopTimers
     /// The in-process simulator (upstream.mode = simulator), served on this port.
     public let simulatorHost: SimulatorHost?
@@ -68,7 +70,7 @@ public final class Gateway: LWSServerDelegate, @unchecked Sendable {
         let rules = SessionRules(ttlSeconds: Double(config.qr.ttlSeconds), maxAttempts: config.qr.maxAttempts,
                                  countdownIntervalSeconds: Double(config.qr.countdownIntervalSeconds),
                                  pollIntervalSeconds: config.poll.intervalSeconds, refreshMinIntervalSeconds: config.refresh.minIntervalSeconds,
-                                 backoffMaxSeconds: config.poll.backoffMaxSeconds)
+                                 backoffMaxSeconds: config.poll.backoffMaxSeconds, connectedCheckSeconds: config.poll.connectedIntervalSeconds)
         runtime = SessionRuntime(registry: SessionRegistry(rules: rules, hub: hub, logCapacity: config.events.logCapacity),
                                  server: server, timers: timers, frames: QRFrameFactory(renderer: renderer),
                                  cycleSeconds: config.refresh.cycleSeconds, store: store, metrics: metrics, logger: logger)

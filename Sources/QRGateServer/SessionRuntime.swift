@@ -222,6 +222,11 @@ public final class SessionRuntime: @unchecked Sendable {
                 input = await self.fetch(upstream, id: id, instance: instance, token: token)
             case .fetchQR:
                 input = await self.fetch(upstream, id: id, instance: instance, token: token)
+            case .checkState:
+                switch await upstream.connectionState(instance, instanceToken: token) {
+                case let .success(state): input = .upstreamState(UpstreamLinkState(rawValue: state.rawValue) ?? .close)
+                case let .failure(e): input = .upstreamFailed(e.description)
+                }
             }
             server.post { self.feed(id, input) }
         }

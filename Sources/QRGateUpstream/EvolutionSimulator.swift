@@ -43,6 +43,8 @@ public final class EvolutionSimulator {
         var refs = 0
         var code: String?
         var pairing = ""
+        /// Rendered once per code: Evolution renders each QR once, and answering polls must stay cheap.
+        var png = ""
         var qrExpiresAt: Date?
     }
 
@@ -67,12 +69,12 @@ public final class EvolutionSimulator {
 
     /// Rotates QR codes and ends attempts that ran out of refs; returns webhooks to deliver.
     public func advance(now: Date) -> [SimulatorWebhook] {
-        for name in instances.keys.sorted() {
+        for name in instances.keys {
             guard var i = instances[name], i.state == .connecting else { continue }
             while let expiry = i.qrExpiresAt, now >= expiry {
                 if i.refs < config.maxRefs {
                     i.refs += 1
-                    i.code = newCode(); i.pairing = randomToken(8)
+                    issueCode(&i)
                     i.qrExpiresAt = expiry.addingTimeInterval(config.nextQrSeconds)
                     webhookQR(i)
                 } else {
@@ -163,7 +165,7 @@ public final class EvolutionSimulator {
             if i.state != .connecting {
                 i.state = .connecting
                 i.refs = 1
-                i.code = newCode(); i.pairing = randomToken(8)
+                issueCode(&i)
                 i.qrExpiresAt = now.addingTimeInterval(config.firstQrSeconds)
                 webhook(i, event: "connection.update", data: ["instance": .string(i.name), "state": .string("connecting"), "statusReason": .int(200)])
                 webhookQR(i)
@@ -173,7 +175,7 @@ public final class EvolutionSimulator {
             switch faults.base64 {
             case "omit": break
             case "garbage": body["base64"] = "data:image/png;base64,!!!not-base64!!!"
-            default: body["base64"] = (try? renderer.render(code).pngDataURL) ?? ""
+            default: body["base64"] = i.png
             }
             return .json(200, body)
         case (.get, "connectionState"):
@@ -282,7 +284,7 @@ public final class EvolutionSimulator {
     private func webhookQR(_ i: Instance) {
         guard let code = i.code else { return }
         var qr: [String: JSONValue] = ["instance": .string(i.name), "code": .string(code), "pairingCode": .string(i.pairing)]
-        if let png = try? renderer.render(code).pngDataURL { qr["base64"] = .string(png) }
+        if !i.png.isEmpty { qr["base64"] = .string(i.png) }
         webhook(i, event: "qrcode.updated", data: ["qrcode": .object(qr)])
     }
 
@@ -294,6 +296,13 @@ public final class EvolutionSimulator {
             "sender": .string("qrgate-simulator"), "server_url": .string("http://simulator"), "apikey": .string(i.token),
         ])
         pendingWebhooks.append(SimulatorWebhook(url: config.webhookURL, body: Array(envelope.encoded())))
+    }
+
+    private func issueCode(_ i: inout Instance) {
+        let code = newCode()
+        i.code = code
+        i.pairing = randomToken(8)
+        i.png = (try? renderer.pngDataURL(QRMatrix(encoding: code, correction: renderer.style.correction))) ?? ""
     }
 
     /// A code shaped like WhatsApp's: "2@" + ref, then three base64 keys, comma-separated.

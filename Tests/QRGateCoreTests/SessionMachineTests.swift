@@ -122,6 +122,38 @@ import Testing
         #expect(r.events.map(\.action) == ["qr_expired", "qr_regenerating"])
     }
 
+    @Test func aLinkedSessionIsCheckedSoAnUnlinkIsNoticed() {
+        var m = started()
+        _ = m.handle(.upstreamState(.open), now: at(1))
+        #expect(m.nextDeadline() == at(31)) // connectedCheckSeconds defaults to 30
+        #expect(m.handle(.tick, now: at(30)).commands.isEmpty)
+        #expect(m.handle(.tick, now: at(31)).commands == [.checkState])
+        #expect(m.handle(.tick, now: at(32)).commands.isEmpty) // in flight
+        #expect(m.handle(.upstreamState(.close), now: at(33)).events == [.disconnected])
+    }
+
+    @Test func aRefreshTellsEverySubscriberTheQRIsGoing() {
+        var m = started()
+        let r = m.refresh(now: at(1))
+        #expect(r.events == [.qrRegenerating(attempt: 0, message: SessionMachine.refreshMessage)])
+        #expect(m.qr == nil)
+    }
+
+    @Test func anUpstreamErrorIsForgottenWhenTheUpstreamAnswersAgain() {
+        var m = started()
+        _ = m.handle(.upstreamFailed("upstream failed with HTTP 500"), now: at(1))
+        #expect(m.lastError == "upstream failed with HTTP 500")
+        _ = m.handle(.upstreamNoQR, now: at(7))
+        #expect(m.lastError == nil)
+    }
+
+    @Test func oneAttemptIsSingular() {
+        var m = SessionMachine(rules: SessionRules(ttlSeconds: 10, maxAttempts: 1))
+        _ = m.handle(.start, now: t0); _ = m.handle(.upstreamQR(qr("A")), now: t0)
+        _ = m.handle(.tick, now: at(10)); _ = m.handle(.upstreamQR(qr("B")), now: at(10))
+        #expect(m.handle(.tick, now: at(20)).events.last == .error("QR code generation failed after 1 attempt. Please request a new validation."))
+    }
+
     @Test func disconnectLogsOutAndClears() {
         var m = started()
         let d = m.handle(.disconnect, now: at(1))

@@ -4,8 +4,8 @@ import Foundation
 public enum ServerMessage {
     public static let protocolVersion = 1
 
-    public static func hello(connectionID: UInt64, now: Date, maxMessageBytes: Int, role: String) -> [UInt8] {
-        encode(["action": .string("hello"), "server": .string("qrgate"), "protocol": .int(protocolVersion),
+    public static func hello(connectionID: UInt64, now: Date, maxMessageBytes: Int, role: String, bootId: String = "") -> [UInt8] {
+        encode(["action": .string("hello"), "server": .string("qrgate"), "protocol": .int(protocolVersion), "bootId": .string(bootId),
                 "version": .string(QRGateVersion.string), "connectionId": .int(Int(connectionID)),
                 "maxMessageBytes": .int(maxMessageBytes), "role": .string(role),
                 "timestamp": .int(milliseconds(now))])

@@ -16,9 +16,12 @@ public struct SessionRules: Sendable, Equatable {
     public var pollIntervalSeconds: Double
     public var refreshMinIntervalSeconds: Double
     public var backoffMaxSeconds: Double
+    /// A linked session's upstream state is checked this often, so an unlink is noticed without webhooks.
+    public var connectedCheckSeconds: Double
 
     public init(ttlSeconds: Double = 60, maxAttempts: Int = 3, countdownIntervalSeconds: Double = 1, pollIntervalSeconds: Double = 5,
-                refreshMinIntervalSeconds: Double = 3, backoffMaxSeconds: Double = 60) {
+                refreshMinIntervalSeconds: Double = 3, backoffMaxSeconds: Double = 60, connectedCheckSeconds: Double = 30) {
+        self.connectedCheckSeconds = connectedCheckSeconds
         self.ttlSeconds = ttlSeconds; self.maxAttempts = maxAttempts; self.countdownIntervalSeconds = countdownIntervalSeconds
         self.pollIntervalSeconds = pollIntervalSeconds; self.refreshMinIntervalSeconds = refreshMinIntervalSeconds; self.backoffMaxSeconds = backoffMaxSeconds
     }
@@ -57,6 +60,8 @@ public enum SessionCommand: Sendable, Equatable {
     case logoutThenFetch
     /// Log out and stop.
     case logout
+    /// Ask the upstream for the link state (a linked session's periodic check).
+    case checkState
 }
 
 /// What drives the machine.
@@ -121,6 +126,7 @@ public struct SessionMachine: Sendable, Equatable {
 
     /// When `tick` next has something to do.
     public func nextDeadline() -> Date? {
+        if status == .connected { return inFlight ? nil : nextPollAt }
         guard status == .pending else { return nil }
         var candidates: [Date] = []
         if let c = nextCountdownAt { candidates.append(c) }
@@ -171,6 +177,7 @@ public struct SessionMachine: Sendable, Equatable {
                 attempt = 0
                 clearQR()
                 lastError = nil
+                nextPollAt = now.addingTimeInterval(rules.connectedCheckSeconds)
                 events.append(.connected(message: Self.connectedMessage, at: now))
             case (.close, .connected), (.refused, .connected):
                 status = .disconnected
@@ -185,6 +192,12 @@ public struct SessionMachine: Sendable, Equatable {
 
         case let .upstreamFailed(reason):
             inFlight = false
+            if status == .connected {
+                // A failed check of a linked session: try again later, the link is presumably still there.
+                nextPollAt = now.addingTimeInterval(min(rules.backoffMaxSeconds, rules.connectedCheckSeconds))
+                events.append(.upstreamError(reason))
+                break
+            }
             consecutiveFailures += 1
             lastError = reason
             // Exponential backoff per session, capped, so a broken instance cannot loop.
@@ -196,6 +209,12 @@ public struct SessionMachine: Sendable, Equatable {
             inFlight = false
 
         case .tick:
+            if status == .connected, !inFlight, let p = nextPollAt, now >= p {
+                inFlight = true
+                nextPollAt = now.addingTimeInterval(rules.connectedCheckSeconds)
+                commands.append(.checkState)
+                break
+            }
             guard status == .pending else { break }
             if let exp = qrExpiresAt, now >= exp, !inFlight {
                 expire(now: now, events: &events, commands: &commands)
@@ -226,11 +245,15 @@ public struct SessionMachine: Sendable, Equatable {
     }
 
     /// An admin asks for a fresh QR: no attempt limit, but at most one per `refreshMinIntervalSeconds`.
-    public mutating func refresh(now: Date) -> (outcome: RefreshOutcome, commands: [SessionCommand]) {
-        if status == .connected { return (.alreadyConnected, []) }
+    public static let refreshMessage = "Generating a new QR code (requested by an admin)"
+
+    /// An admin asks for a fresh QR: no attempt limit, but at most one per `refreshMinIntervalSeconds`.
+    /// Every subscriber learns at once that the shown QR is going away (`qr_regenerating`, attempt 0).
+    public mutating func refresh(now: Date) -> (outcome: RefreshOutcome, events: [SessionEvent], commands: [SessionCommand]) {
+        if status == .connected { return (.alreadyConnected, [], []) }
         if let last = lastRefreshAt {
             let wait = last.addingTimeInterval(rules.refreshMinIntervalSeconds).timeIntervalSince(now)
-            if wait > 0 { return (.rateLimited(retryAfterSeconds: Int(wait.rounded(.up))), []) }
+            if wait > 0 { return (.rateLimited(retryAfterSeconds: Int(wait.rounded(.up))), [], []) }
         }
         lastRefreshAt = now
         status = .pending
@@ -243,7 +266,7 @@ public struct SessionMachine: Sendable, Equatable {
         var commands: [SessionCommand] = []
         inFlight = false // a running poll's answer still lands, but this refresh goes out now
         issue(.logoutThenFetch, into: &commands, now: now)
-        return (.accepted, commands)
+        return (.accepted, [.qrRegenerating(attempt: 0, message: Self.refreshMessage)], commands)
     }
 
     /// The fields a store keeps; enough to continue by the same rules after a restart.
@@ -275,6 +298,7 @@ public struct SessionMachine: Sendable, Equatable {
         self.rules = rules
         status = p.status; qr = p.qr; qrExpiresAt = p.qrExpiresAt; qrUpdatedAt = p.qrUpdatedAt; attempt = min(p.attempt, rules.maxAttempts)
         connectedAt = p.connectedAt; lastError = p.lastError; lastRefreshAt = p.lastRefreshAt
+        if status == .connected { nextPollAt = now }
         if status == .pending {
             wantsFreshQR = qr == nil
             nextPollAt = now
@@ -292,7 +316,7 @@ public struct SessionMachine: Sendable, Equatable {
             issue(.logoutThenFetch, into: &commands, now: now)
         } else {
             status = .failed
-            let message = "QR code generation failed after \(rules.maxAttempts) attempts. Please request a new validation."
+            let message = "QR code generation failed after \(rules.maxAttempts) attempt\(rules.maxAttempts == 1 ? "" : "s"). Please request a new validation."
             lastError = message
             events.append(.error(message))
             commands.append(.logout)
@@ -306,6 +330,8 @@ public struct SessionMachine: Sendable, Equatable {
     }
 
     private mutating func succeeded(_ now: Date) {
+        // The upstream answers again: its old error no longer describes the session.
+        if status == .pending && consecutiveFailures > 0 { lastError = nil }
         consecutiveFailures = 0
         retryAt = nil
         // Webhooks and polls both count: the next poll waits a full interval after fresh news.

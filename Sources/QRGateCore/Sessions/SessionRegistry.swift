@@ -72,7 +72,8 @@ public final class SessionRegistry {
         guard var s = sessions[id] else { return nil }
         let r = s.machine.refresh(now: now)
         sessions[id] = s
-        return r
+        publish(r.events, of: id, now: now)
+        return (r.outcome, r.commands)
     }
 
     /// What a new subscriber gets first: the missed events when `since` can be served, else a snapshot
