@@ -120,6 +120,11 @@ def sim_code(g, instance="demo"):
 
 
 def scan(g, instance="demo"):
+    """The phone scans: only possible once the instance shows a QR, so wait (bounded) for one."""
+    deadline = time.monotonic() + 10
+    while not sim_code(g, instance):
+        assert time.monotonic() < deadline, f"{instance} never showed a QR to scan"
+        time.sleep(0.05)
     status, _ = request(g, "POST", f"/simulator/scan/{instance}")
     assert status == 200
 
