@@ -151,7 +151,9 @@ public final class LWSServer: @unchecked Sendable {
         protos[0].name = UnsafePointer(name)
         protos[0].callback = qgLWSCallback
         protos[0].per_session_data_size = MemoryLayout<UInt64>.size
-        protos[0].rx_buffer_size = 0
+        // Small per-connection receive buffer: client messages are small and reassembled in Swift anyway;
+        // lws allocates this for every WebSocket, so it weighs on the footprint per idle subscriber.
+        protos[0].rx_buffer_size = 1024
         protocols = protos
 
         let retry = UnsafeMutablePointer<lws_retry_bo_t>.allocate(capacity: 1)
