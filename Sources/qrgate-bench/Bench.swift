@@ -68,7 +68,13 @@ struct Fanout: ParsableCommand {
     @Option(help: "Events to send.") var rounds = 5
     @Option(help: "Substring that marks the measured messages.") var match = "qr_generated"
 
+    @Option(help: "Client processes sharing the subscribers, for when one client thread would be the bottleneck.") var processes = 1
+    @Option(help: ArgumentHelp("Internal: run as worker I of P (I/P).", visibility: .hidden)) var worker: String?
+    @Option(help: "Seconds to wait after each trigger when several processes share the clients.") var roundWait: Double = 3
+
     func run() throws {
+        if let worker { return try runWorker(worker) }
+        if processes > 1 { return try runParent() }
         let subscribe = subscribe
         let client = LoadClient(target: try common.target(), match: match) { i in
             subscribe.isEmpty ? nil : Array(subscribe.replacingOccurrences(of: "{i}", with: String(i)).utf8)
@@ -79,8 +85,7 @@ struct Fanout: ParsableCommand {
         var all: [Double] = [], delivered = 0, bytes = 0
         let started = Date()
         for _ in 0..<rounds {
-            _ = try HTTPClient.perform(ClientRequest(method: triggerMethod, url: triggerURL, headers: [("Content-Type", "application/json")],
-                                                     body: triggerMethod == "GET" ? nil : Array(triggerBody.utf8), timeoutSeconds: 120)).get()
+            try trigger()
             let deadline = Date().addingTimeInterval(15)
             var got = (latencies: [Double](), received: 0, bytes: 0, clientsReached: 0)
             while Date() < deadline {
@@ -93,12 +98,92 @@ struct Fanout: ParsableCommand {
             Thread.sleep(forTimeInterval: 0.3)
         }
         let elapsed = Date().timeIntervalSince(started)
+        client.stop()
+        try report(all, delivered: delivered, bytes: bytes, elapsed: elapsed, rate: rate, clientCPU: nil)
+    }
+
+    func trigger() throws {
+        _ = try HTTPClient.perform(ClientRequest(method: triggerMethod, url: triggerURL, headers: [("Content-Type", "application/json")],
+                                                 body: triggerMethod == "GET" ? nil : Array(triggerBody.utf8), timeoutSeconds: 120)).get()
+    }
+
+    func report(_ all: [Double], delivered: Int, bytes: Int, elapsed: Double, rate: Double, clientCPU: Double?) throws {
         var r: [String: Any] = Stats.summary(all)
         r.merge(["scenario": "fanout", "clients": clients, "rounds": rounds, "delivered": delivered, "expected": clients * rounds,
                  "bytes_per_message": delivered > 0 ? bytes / delivered : 0, "messages_per_s": Double(delivered) / elapsed,
-                 "connections_per_s": rate]) { $1 }
-        client.stop()
+                 "connections_per_s": rate, "client_processes": processes]) { $1 }
+        if let clientCPU { r["client_cpu_s_all_processes"] = clientCPU }
         try common.emit(r)
+    }
+
+    /// A worker: its share of the clients; "ready" once subscribed; on "done" from the parent, its figures as JSON.
+    func runWorker(_ spec: String) throws {
+        let parts = spec.split(separator: "/").compactMap { Int($0) }
+        guard parts.count == 2 else { throw ValidationError("--worker I/P") }
+        let share = clients / parts[1] + (parts[0] < clients % parts[1] ? 1 : 0)
+        let subscribe = subscribe
+        let client = LoadClient(target: try common.target(), match: match) { i in
+            subscribe.isEmpty ? nil : Array(subscribe.replacingOccurrences(of: "{i}", with: String(i)).utf8)
+        }
+        let rate = try common.connect(client, clients: share)
+        Thread.sleep(forTimeInterval: 0.3)
+        _ = client.take()
+        FileHandle.standardOutput.write(Data("ready \(rate)\n".utf8))
+        _ = Swift.readLine()
+        let t = client.take()
+        client.stop()
+        let out: [String: Any] = ["latencies": t.latencies, "received": t.received, "bytes": t.bytes, "cpu": Stats.selfCPUSeconds(), "rate": rate]
+        FileHandle.standardOutput.write(try JSONSerialization.data(withJSONObject: out) + Data("\n".utf8))
+    }
+
+    /// Spawns the workers, waits until all are subscribed, triggers, and merges what they measured.
+    func runParent() throws {
+        var workers: [(Process, Pipe, Pipe)] = []
+        for i in 0..<processes {
+            let p = Process()
+            p.executableURL = URL(fileURLWithPath: CommandLine.arguments[0].hasPrefix("/") ? CommandLine.arguments[0]
+                                  : FileManager.default.currentDirectoryPath + "/" + CommandLine.arguments[0])
+            p.arguments = ["fanout", "--url", common.url, "--clients", String(clients), "--subscribe", subscribe, "--match", match,
+                           "--trigger-url", triggerURL, "--worker", "\(i)/\(processes)", "--setup-timeout", String(common.setupTimeout)]
+            let input = Pipe(), output = Pipe()
+            p.standardInput = input
+            p.standardOutput = output
+            try p.run()
+            workers.append((p, input, output))
+        }
+        var rate = 0.0
+        for (_, _, out) in workers {
+            guard let line = Self.readLine(out.fileHandleForReading), line.hasPrefix("ready") else { throw ValidationError("a worker did not get ready") }
+            rate += Double(line.split(separator: " ").last ?? "0") ?? 0
+        }
+        let started = Date()
+        for _ in 0..<rounds {
+            try trigger()
+            Thread.sleep(forTimeInterval: roundWait)
+        }
+        let elapsed = Date().timeIntervalSince(started)
+        var all: [Double] = [], delivered = 0, bytes = 0, cpu = 0.0
+        for (p, input, out) in workers {
+            input.fileHandleForWriting.write(Data("done\n".utf8))
+            guard let line = Self.readLine(out.fileHandleForReading), let data = line.data(using: .utf8),
+                  let o = try JSONSerialization.jsonObject(with: data) as? [String: Any] else { throw ValidationError("a worker sent no figures") }
+            all += (o["latencies"] as? [Double]) ?? []
+            delivered += (o["received"] as? Int) ?? 0
+            bytes += (o["bytes"] as? Int) ?? 0
+            cpu += (o["cpu"] as? Double) ?? 0
+            p.waitUntilExit()
+        }
+        try report(all, delivered: delivered, bytes: bytes, elapsed: elapsed, rate: rate, clientCPU: cpu)
+    }
+
+    static func readLine(_ h: FileHandle) -> String? {
+        var bytes: [UInt8] = []
+        while true {
+            let d = h.readData(ofLength: 1)
+            if d.isEmpty { return bytes.isEmpty ? nil : String(decoding: bytes, as: UTF8.self) }
+            if d[0] == 0x0A { return String(decoding: bytes, as: UTF8.self) }
+            bytes.append(d[0])
+        }
     }
 }
 
