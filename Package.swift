@@ -59,10 +59,13 @@ let package = Package(
             .product(name: "ArgumentParser", package: "swift-argument-parser"),
         ]),
 
+        // zbarimg-based decoding shared by the test targets.
+        .target(name: "QRGateTestSupport"),
+
         .testTarget(name: "QRGateCoreTests", dependencies: ["QRGateCore"]),
-        .testTarget(name: "QRGateQRTests", dependencies: ["QRGateQR"]),
-        .testTarget(name: "QRGateUpstreamTests", dependencies: ["QRGateUpstream", "QRGateServer", "QRGateHTTP", "QRGateCore", "QRGateQR"]),
+        .testTarget(name: "QRGateQRTests", dependencies: ["QRGateQR", "QRGateTestSupport"]),
+        .testTarget(name: "QRGateUpstreamTests", dependencies: ["QRGateUpstream", "QRGateServer", "QRGateHTTP", "QRGateCore", "QRGateQR", "QRGateTestSupport"]),
         .testTarget(name: "QRGateStoreTests", dependencies: ["QRGateStore", "QRGateCore"]),
-        .testTarget(name: "QRGateServerTests", dependencies: ["QRGateServer", "QRGateHTTP", "QRGateCore"]),
+        .testTarget(name: "QRGateServerTests", dependencies: ["QRGateServer", "QRGateHTTP", "QRGateCore", "QRGateTestSupport"]),
     ]
 )

@@ -2,6 +2,7 @@ import Foundation
 import Testing
 import QRGateHTTP
 @testable import QRGateServer
+import QRGateTestSupport
 
 @Suite(.serialized) struct HTTPServingTests {
     @Test func servesThePageWithContentTypes() throws {
@@ -55,7 +56,7 @@ import QRGateHTTP
         let png = try s.get("/api/v1/qr?text=hello%20qr&format=png")
         #expect(png.status == 200)
         #expect(png.contentType == "image/png")
-        #expect(try zbarDecodeInServerTests(png.body) == "hello qr")
+        #expect(try zbarDecode(png.body) == "hello qr")
     }
 
     @Test func qrEndpointRefusesBadInputWithAReason() throws {
@@ -66,20 +67,4 @@ import QRGateHTTP
         #expect(try s.get("/api/v1/qr").status == 400)
         #expect(try s.get("/api/v1/qr?text=a&format=gif").status == 400)
     }
-}
-
-func zbarDecodeInServerTests(_ png: [UInt8]) throws -> String {
-    let url = FileManager.default.temporaryDirectory.appendingPathComponent("qrgate-\(UUID().uuidString).png")
-    try Data(png).write(to: url)
-    defer { try? FileManager.default.removeItem(at: url) }
-    let p = Process()
-    p.executableURL = URL(fileURLWithPath: "/usr/bin/zbarimg")
-    p.arguments = ["--quiet", "--raw", "-Sbinary", url.path]
-    let out = Pipe()
-    p.standardOutput = out
-    p.standardError = FileHandle.nullDevice
-    try p.run()
-    let data = out.fileHandleForReading.readDataToEndOfFile()
-    p.waitUntilExit()
-    return String(decoding: data, as: UTF8.self)
 }

@@ -14,12 +14,12 @@ import QRGateQR
         let frame = try factory.frame(for: UpstreamQR(code: qr.code))
         #expect(!frame.upstreamImage)
         let png = try #require(Data(base64Encoded: String(frame.pngDataURL.dropFirst(QRFrameFactory.pngPrefix.count))))
-        #expect(try zbar(Array(png)) == qr.code)
+        #expect(try zbarDecode(Array(png)) == qr.code)
         // The simulator's own image decodes to the same code and is kept as is.
         let upstream = try factory.frame(for: UpstreamQR(code: qr.code + "x", base64: qr.base64))
         #expect(upstream.upstreamImage)
         let upPNG = try #require(Data(base64Encoded: String(qr.base64!.dropFirst(QRFrameFactory.pngPrefix.count))))
-        #expect(try zbar(Array(upPNG)) == qr.code)
+        #expect(try zbarDecode(Array(upPNG)) == qr.code)
     }
 
     @Test func brokenUpstreamImagesAreReplacedByOurs() throws {

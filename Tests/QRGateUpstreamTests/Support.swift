@@ -4,6 +4,7 @@ import QRGateCore
 import QRGateHTTP
 import QRGateServer
 import QRGateUpstream
+@_exported import QRGateTestSupport
 
 /// The simulator alone on 127.0.0.1 and an ephemeral port.
 final class RunningSimulator {
@@ -64,22 +65,6 @@ final class Collector<T>: @unchecked Sendable {
         }
         return predicate(all)
     }
-}
-
-func zbar(_ png: [UInt8]) throws -> String {
-    let url = FileManager.default.temporaryDirectory.appendingPathComponent("qrgate-\(UUID().uuidString).png")
-    try Data(png).write(to: url)
-    defer { try? FileManager.default.removeItem(at: url) }
-    let p = Process()
-    p.executableURL = URL(fileURLWithPath: "/usr/bin/zbarimg")
-    p.arguments = ["--quiet", "--raw", "-Sbinary", url.path]
-    let out = Pipe()
-    p.standardOutput = out
-    p.standardError = FileHandle.nullDevice
-    try p.run()
-    let data = out.fileHandleForReading.readDataToEndOfFile()
-    p.waitUntilExit()
-    return String(decoding: data, as: UTF8.self)
 }
 
 extension Result {
