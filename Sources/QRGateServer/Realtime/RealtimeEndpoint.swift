@@ -9,6 +9,8 @@ import QRGateCore
 public final class RealtimeEndpoint {
     public static let path = "/realtime/v1/websocket"
     static let table = "evolution_instances"
+    /// Channels one socket may join (each costs memory and fan-out work).
+    static let maxChannels = 100
 
     struct Binding {
         let id: Int
@@ -153,6 +155,9 @@ public final class RealtimeEndpoint {
             return reply(id, topic: topic, ref: ref, joinRef: joinRef, error: "Unauthorized: this token does not open session \(s)")
         }
         if let old = connections[id]?.channels[topic], old.tracked != nil { presenceLeave(old, from: id) }
+        if connections[id]?.channels[topic] == nil, (connections[id]?.channels.count ?? 0) >= Self.maxChannels {
+            return reply(id, topic: topic, ref: ref, joinRef: joinRef, error: "at most \(Self.maxChannels) channels per socket")
+        }
         connections[id]?.channels[topic] = channel
         reply(id, topic: topic, ref: ref, joinRef: joinRef, ok: ["postgres_changes": .array(bindings.map(\.json))])
         if !bindings.isEmpty {
