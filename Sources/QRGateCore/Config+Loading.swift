@@ -124,6 +124,8 @@ extension Config {
             return .wrongType(key: keyName(ctx.codingPath), expected: "\(type)")
         case let .keyNotFound(key, ctx):
             return .invalid(key: keyName(ctx.codingPath + [key]), reason: "is required")
+        case let .dataCorrupted(ctx) where ctx.debugDescription == "unknown configuration key":
+            return .unknownKey(keyName(ctx.codingPath))
         case let .dataCorrupted(ctx):
             if ctx.debugDescription.contains("fit in") { return .wrongType(key: keyName(ctx.codingPath), expected: "an integer") }
             return .invalid(key: keyName(ctx.codingPath), reason: ctx.debugDescription)
@@ -156,8 +158,11 @@ extension Config {
         }
     }
 
+    /// `sessions[0].sessionId`: dots between names, brackets for positions.
     private static func keyName(_ path: [CodingKey]) -> String {
-        path.map { $0.intValue.map { "[\($0)]" } ?? $0.stringValue }.joined(separator: ".")
+        path.reduce(into: "") { out, key in
+            if let i = key.intValue { out += "[\(i)]" } else { out += (out.isEmpty ? "" : ".") + key.stringValue }
+        }
     }
 
     private static func jsonErrorReason(_ error: Error) -> String {

@@ -64,6 +64,34 @@ public struct Config: Codable, Sendable, Equatable {
         public var instanceName: String?
         public var instanceToken: String?
         public var numberId: String?
+
+        enum CodingKeys: String, CodingKey, CaseIterable { case sessionId, instanceName, instanceToken, numberId }
+
+        /// Like every other key, an unknown one inside `sessions[i]` stops start-up.
+        public init(from decoder: Decoder) throws {
+            let any = try decoder.container(keyedBy: AnyKey.self)
+            let known = Set(CodingKeys.allCases.map(\.rawValue))
+            if let extra = any.allKeys.map(\.stringValue).sorted().first(where: { !known.contains($0) }) {
+                throw DecodingError.dataCorrupted(.init(codingPath: decoder.codingPath + [AnyKey(stringValue: extra)],
+                                                        debugDescription: "unknown configuration key"))
+            }
+            let c = try decoder.container(keyedBy: CodingKeys.self)
+            sessionId = try c.decode(String.self, forKey: .sessionId)
+            instanceName = try c.decodeIfPresent(String.self, forKey: .instanceName)
+            instanceToken = try c.decodeIfPresent(String.self, forKey: .instanceToken)
+            numberId = try c.decodeIfPresent(String.self, forKey: .numberId)
+        }
+
+        public init(sessionId: String, instanceName: String? = nil, instanceToken: String? = nil, numberId: String? = nil) {
+            self.sessionId = sessionId; self.instanceName = instanceName; self.instanceToken = instanceToken; self.numberId = numberId
+        }
+    }
+
+    struct AnyKey: CodingKey {
+        var stringValue: String
+        var intValue: Int? { nil }
+        init(stringValue: String) { self.stringValue = stringValue }
+        init?(intValue: Int) { nil }
     }
 
     /// Where QR codes come from: Evolution API, or the built-in simulator.

@@ -5,14 +5,18 @@ import QRGateHTTP
 import QRGateUpstream
 
 /// Serves the Evolution simulator through the event loop: delayed and hanging answers on the loop's
-/// timers, QR rotation on a timer, webhooks out through libcurl. Loop-confined.
-public final class SimulatorHost {
+/// timers, QR rotation on a timer, webhooks out through libcurl. Loop-confined (Sendable only so that
+/// completions can hop back to the loop through `LWSServer.post`).
+public final class SimulatorHost: @unchecked Sendable {
     public let simulator: EvolutionSimulator
     let server: LWSServer
     let timers: LoopTimers
     let http: CurlMulti
     let logger: Logger
     private var rotationTimer: LoopTimers.ID?
+    /// Webhooks go out one at a time, in order, as Evolution sends them.
+    private var webhooks: [SimulatorWebhook] = []
+    private var delivering = false
 
     public init(simulator: EvolutionSimulator, server: LWSServer, timers: LoopTimers, http: CurlMulti, logger: Logger) {
         self.simulator = simulator
@@ -39,18 +43,30 @@ public final class SimulatorHost {
 
     /// Rotates codes, sends webhooks, and arms the timer for the next rotation.
     public func tick() {
-        for hook in simulator.advance(now: Date()) {
-            let request = ClientRequest(method: "POST", url: hook.url, headers: [("Content-Type", "application/json")], body: hook.body, timeoutSeconds: 5)
-            http.submit(request) { [logger] result in
-                if case let .failure(e) = result { logger.warning("simulator webhook failed: \(e)") }
-            }
-        }
+        webhooks.append(contentsOf: simulator.advance(now: Date()))
+        deliverNextWebhook()
         if let t = rotationTimer { timers.cancel(t) }
         rotationTimer = nil
         if let next = simulator.nextDeadline() {
             rotationTimer = timers.schedule(after: max(0.001, next.timeIntervalSinceNow)) { [weak self] in
                 self?.rotationTimer = nil
                 self?.tick()
+            }
+        }
+    }
+
+    private func deliverNextWebhook() {
+        guard !delivering, !webhooks.isEmpty else { return }
+        delivering = true
+        let hook = webhooks.removeFirst()
+        let request = ClientRequest(method: "POST", url: hook.url, headers: [("Content-Type", "application/json")], body: hook.body, timeoutSeconds: 5)
+        let server = server, logger = logger
+        http.submit(request) { [weak self] result in
+            if case let .failure(e) = result { logger.warning("simulator webhook failed: \(e)") }
+            guard let self else { return }
+            server.post {
+                self.delivering = false
+                self.deliverNextWebhook()
             }
         }
     }

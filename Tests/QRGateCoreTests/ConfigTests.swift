@@ -27,6 +27,11 @@ import Testing
         #expect(throws: ConfigError.unknownKey("nope")) { try load(#"{"nope": 1}"#) }
     }
 
+    @Test func unknownKeyInsideASessionEntryIsRefusedToo() throws {
+        #expect(throws: ConfigError.unknownKey("sessions[0].sesionId")) { try load(#"{"sessions": [{"sesionId": "a"}]}"#) }
+        #expect(try load(#"{"sessions": [{"sessionId": "a", "numberId": "1"}]}"#).sessions == [.init(sessionId: "a", numberId: "1")])
+    }
+
     @Test func wrongTypeNamesTheKey() {
         #expect(throws: ConfigError.wrongType(key: "qr.ttlSeconds", expected: "an integer")) { try load(#"{"qr": {"ttlSeconds": "60"}}"#) }
         #expect(throws: ConfigError.wrongType(key: "qr", expected: "an object")) { try load(#"{"qr": 3}"#) }
