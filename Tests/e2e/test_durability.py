@@ -193,10 +193,11 @@ def test_readiness_reports_reasons(gateway_factory):
 
 def test_operator_commands_answer_from_the_store(gateway_factory, tmp_path):
     db = str(tmp_path / "qrgate.sqlite")
-    cfg = {"store": {"path": db}, "qr": {"ttlSeconds": 30}, "demoSession": "", "sessions": [{"sessionId": "op-1"}, {"sessionId": "op-2"}]}
+    cfg = {"store": {"path": db}, "qr": {"ttlSeconds": 30}, "poll": {"intervalSeconds": 1}, "demoSession": "",
+           "sessions": [{"sessionId": "op-1"}, {"sessionId": "op-2"}]}
     g = gateway_factory(cfg)
     wait_for(lambda: status_of(g, "op-1")["qrCode"] and status_of(g, "op-2")["qrCode"], 10, "QRs")
-    call(g, "POST", "/simulator/scan/op-1")
+    assert call(g, "POST", "/simulator/scan/op-1")[0] == 200
     wait_for(lambda: status_of(g, "op-1")["status"] == "connected", 5, "op-1 linked")
     call(g, "POST", "/functions/v1/refresh-qr-codes")
     time.sleep(1.2)
