@@ -16,6 +16,7 @@ struct Common: ParsableArguments {
     @Option(help: "PID of the server, for its RSS and CPU from /proc.") var serverPid: Int32?
     @Option(help: "Write the JSON report here (else stdout).") var out: String?
     @Option(help: "Seconds to wait for all clients to connect and subscribe.") var setupTimeout: Double = 180
+    @Option(help: "Handshakes in flight at once.") var connectWave = 256
 
     func target() throws -> LoadClient.Target {
         guard let u = URL(string: url), let host = u.host, let port = u.port else { throw ValidationError("url must be ws://HOST:PORT/PATH") }
@@ -40,6 +41,7 @@ struct Common: ParsableArguments {
     func connect(_ client: LoadClient, clients: Int) throws -> Double {
         _ = Stats.raiseFileLimit()
         let start = Date()
+        client.maxInFlightConnects = max(1, connectWave)
         try client.start(clients: clients)
         let deadline = start.addingTimeInterval(setupTimeout)
         while client.readyCount + client.failed < clients {

@@ -22,7 +22,8 @@ final class LoadClient: LWSClientPoolDelegate, @unchecked Sendable {
     private var perClient: [Int: Int] = [:]
     private var pendingConnects: [Int] = []
     private var inFlight = 0
-    let maxInFlightConnects = 256
+    /// Handshakes in flight at once.
+    var maxInFlightConnects = 256
 
     init(target: Target, match: String, hello: @escaping (Int) -> [UInt8]?) {
         self.target = target
