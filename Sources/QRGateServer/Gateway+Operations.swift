@@ -48,13 +48,13 @@ extension Gateway {
                     upstream = "unreachable: \(e)"
                     reasons.append("upstream \(upstream)")
                 }
-                server.respond(connection, self.readyAnswer(reasons, upstream: upstream)!)
+                server.respond(connection, self.readyAnswer(reasons, upstream: upstream))
             }
         }
         return nil
     }
 
-    private func readyAnswer(_ reasons: [String], upstream: String) -> HTTPResponse? {
+    private func readyAnswer(_ reasons: [String], upstream: String) -> HTTPResponse {
         let ready = reasons.isEmpty
         return .json(ready ? 200 : 503, ["status": ready ? "ready" : "not ready", "reasons": reasons,
                                          "store": runtime.store.problem() ?? "ok", "upstream": upstream])

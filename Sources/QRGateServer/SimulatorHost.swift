@@ -17,6 +17,7 @@ public final class SimulatorHost: @unchecked Sendable {
     /// Webhooks go out one at a time, in order, as Evolution sends them.
     private var webhooks: [SimulatorWebhook] = []
     private var delivering = false
+    static let maxQueuedWebhooks = 10_000
 
     public init(simulator: EvolutionSimulator, server: LWSServer, timers: LoopTimers, http: CurlMulti, logger: Logger) {
         self.simulator = simulator
@@ -44,6 +45,11 @@ public final class SimulatorHost: @unchecked Sendable {
     /// Rotates codes, sends webhooks, and arms the timer for the next rotation.
     public func tick() {
         webhooks.append(contentsOf: simulator.advance(now: Date()))
+        // A webhook target that is down must not make the queue grow without end: the oldest go first.
+        if webhooks.count > Self.maxQueuedWebhooks {
+            logger.warning("simulator webhook target is behind: dropping \(webhooks.count - Self.maxQueuedWebhooks) oldest webhooks")
+            webhooks.removeFirst(webhooks.count - Self.maxQueuedWebhooks)
+        }
         deliverNextWebhook()
         if let t = rotationTimer { timers.cancel(t) }
         rotationTimer = nil

@@ -18,6 +18,17 @@ public final class SQLiteStore: SessionStore, @unchecked Sendable {
     private var order: [String] = []
     private var draining = false
     private var lastError: String?
+    /// What each session row last held, as written by this store (touched only on `queue`): a countdown
+    /// changes only `seq`, so the row is not rewritten with its QR images every second.
+    private var written: [String: RowContent] = [:]
+
+    private struct RowContent: Equatable {
+        var instanceName: String
+        var instanceToken: String?
+        var numberId: String?
+        var state: SessionMachine.Persisted
+        var createdAt: Date
+    }
 
     private struct PendingWrite {
         var session: StoredSession
@@ -161,6 +172,7 @@ public final class SQLiteStore: SessionStore, @unchecked Sendable {
                 }
             } catch {
                 failure = error
+                written.removeAll() // the rolled-back rows are unknown now: rewrite them whole next time
                 lock.lock(); lastError = "\(error)"; lock.unlock()
             }
             if failure == nil { lock.lock(); lastError = nil; lock.unlock() }
@@ -169,7 +181,23 @@ public final class SQLiteStore: SessionStore, @unchecked Sendable {
     }
 
     private func store(_ w: PendingWrite, in db: Database) throws {
-        let s = w.session, st = s.state
+        let s = w.session
+        let content = RowContent(instanceName: s.instanceName, instanceToken: s.instanceToken, numberId: s.numberId, state: s.state, createdAt: s.createdAt)
+        var updated = false
+        if written[s.id] == content {
+            try db.execute(sql: "UPDATE sessions SET seq = ?, last_active_at = ? WHERE id = ?",
+                           arguments: [s.seq, s.lastActiveAt.timeIntervalSince1970, s.id])
+            updated = db.changesCount == 1
+        }
+        if !updated {
+            try upsert(s, in: db)
+            written[s.id] = content
+        }
+        try append(w.events, of: s, in: db)
+    }
+
+    private func upsert(_ s: StoredSession, in db: Database) throws {
+        let st = s.state
         func t(_ d: Date?) -> Double? { d?.timeIntervalSince1970 }
         try db.execute(sql: """
             INSERT INTO sessions (id, instance_name, instance_token_sealed, number_id, status, qr_code_text, qr_png, qr_svg,
@@ -183,11 +211,14 @@ public final class SQLiteStore: SessionStore, @unchecked Sendable {
             """, arguments: [s.id, s.instanceName, try s.instanceToken.map(seal), s.numberId, st.status.rawValue, st.qr?.code, st.qr?.pngDataURL,
                              st.qr?.svg, t(st.qrExpiresAt), t(st.qrUpdatedAt), st.attempt, st.lastError, t(st.connectedAt),
                              t(st.lastRefreshAt), s.seq, s.createdAt.timeIntervalSince1970, s.lastActiveAt.timeIntervalSince1970])
-        for e in w.events {
+    }
+
+    private func append(_ events: [StoredEvent], of s: StoredSession, in db: Database) throws {
+        for e in events {
             try db.execute(sql: "INSERT OR REPLACE INTO events (session_id, seq, action, payload, at) VALUES (?, ?, ?, ?, ?)",
                            arguments: [e.sessionId, e.seq, e.action, Data(e.payload), e.at.timeIntervalSince1970])
         }
-        if !w.events.isEmpty {
+        if !events.isEmpty {
             // Bounded by count and by age: what `since` recovery can still serve.
             try db.execute(sql: "DELETE FROM events WHERE session_id = ? AND (seq <= ? OR at < ?)",
                            arguments: [s.id, s.seq - eventCapacity, Date().timeIntervalSince1970 - eventMaxAge])

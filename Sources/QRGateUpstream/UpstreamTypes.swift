@@ -82,14 +82,6 @@ public enum UpstreamError: Error, Sendable, Equatable, CustomStringConvertible {
         case .noCredentials: "no_credentials"
         }
     }
-
-    /// Worth retrying later with backoff (as opposed to a configuration problem).
-    public var isTransient: Bool {
-        switch self {
-        case .server, .timeout, .connectionRefused, .malformedBody, .bodyTooLarge, .transport, .unexpectedStatus: true
-        case .unauthorized, .instanceNotFound, .badRequest, .noCredentials: false
-        }
-    }
 }
 
 /// Something the upstream pushed (webhook) or we learnt by polling, in one shape.

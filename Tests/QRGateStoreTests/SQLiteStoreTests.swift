@@ -48,6 +48,22 @@ import QRGateCore
         #expect(perms == 0o600)
     }
 
+    @Test func aSeqOnlyChangeKeepsTheRowWhole() throws {
+        defer { try? FileManager.default.removeItem(at: dir) }
+        do {
+            let store = try SQLiteStore(path: path, eventCapacity: 10, eventMaxAgeSeconds: 3600)
+            try writeAndWait(store, session("a", seq: 1), [])
+            var next = session("a", seq: 1)
+            next.seq = 7 // countdowns: only the numbering moved
+            try writeAndWait(store, next, [])
+            store.close()
+        }
+        let row = try SQLiteStore(path: path, eventCapacity: 10, eventMaxAgeSeconds: 3600).loadAll()[0].0
+        var expected = session("a", seq: 1)
+        expected.seq = 7
+        #expect(row == expected)
+    }
+
     @Test func oldEventsAgeOut() throws {
         defer { try? FileManager.default.removeItem(at: dir) }
         let store = try SQLiteStore(path: path, eventCapacity: 100, eventMaxAgeSeconds: 60)

@@ -16,7 +16,12 @@ public struct EventLog: Sendable {
     }
 
     /// Every kept event after `seq`, countdowns included.
-    public func entries(after seq: Int) -> [Entry] { entries.filter { $0.seq > seq } }
+    public func entries(after seq: Int) -> [Entry] {
+        // Usually one or two new entries at the end: walk back instead of filtering the whole log.
+        var i = entries.endIndex
+        while i > entries.startIndex, entries[i - 1].seq > seq { i -= 1 }
+        return Array(entries[i...])
+    }
 
     /// Events after `since`, or nil when some of them are gone (or `since` is from the future).
     /// Countdowns a client missed are stale, so only the newest one is replayed.

@@ -289,9 +289,6 @@ public final class LWSServer: @unchecked Sendable {
         return connections.removeValue(forKey: slot.pointee)
     }
 
-    /// Number of open WebSocket connections.
-    public var webSocketCount: Int { connections.values.reduce(0) { $0 + ($1.isWebSocket ? 1 : 0) } }
-
     /// Queues a text frame. With a `coalesceKey`, an unsent frame with the same key is replaced
     /// (only the newest matters). Returns false when the outbox is full and the peer was closed.
     @discardableResult

@@ -22,9 +22,6 @@ public final class WireFrame: @unchecked Sendable {
 
     deinit { storage.deallocate() }
 
-    /// The payload, for tests and logs.
-    public var bytes: [UInt8] { Array(storage[Int(qg_lws_pre())..<(Int(qg_lws_pre()) + count)]) }
-
     /// Writes it as one message. lws fills the head-room with the frame header,
     /// which is why this only ever runs on the service thread.
     func write(to wsi: OpaquePointer) -> Int32 {

@@ -283,6 +283,7 @@ public final class RealtimeEndpoint {
     /// `evolution_instances` when the row's columns changed.
     func sessionEvent(_ id: String, event: SessionEvent, eventBytes: [UInt8], now: Date) {
         guard !connections.isEmpty, let s = registry[id] else {
+            if case .countdown = event { return }
             if let s = registry[id] { lastRows[id] = Self.row(s) }
             return
         }
@@ -292,6 +293,8 @@ public final class RealtimeEndpoint {
                 send(cid, topic: topic, event: "broadcast", payload: ["type": .string("broadcast"), "event": .string(event.action), "payload": eventJSON], ref: .null)
             }
         }
+        // A countdown changes no column of the row: skip the row work on the busiest event.
+        if case .countdown = event { return }
         let row = Self.row(s)
         let old = lastRows[id]
         guard old != row else { return }
