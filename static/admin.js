@@ -339,15 +339,8 @@
     setText(el.hint, !online && n ? "Reconnecting… the list is not live." : S.hint);
   }
 
-  el.enterKey.addEventListener("click", () => { showTokenForm(""); el.tokenInput.focus(); });
-  el.tokenForm.addEventListener("submit", (ev) => {
-    ev.preventDefault();
-    const token = el.tokenInput.value.trim();
-    if (!token) return;
+  L.onTokenForm(el.tokenForm, el.tokenInput, el.enterKey, showTokenForm, (token) => {
     S.token = token;
-    L.storeToken(token);
-    el.tokenInput.value = "";
-    el.tokenForm.hidden = true;
     S.refused = null;
     subscribe();
     render();

@@ -533,15 +533,8 @@
 
   el.refresh.addEventListener("click", onRefreshClick);
   el.otherSession.addEventListener("click", () => { showSessionForm(""); el.sessionInput.focus(); });
-  el.enterKey.addEventListener("click", () => { showTokenForm(""); el.tokenInput.focus(); });
-  el.tokenForm.addEventListener("submit", (ev) => {
-    ev.preventDefault();
-    const token = el.tokenInput.value.trim();
-    if (!token) return;
+  L.onTokenForm(el.tokenForm, el.tokenInput, el.enterKey, showTokenForm, (token) => {
     S.token = token;
-    L.storeToken(token);
-    el.tokenInput.value = "";
-    el.tokenForm.hidden = true;
     S.notice = null;
     S.fatal = null;
     S.locked = null;

@@ -198,5 +198,20 @@
     return isNaN(t) ? null : t;
   }
 
-  window.QRGateLive = { Connection, param, takeToken, storeToken, mmss, clockTime, ms };
+  /** Wires an "enter an access key" form: the button opens it, a submitted key is stored for this tab
+   *  and handed to `accept`. Shared by the link page and the dashboard. */
+  function onTokenForm(form, input, openButton, showForm, accept) {
+    openButton.addEventListener("click", () => { showForm(""); input.focus(); });
+    form.addEventListener("submit", (ev) => {
+      ev.preventDefault();
+      const token = input.value.trim();
+      if (!token) return;
+      storeToken(token);
+      input.value = "";
+      form.hidden = true;
+      accept(token);
+    });
+  }
+
+  window.QRGateLive = { Connection, param, takeToken, storeToken, onTokenForm, mmss, clockTime, ms };
 })();
