@@ -1,9 +1,13 @@
 // swift-tools-version:6.0
 import PackageDescription
 
+/// Nonisolated async functions run on their caller's executor: an upstream call made from a loop's
+/// actor starts and resumes on that loop, with no hop through the global pool.
+let loopSettings: [SwiftSetting] = [.enableUpcomingFeature("NonisolatedNonsendingByDefault")]
+
 let package = Package(
     name: "QRGate",
-    platforms: [.macOS(.v14)],
+    platforms: [.macOS(.v15)],
     products: [
         .executable(name: "qrgate", targets: ["qrgate"]),
         .executable(name: "qrgate-bench", targets: ["qrgate-bench"]),
@@ -31,7 +35,7 @@ let package = Package(
         .target(name: "QRGateCore", dependencies: [
             .product(name: "Logging", package: "swift-log"),
         ]),
-        .target(name: "QRGateQR", dependencies: ["CQREncode", "CPNG"]),
+        .target(name: "QRGateQR", dependencies: ["QRGateCore", "CQREncode", "CPNG"]),
         .target(name: "QRGateHTTP", dependencies: ["CCurl"]),
         .target(name: "QRGateUpstream", dependencies: ["QRGateCore", "QRGateHTTP", "QRGateQR"]),
         .target(name: "QRGateStore", dependencies: [
@@ -55,7 +59,7 @@ let package = Package(
         ]),
 
         .executableTarget(name: "qrgate-bench", dependencies: [
-            "QRGateServer", "QRGateHTTP",
+            "CWebSockets", "QRGateHTTP",
             .product(name: "ArgumentParser", package: "swift-argument-parser"),
         ]),
 
@@ -63,9 +67,14 @@ let package = Package(
         .target(name: "QRGateTestSupport"),
 
         .testTarget(name: "QRGateCoreTests", dependencies: ["QRGateCore"]),
-        .testTarget(name: "QRGateQRTests", dependencies: ["QRGateQR", "QRGateTestSupport"]),
+        .testTarget(name: "QRGateQRTests", dependencies: ["QRGateQR", "QRGateCore", "QRGateTestSupport"]),
         .testTarget(name: "QRGateUpstreamTests", dependencies: ["QRGateUpstream", "QRGateServer", "QRGateHTTP", "QRGateCore", "QRGateQR", "QRGateTestSupport"]),
         .testTarget(name: "QRGateStoreTests", dependencies: ["QRGateStore", "QRGateCore"]),
         .testTarget(name: "QRGateServerTests", dependencies: ["QRGateServer", "QRGateHTTP", "QRGateCore", "QRGateTestSupport"]),
     ]
 )
+
+// Every module compiles with the same rule, so callers and callees agree on where async code runs.
+for target in package.targets where target.type != .system {
+    target.swiftSettings = (target.swiftSettings ?? []) + loopSettings
+}

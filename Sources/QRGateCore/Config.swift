@@ -54,7 +54,7 @@ public struct Config: Codable, Sendable, Equatable {
 
     public struct Store: Codable, Sendable, Equatable {
         /// `sqlite` (durable, the default) or `memory`.
-        public var mode = "sqlite"
+        public var mode = StoreMode.sqlite
         public var path = "data/qrgate.sqlite"
     }
 
@@ -97,7 +97,7 @@ public struct Config: Codable, Sendable, Equatable {
     /// Where QR codes come from: Evolution API, or the built-in simulator.
     public struct Upstream: Codable, Sendable, Equatable {
         /// `simulator` (embedded default, served on the gateway's own port) or `evolution`.
-        public var mode = "simulator"
+        public var mode = UpstreamMode.simulator
         /// Evolution API base URL, e.g. https://evo.example.com (env EVOLUTION_API_BASE_URL).
         public var baseURL = ""
         /// Evolution's global API key (env EVOLUTION_API_KEY). Never logged.
@@ -207,10 +207,7 @@ public struct Config: Codable, Sendable, Equatable {
         if !(0...20).contains(qr.quietZone) { throw .invalid(key: "qr.quietZone", reason: "must be 0…20, got \(qr.quietZone)") }
         if !(1...40).contains(qr.moduleSize) { throw .invalid(key: "qr.moduleSize", reason: "must be 1…40, got \(qr.moduleSize)") }
         if !(1...2953).contains(qr.maxTextBytes) { throw .invalid(key: "qr.maxTextBytes", reason: "must be 1…2953, got \(qr.maxTextBytes)") }
-        if !["simulator", "evolution"].contains(upstream.mode) {
-            throw .invalid(key: "upstream.mode", reason: "must be simulator or evolution; got \"\(upstream.mode)\"")
-        }
-        if upstream.mode == "evolution" {
+        if upstream.mode == .evolution {
             if upstream.baseURL.isEmpty { throw .invalid(key: "upstream.baseURL", reason: "is required when upstream.mode is evolution") }
             if upstream.apiKey.isEmpty && upstream.tokenURL.isEmpty {
                 throw .invalid(key: "upstream.apiKey", reason: "is required when upstream.mode is evolution (or set upstream.tokenURL)")
@@ -233,8 +230,7 @@ public struct Config: Codable, Sendable, Equatable {
         if !(refresh.minIntervalSeconds >= 0) { throw .invalid(key: "refresh.minIntervalSeconds", reason: "must be 0 or more") }
         try positive(events.logCapacity, "events.logCapacity")
         if !(events.maxAgeSeconds > 0) { throw .invalid(key: "events.maxAgeSeconds", reason: "must be greater than 0") }
-        if !["sqlite", "memory"].contains(store.mode) { throw .invalid(key: "store.mode", reason: "must be sqlite or memory; got \"\(store.mode)\"") }
-        if store.mode == "sqlite" && store.path.isEmpty { throw .invalid(key: "store.path", reason: "is required when store.mode is sqlite") }
+        if store.mode == .sqlite && store.path.isEmpty { throw .invalid(key: "store.path", reason: "is required when store.mode is sqlite") }
         for (i, seed) in sessions.enumerated() {
             if !ClientMessage.isValidSessionID(seed.sessionId) { throw .invalid(key: "sessions[\(i)].sessionId", reason: "must be 1–128 characters of A–Z a–z 0–9 . _ : @ -") }
             if let n = seed.instanceName, !ClientMessage.isValidSessionID(n) { throw .invalid(key: "sessions[\(i)].instanceName", reason: "has characters an instance name cannot carry") }
@@ -265,5 +261,26 @@ public enum ConfigError: Error, Equatable, CustomStringConvertible {
         case let .invalid(key, reason): "configuration key \"\(key)\" \(reason)"
         case let .badEnvironment(variable, reason): "environment variable \(variable): \(reason)"
         }
+    }
+}
+
+/// Where QR codes come from (`upstream.mode`).
+public enum UpstreamMode: String, Sendable, CaseIterable, ConfigChoice { case simulator, evolution }
+
+/// Where sessions are kept (`store.mode`).
+public enum StoreMode: String, Sendable, CaseIterable, ConfigChoice { case sqlite, memory }
+
+/// A configuration value that is one of a few words; any other word stops start-up naming the choices.
+public protocol ConfigChoice: RawRepresentable, CaseIterable, Codable where RawValue == String {}
+
+extension ConfigChoice {
+    public init(from decoder: Decoder) throws {
+        let c = try decoder.singleValueContainer()
+        let word = try c.decode(String.self)
+        guard let value = Self(rawValue: word) else {
+            let choices = Self.allCases.map(\.rawValue).joined(separator: " or ")
+            throw DecodingError.dataCorruptedError(in: c, debugDescription: "must be \(choices); got \"\(word.prefix(40))\"")
+        }
+        self = value
     }
 }

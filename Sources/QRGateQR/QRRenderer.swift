@@ -1,4 +1,5 @@
 import Foundation
+import QRGateCore
 
 /// How QR images look: taken from the `qr` section of the configuration.
 public struct QRStyle: Sendable, Equatable {
@@ -15,22 +16,15 @@ public struct QRStyle: Sendable, Equatable {
     }
 }
 
-/// One rendered QR code: the text and its images.
-public struct RenderedQR: Sendable, Equatable {
-    public let text: String
-    public let svg: String
-    public let pngDataURL: String
-}
-
 /// Renders text as QR images (SVG markup and PNG data URL).
 public struct QRRenderer: Sendable {
     public let style: QRStyle
 
     public init(style: QRStyle) { self.style = style }
 
-    public func render(_ text: String) throws -> RenderedQR {
+    public func render(_ text: String) throws -> SessionQR {
         let matrix = try QRMatrix(encoding: text, correction: style.correction)
-        return RenderedQR(text: text, svg: svg(matrix), pngDataURL: try pngDataURL(matrix))
+        return SessionQR(code: text, pngDataURL: try pngDataURL(matrix), svg: svg(matrix))
     }
 
     public func svg(_ text: String) throws -> String { svg(try QRMatrix(encoding: text, correction: style.correction)) }

@@ -6,11 +6,10 @@ import QRGateUpstream
 extension Gateway {
     /// GET /metrics: Prometheus text. Gauges are read off the live state at scrape time.
     func metricsEndpoint(connection: ConnectionID) -> HTTPResponse? {
-        let credentials = credentials, server = server
-        Task { [weak self] in
-            let status = await credentials.status()
-            guard let self else { return }
-            server.post {
+        Task {
+            // Back on the loop after the await: this task is isolated to the gateway.
+            let status = await self.credentials.status()
+            do {
                 let m = self.metrics
                 for role in [Role.browser, .service, .admin] {
                     m.gauge("qrgate_connections", [("role", role.rawValue)], Double(self.sockets.values.filter { $0.role == role }.count))
@@ -24,7 +23,7 @@ extension Gateway {
                     m.gauge("qrgate_upstream_credential_state", [("state", s)], status.state.rawValue == s ? 1 : 0)
                 }
                 m.syncTotals(coalesced: self.server.coalesced, slowConsumers: self.server.slowConsumersClosed)
-                server.respond(connection, HTTPResponse(status: 200, contentType: "text/plain; version=0.0.4; charset=utf-8", body: .bytes(m.render())))
+                self.server.respond(connection, HTTPResponse(status: 200, contentType: "text/plain; version=0.0.4; charset=utf-8", body: .bytes(m.render())))
             }
         }
         return nil
@@ -33,23 +32,20 @@ extension Gateway {
     /// GET /readyz: the store takes writes and the upstream answers (or the simulator is in-process).
     func readyz(connection: ConnectionID) -> HTTPResponse? {
         let reasons: [String] = runtime.store.problem().map { ["store: \($0)"] } ?? []
-        if simulatorHost != nil || config.upstream.mode == "simulator" && config.upstream.baseURL.isEmpty {
+        if simulatorHost != nil || config.upstream.mode == .simulator && config.upstream.baseURL.isEmpty {
             return readyAnswer(reasons, upstream: "simulator in-process")
         }
         // Any HTTP answer from the upstream's base URL means it is reachable; the body does not matter.
-        let probe = ClientRequest(url: runtime.upstream?.baseURL ?? config.upstream.baseURL, timeoutSeconds: 2, maxResponseBytes: 64 * 1024)
-        let server = server
-        http.submit(probe) { [weak self] result in
-            guard let self else { return }
-            server.post {
-                var reasons = reasons
-                var upstream = "reachable"
-                if case let .failure(e) = result {
-                    upstream = "unreachable: \(e)"
-                    reasons.append("upstream \(upstream)")
-                }
-                server.respond(connection, self.readyAnswer(reasons, upstream: upstream))
+        let probe = ClientRequest(url: (runtime.upstream as? EvolutionClient)?.baseURL ?? config.upstream.baseURL, timeoutSeconds: 2, maxResponseBytes: 64 * 1024)
+        Task {
+            let result = await self.http.perform(probe)
+            var reasons = reasons
+            var upstream = "reachable"
+            if case let .failure(e) = result {
+                upstream = "unreachable: \(e)"
+                reasons.append("upstream \(upstream)")
             }
+            self.server.respond(connection, self.readyAnswer(reasons, upstream: upstream))
         }
         return nil
     }

@@ -99,10 +99,10 @@ extension Gateway {
         let instance = try string(o, "instanceName", id: true) ?? id
         let token = try string(o, "instanceToken"), number = try string(o, "numberId")
         if runtime.registry[id] == nil {
-            runtime.add(id: id, instanceName: instance, instanceToken: token, numberId: number)
+            runtime.add(id: id, instanceName: instance, instanceToken: token, numberId: number, isolation: self)
         } else {
-            if let token { runtime.setInstanceToken(token, for: id) }
-            runtime.feed(id, .start)
+            if let token { runtime.setInstanceToken(token, for: id, isolation: self) }
+            runtime.feed(id, .start, isolation: self)
         }
         let s = try session(id)
         if s.machine.status == .connected || s.machine.qr != nil {
@@ -118,8 +118,8 @@ extension Gateway {
     /// Answers the deferred request with the session once its QR (or the reason for none) is known.
     private func answerWithNextQR(_ id: String, connection: ConnectionID, message: String) {
         let timeout = config.upstream.timeoutSeconds * 2 + 2
-        runtime.waitForQR(id, timeout: timeout) { [weak self] event in
-            guard let self, let s = self.runtime.registry[id] else { return }
+        runtime.waitForQR(id, timeout: timeout, isolation: self) { event in
+            guard let s = self.runtime.registry[id] else { return }
             let response: HTTPResponse
             switch event {
             case let .upstreamError(reason)?: response = .error(502, reason)
@@ -169,7 +169,7 @@ extension Gateway {
         let o = try body(request, allowed: ["sessionId"])
         let id = try string(o, "sessionId", required: true, id: true)!
         _ = try session(id)
-        switch runtime.refresh(id) {
+        switch runtime.refresh(id, isolation: self) {
         case .alreadyConnected?:
             throw APIError(status: 400, reason: SessionMachine.alreadyConnectedMessage)
         case let .rateLimited(wait)?:
@@ -185,7 +185,7 @@ extension Gateway {
         let o = try body(request, allowed: ["sessionId"])
         let id = try string(o, "sessionId", required: true, id: true)!
         _ = try session(id)
-        runtime.feed(id, .disconnect)
+        runtime.feed(id, .disconnect, isolation: self)
         respondWhenDurable(id, connection, .json(200, ["success": true, "data": sessionData(try session(id), message: "Session disconnected.")]))
         return nil
     }
@@ -217,7 +217,8 @@ extension Gateway {
         let o = try body(request, allowed: ["sessionId", "instanceName", "instanceToken", "numberId"])
         let id = try string(o, "sessionId", required: true, id: true)!
         let instance = try string(o, "instanceName", id: true) ?? id
-        guard runtime.add(id: id, instanceName: instance, instanceToken: try string(o, "instanceToken"), numberId: try string(o, "numberId")) else {
+        guard runtime.add(id: id, instanceName: instance, instanceToken: try string(o, "instanceToken"), numberId: try string(o, "numberId"),
+                          isolation: self) else {
             throw APIError(status: 409, reason: "session \(id) already exists")
         }
         respondWhenDurable(id, connection, .json(201, ["success": true, "data": ["sessionId": id, "status": runtime.registry[id]?.machine.status.rawValue ?? "pending"]]))
@@ -267,15 +268,14 @@ extension Gateway {
     }
 
     private func respondWithCredentialStatus(_ connection: ConnectionID, _ work: @escaping @Sendable (UpstreamCredentials) async -> CredentialStatus) {
-        let credentials = credentials, server = server
         Task {
-            let s = await work(credentials)
+            let s = await work(self.credentials)
             var d: [String: Any] = ["state": s.state.rawValue, "source": s.source,
                                     "expiresAt": s.expiresAt.map(SessionEventEncoding.iso8601) ?? NSNull(),
                                     "lastError": s.lastError ?? NSNull()]
             if let exp = s.expiresAt { d["expiresInSeconds"] = max(0, Int(exp.timeIntervalSinceNow)) }
             let response = HTTPResponse.json(200, ["success": true, "data": d])
-            server.post { server.respond(connection, response) }
+            self.server.respond(connection, response)
         }
     }
 }
@@ -284,7 +284,7 @@ extension Gateway {
     /// POST /functions/v1/refresh-qr-codes: one refresh cycle now, answered with the old cron job's JSON.
     func refreshCycle(_ request: HTTPRequest, connection: ConnectionID) -> HTTPResponse? {
         do { _ = try require(request, .service) } catch { return error.response }
-        runtime.runCycle { [server] results in
+        runtime.runCycle(isolation: self) { [server] results in
             let body: [String: Any] = [
                 "success": true, "total_instances": results.count,
                 "refreshed": results.filter(\.success).count, "failed": results.filter { !$0.success }.count,

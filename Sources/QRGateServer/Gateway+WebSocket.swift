@@ -5,7 +5,7 @@ extension Gateway {
     /// Subscriptions one connection may hold.
     static let maxSubscriptionsPerConnection = 64
 
-    public func webSocketShouldAccept(_ info: WebSocketInfo) -> (status: Int, reason: String)? {
+    func shouldAccept(_ info: WebSocketInfo) -> (status: Int, reason: String)? {
         if info.path == "/ws/echo" { return config.server.conformanceEcho ? nil : (404, "no WebSocket here") }
         guard info.path == "/ws" || info.path == RealtimeEndpoint.path else { return (404, "no WebSocket here") }
         if socketsPerIP[info.peer, default: 0] >= config.server.maxConnectionsPerIP {
@@ -19,27 +19,27 @@ extension Gateway {
         return nil
     }
 
-    public func webSocketOpened(_ connection: ConnectionID, info: WebSocketInfo) {
+    func opened(_ connection: ConnectionID, info: WebSocketInfo) {
         if info.path == "/ws/echo" { echoSockets.insert(connection); return }
         socketsPerIP[info.peer, default: 0] += 1
         if info.path == RealtimeEndpoint.path {
-            sockets[connection] = Peer(info: info, role: .browser, tokens: Double(config.server.messagesPerSecond * 2), lastRefill: .now)
+            sockets[connection] = Peer(info: info, role: .browser, tokens: Double(config.server.messagesPerSecond * 2), lastRefill: clock.now())
             realtime.opened(connection, info: info)
             return
         }
         var peer = Peer(info: info, role: demoMode ? .admin : .browser, tokens: Double(config.server.messagesPerSecond * 2),
-                        lastRefill: .now)
+                        lastRefill: clock.now())
         if let presented = info.query["token"] ?? info.authorization.flatMap(Self.bearer),
            case let .success(p) = auth.authenticate(presented) {
             peer.role = max(peer.role, p.role)
             if let s = p.session { peer.sessions.insert(s) }
         }
         sockets[connection] = peer
-        send(ServerMessage.hello(connectionID: connection, now: Date(), maxMessageBytes: config.server.maxMessageBytes, role: peer.role.rawValue,
+        send(ServerMessage.hello(connectionID: connection, now: clock.now(), maxMessageBytes: config.server.maxMessageBytes, role: peer.role.rawValue,
                                   bootId: bootId), to: connection)
     }
 
-    public func webSocketReceived(_ connection: ConnectionID, message: [UInt8], binary: Bool) {
+    func received(_ connection: ConnectionID, message: [UInt8], binary: Bool) {
         if echoSockets.contains(connection) {
             server.send(WireFrame(message, binary: binary), to: connection)
             return
@@ -55,20 +55,20 @@ extension Gateway {
         do { parsed = try ClientMessage.parse(message) } catch { return reject(error, to: connection) }
         switch parsed {
         case .ping:
-            send(ServerMessage.pong(now: Date()), to: connection)
+            send(ServerMessage.pong(now: clock.now()), to: connection)
         case let .subscribe(session, token, since):
             subscribe(connection, session: session, token: token, since: since)
         case let .unsubscribe(session):
             guard hub.unsubscribe(connection, from: session) else {
                 return reject(ProtocolError(.notSubscribed, "not subscribed to \(session)"), to: connection)
             }
-            send(ServerMessage.encode(["action": .string("unsubscribed"), "sessionId": .string(session), "timestamp": .int(ServerMessage.milliseconds(Date()))]), to: connection)
+            send(ServerMessage.encode(["action": .string("unsubscribed"), "sessionId": .string(session), "timestamp": .int(ServerMessage.milliseconds(clock.now()))]), to: connection)
         case let .refresh(session):
             refresh(connection, session: session)
         }
     }
 
-    public func webSocketClosed(_ connection: ConnectionID) {
+    func closed(_ connection: ConnectionID) {
         if let peer = sockets.removeValue(forKey: connection) {
             socketsPerIP[peer.info.peer, default: 1] -= 1
             if socketsPerIP[peer.info.peer] == 0 { socketsPerIP[peer.info.peer] = nil }
@@ -78,15 +78,12 @@ extension Gateway {
         realtime.closed(connection)
     }
 
-    public func timerFired() { timers.fire() }
-
     /// Token bucket per connection: `server.messagesPerSecond`, bursts of twice that; a peer over it is closed (4029).
     private func admit(_ connection: ConnectionID) -> Bool {
         guard var peer = sockets[connection] else { return false }
         let rate = Double(config.server.messagesPerSecond)
-        let now = ContinuousClock.now
-        let elapsed = now - peer.lastRefill
-        peer.tokens = min(rate * 2, peer.tokens + rate * (Double(elapsed.components.seconds) + Double(elapsed.components.attoseconds) / 1e18))
+        let now = clock.now()
+        peer.tokens = min(rate * 2, peer.tokens + rate * max(0, now.timeIntervalSince(peer.lastRefill)))
         peer.lastRefill = now
         guard peer.tokens >= 1 else {
             sockets[connection] = peer
@@ -126,7 +123,7 @@ extension Gateway {
             return reject(ProtocolError(.tooManySubscriptions, "at most \(Self.maxSubscriptionsPerConnection) subscriptions per connection"), to: connection, session: session)
         }
         hub.subscribe(connection, to: session)
-        let now = Date()
+        let now = clock.now()
         send(ServerMessage.encode(["action": .string("subscribed"), "sessionId": .string(session), "role": .string(peer.role.rawValue),
                                    "timestamp": .int(ServerMessage.milliseconds(now))]), to: connection)
         let ids = session == Hub.everySession ? runtime.registry.sessions.keys.sorted() : [session]
@@ -142,8 +139,8 @@ extension Gateway {
         guard peer.role == .admin else {
             return reject(ProtocolError(.forbidden, "refresh needs an admin key"), to: connection, session: session)
         }
-        let now = Date()
-        switch runtime.refresh(session) {
+        let now = clock.now()
+        switch runtime.refresh(session, isolation: self) {
         case nil:
             reject(ProtocolError(.unknownSession, "no session \(session)"), to: connection, session: session)
         case .accepted?:
@@ -165,18 +162,10 @@ extension Gateway {
     }
 
     func reject(_ error: ProtocolError, to connection: ConnectionID, session: String? = nil, extra: [String: JSONValue] = [:]) {
-        send(ServerMessage.error(error, now: Date(), session: session, extra: extra), to: connection)
+        send(ServerMessage.error(error, now: clock.now(), session: session, extra: extra), to: connection)
     }
 
     func send(_ bytes: [UInt8], to connection: ConnectionID) {
         server.send(WireFrame(bytes), to: connection)
-    }
-}
-
-extension Gateway: HubTransport {
-    /// One WireFrame for every subscriber: the event is encoded and copied once.
-    public func send(_ bytes: [UInt8], to subscribers: [UInt64], coalesceKey: String?) {
-        let frame = WireFrame(bytes)
-        for id in subscribers { server.send(frame, to: id, coalesceKey: coalesceKey) }
     }
 }

@@ -18,7 +18,7 @@ extension Gateway {
             return .json(200, ["success": true, "ignored": true, "event": parsed.eventName])
         }
         logger.debug("webhook \(parsed.eventName) for \(parsed.instance)")
-        onUpstreamEvent?(event)
+        deliver(event)
         return .json(200, ["success": true, "event": parsed.eventName])
     }
 
@@ -29,7 +29,7 @@ extension Gateway {
         }
         guard let key = w.apikey, !key.isEmpty else { return false }
         if !config.upstream.apiKey.isEmpty && constantTimeEquals(key, config.upstream.apiKey) { return true }
-        if let token = instanceToken?(w.instance), constantTimeEquals(key, token) { return true }
+        if let token = runtime.instanceToken(of: w.instance), constantTimeEquals(key, token) { return true }
         if let sim = simulatorHost?.simulator, let token = sim.token(of: w.instance), constantTimeEquals(key, token) { return true }
         return false
     }

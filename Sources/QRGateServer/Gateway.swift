@@ -5,36 +5,41 @@ import QRGateQR
 import QRGateHTTP
 import QRGateUpstream
 
-/// The gateway's behaviour behind the libwebsockets loop: HTTP routes, WebSocket protocol.
-/// Lives on the service thread.
-public final class Gateway: LWSServerDelegate, @unchecked Sendable {
-    public let config: Config
-    let server: LWSServer
+/// The gateway's behaviour behind one libwebsockets loop: HTTP routes, the WebSocket protocol, the
+/// sessions and their subscribers. An actor whose executor is the loop, so everything it owns (the
+/// runtime, registry, hub, peers, the Supabase endpoint, the in-process simulator) is checked by the
+/// compiler to be touched only there. lws calls it synchronously on the loop thread through the
+/// `nonisolated` delegate methods below, which enter with `assumeIsolated` (checked at run time).
+public actor Gateway: LWSServerDelegate {
+    public nonisolated let config: Config
+    nonisolated let server: LWSServer
     let staticFiles: StaticFiles
     let renderer: QRRenderer
     let logger: Logger
-    let startedAt = Date()
+    let clock: any GatewayClock
+    let startedAt: Date
     /// Changes with every start: a client that sees a new one knows its `since` numbers come from another run.
-    public let bootId = UUID().uuidString.lowercased()
-    public let timers: LoopTimers
+    public nonisolated let bootId = UUID().uuidString.lowercased()
+    let timers: LoopTimers
     /// The in-process simulator (upstream.mode = simulator), served on this port.
-    public let simulatorHost: SimulatorHost?
-    /// Where parsed webhook events go (the session layer; tests observe it).
-    public var onUpstreamEvent: ((UpstreamEvent) -> Void)?
-    /// Knows the instance tokens the gateway holds, to authenticate webhooks by the envelope's apikey.
-    public var instanceToken: ((String) -> String?)?
-    public let hub = Hub()
-    public let runtime: SessionRuntime
+    let simulatorHost: SimulatorHost?
+    /// Where parsed webhook events go (the session layer; tests observe them here).
+    var upstreamEventObserver: ((UpstreamEvent) -> Void)?
+    let hub = Hub()
+    let fanout: SocketFanout
+    let runtime: SessionRuntime
     /// No keys configured and a loopback bind: everyone is admin.
-    public let demoMode: Bool
-    public let auth: Authenticator
-    public let credentials: UpstreamCredentials
-    public let metrics: GatewayMetrics
+    public nonisolated let demoMode: Bool
+    let auth: Authenticator
+    let credentials: UpstreamCredentials
+    let metrics: GatewayMetrics
     let realtime: RealtimeEndpoint
     let http: CurlMulti
     var sockets: [ConnectionID: Peer] = [:]
     var echoSockets: Set<ConnectionID> = []
     var socketsPerIP: [String: Int] = [:]
+
+    public nonisolated var unownedExecutor: UnownedSerialExecutor { server.executor.asUnownedSerialExecutor() }
 
     /// One WebSocket peer: who it is and how fast it talks.
     struct Peer {
@@ -43,11 +48,12 @@ public final class Gateway: LWSServerDelegate, @unchecked Sendable {
         /// Sessions opened by browser tokens.
         var sessions: Set<String> = []
         var tokens: Double
-        var lastRefill: ContinuousClock.Instant
+        var lastRefill: Date
     }
 
     public init(config: Config, server: LWSServer, staticFiles: StaticFiles, http: CurlMulti, demoMode: Bool, auth: Authenticator,
-                credentials: UpstreamCredentials, store: SessionStore, metrics: GatewayMetrics, logger: Logger) {
+                credentials: UpstreamCredentials, store: SessionStore, metrics: GatewayMetrics, clock: any GatewayClock = SystemClock(),
+                logger: Logger) {
         self.metrics = metrics
         self.http = http
         self.demoMode = demoMode
@@ -57,53 +63,91 @@ public final class Gateway: LWSServerDelegate, @unchecked Sendable {
         self.server = server
         self.staticFiles = staticFiles
         self.logger = logger
-        renderer = QRRenderer(style: QRStyle(correction: QRErrorCorrection(rawValue: config.qr.errorCorrection) ?? .medium,
-                                             quietZone: config.qr.quietZone, moduleSize: config.qr.moduleSize))
-        let timers = LoopTimers(arm: { [weak server] us in server?.wake(afterMicroseconds: us) })
+        self.clock = clock
+        startedAt = clock.now()
+        renderer = QRRenderer(style: QRStyle(correction: QRErrorCorrection(rawValue: config.qr.errorCorrection) ?? .medium, quietZone: config.qr.quietZone, moduleSize: config.qr.moduleSize))
+        let timers = LoopTimers(clock: clock, arm: { [weak server] us in server?.wake(afterMicroseconds: us) })
         self.timers = timers
-        if config.upstream.mode == "simulator" {
-            simulatorHost = SimulatorHost(simulator: EvolutionSimulator(config: config.simulator, renderer: renderer),
-                                          server: server, timers: timers, http: http, logger: logger)
-        } else {
-            simulatorHost = nil
-        }
+        simulatorHost = config.upstream.mode == .simulator
+            ? SimulatorHost(simulator: EvolutionSimulator(config: config.simulator, renderer: renderer),
+                            server: server, timers: timers, http: http, logger: logger)
+            : nil
         let rules = SessionRules(ttlSeconds: Double(config.qr.ttlSeconds), maxAttempts: config.qr.maxAttempts,
                                  countdownIntervalSeconds: Double(config.qr.countdownIntervalSeconds),
                                  pollIntervalSeconds: config.poll.intervalSeconds, refreshMinIntervalSeconds: config.refresh.minIntervalSeconds,
                                  backoffMaxSeconds: config.poll.backoffMaxSeconds, connectedCheckSeconds: config.poll.connectedIntervalSeconds)
         runtime = SessionRuntime(registry: SessionRegistry(rules: rules, hub: hub, logCapacity: config.events.logCapacity),
-                                 server: server, timers: timers, frames: QRFrameFactory(renderer: renderer),
+                                 timers: timers, frames: QRFrameFactory(renderer: renderer),
                                  cycleSeconds: config.refresh.cycleSeconds, store: store, metrics: metrics, logger: logger)
-        realtime = RealtimeEndpoint(server: server, auth: auth, registry: runtime.registry, demoMode: demoMode, logger: logger)
-        hub.transport = self
+        realtime = RealtimeEndpoint(server: server, auth: auth, registry: runtime.registry, demoMode: demoMode, clock: clock, logger: logger)
+        fanout = SocketFanout(server: server)
+        hub.transport = fanout
+        hub.add(consumer: realtime)
         server.delegate = self
-        runtime.onEvent = { [realtime] id, event, bytes in realtime.sessionEvent(id, event: event, eventBytes: bytes, now: Date()) }
-        runtime.onAdded = { [realtime] id in realtime.sessionAdded(id, now: Date()) }
-        onUpstreamEvent = { [weak self] in self?.runtime.deliver($0) }
-        instanceToken = { [weak self] in self?.runtime.instanceToken(of: $0) }
     }
 
     /// Runs on the loop once listening: the upstream client, the configured sessions, the cycle.
-    func begin(upstream: EvolutionClient, restoring stored: [(StoredSession, [StoredEvent])]) {
+    func begin(upstream: any SessionUpstream, restoring stored: [(StoredSession, [StoredEvent])]) {
         runtime.upstream = upstream
-        runtime.restore(from: stored)
+        runtime.restore(from: stored, isolation: self)
         for seed in config.sessions where runtime.registry[seed.sessionId] == nil {
-            runtime.add(id: seed.sessionId, instanceName: seed.instanceName ?? seed.sessionId, instanceToken: seed.instanceToken, numberId: seed.numberId)
+            runtime.add(id: seed.sessionId, instanceName: seed.instanceName ?? seed.sessionId, instanceToken: seed.instanceToken,
+                        numberId: seed.numberId, isolation: self)
         }
-        if config.upstream.mode == "simulator", !config.demoSession.isEmpty, runtime.registry[config.demoSession] == nil {
-            runtime.add(id: config.demoSession, instanceName: config.demoSession, instanceToken: nil, numberId: nil)
+        if config.upstream.mode == .simulator, !config.demoSession.isEmpty, runtime.registry[config.demoSession] == nil {
+            runtime.add(id: config.demoSession, instanceName: config.demoSession, instanceToken: nil, numberId: nil, isolation: self)
         }
-        runtime.startCycle()
+        runtime.startCycle(isolation: self)
     }
+
+    /// Tests watch the webhook events the gateway parses.
+    public func observeUpstreamEvents(_ observer: @escaping @Sendable (UpstreamEvent) -> Void) {
+        upstreamEventObserver = observer
+    }
+
+    /// Webhook news for the sessions of that instance.
+    func deliver(_ event: UpstreamEvent) {
+        upstreamEventObserver?(event)
+        runtime.deliver(event, isolation: self)
+    }
+
+    // MARK: Entry points from the loop (its thread, synchronously)
+
+    public nonisolated func http(_ request: HTTPRequest, connection: ConnectionID) -> HTTPResponse? {
+        assumeIsolated { $0.route(request, connection: connection) }
+    }
+
+    public nonisolated func webSocketShouldAccept(_ info: WebSocketInfo) -> (status: Int, reason: String)? {
+        let refusal = assumeIsolated { me -> Refusal? in me.shouldAccept(info).map { Refusal(status: $0.status, reason: $0.reason) } }
+        return refusal.map { ($0.status, $0.reason) }
+    }
+
+    public nonisolated func webSocketOpened(_ connection: ConnectionID, info: WebSocketInfo) {
+        assumeIsolated { $0.opened(connection, info: info) }
+    }
+
+    public nonisolated func webSocketReceived(_ connection: ConnectionID, message: [UInt8], binary: Bool) {
+        assumeIsolated { $0.received(connection, message: message, binary: binary) }
+    }
+
+    public nonisolated func webSocketClosed(_ connection: ConnectionID) {
+        assumeIsolated { $0.closed(connection) }
+    }
+
+    public nonisolated func timerFired() {
+        assumeIsolated { $0.timers.fire() }
+    }
+
+    private struct Refusal: Sendable { let status: Int; let reason: String }
 
     // MARK: HTTP
 
-    public func http(_ request: HTTPRequest, connection: ConnectionID) -> HTTPResponse? {
+    func route(_ request: HTTPRequest, connection: ConnectionID) -> HTTPResponse? {
         if let api = sessionsAPI(request, connection: connection) { return api.response }
         switch (request.method, request.path) {
         case (.get, "/healthz"), (.head, "/healthz"):
             return .json(200, ["status": "ok", "version": QRGateVersion.string,
-                               "uptimeSeconds": Int(Date().timeIntervalSince(startedAt)),
+                               "uptimeSeconds": Int(clock.now().timeIntervalSince(startedAt)),
                                "websockets": sockets.count, "sessions": runtime.registry.sessions.count])
         case (.get, "/metrics"):
             return metricsEndpoint(connection: connection)
@@ -119,7 +163,7 @@ public final class Gateway: LWSServerDelegate, @unchecked Sendable {
             break
         }
         if let simulatorHost, EvolutionSimulator.handles(request.path) {
-            return simulatorHost.http(request, connection: connection)
+            return simulatorHost.http(request, connection: connection, isolation: self)
         }
         if request.path.hasPrefix("/api/") {
             return .error(404, "no such endpoint: \(request.method.rawValue) \(request.path.prefix(200))")
@@ -153,5 +197,16 @@ public final class Gateway: LWSServerDelegate, @unchecked Sendable {
         } catch {
             return .error(400, "cannot encode text as a QR code: \(error)")
         }
+    }
+}
+
+/// The hub's transport: the same WireFrame to every subscriber on this loop (encoded and copied once).
+/// Not Sendable: owned by the gateway actor with the hub.
+final class SocketFanout: HubTransport {
+    let server: LWSServer
+    init(server: LWSServer) { self.server = server }
+    func send(_ bytes: [UInt8], to subscribers: [UInt64], coalesceKey: String?) {
+        let frame = WireFrame(bytes)
+        for id in subscribers { server.send(frame, to: id, coalesceKey: coalesceKey) }
     }
 }

@@ -4,10 +4,12 @@ import QRGateCore
 import QRGateHTTP
 import QRGateStore
 import QRGateUpstream
+import Synchronization
 
 /// Wires configuration, the libwebsockets server and the gateway together; what `qrgate serve` runs
-/// and what integration tests start in-process.
-public final class GatewayApp: @unchecked Sendable {
+/// and what integration tests start in-process. Sendable by its parts: the server (a thin C wrapper),
+/// the gateway (an actor on the server's loop), and thread-safe services.
+public final class GatewayApp: Sendable {
     public let server: LWSServer
     public let gateway: Gateway
     public let logger: Logger
@@ -17,8 +19,6 @@ public final class GatewayApp: @unchecked Sendable {
     public let credentials: UpstreamCredentials
     public let store: SessionStore
     public let metrics = GatewayMetrics()
-    /// Set once listening (the simulator's base URL is this gateway's own port).
-    public private(set) var upstream: EvolutionClient?
 
     public init(config: Config, host: String, port: Int, staticDir: String, logger: Logger) throws {
         self.logger = logger
@@ -29,16 +29,17 @@ public final class GatewayApp: @unchecked Sendable {
             throw GatewayAppError.openOnNetwork(host: host)
         }
         http = CurlMulti(maxConcurrent: config.upstream.concurrency)
-        let simulated = config.upstream.mode == "simulator"
+        let simulated = config.upstream.mode == .simulator
         credentials = UpstreamCredentials(
             staticKey: config.upstream.apiKey.isEmpty && simulated ? config.simulator.apiKey : config.upstream.apiKey,
             tokenURL: config.upstream.tokenURL, clientId: config.upstream.tokenClientId,
             clientSecret: config.upstream.tokenClientSecret, timeoutSeconds: config.upstream.timeoutSeconds, http: http)
         let files = try StaticFiles(directory: staticDir)
-        if config.store.mode == "sqlite" {
+        switch config.store.mode {
+        case .sqlite:
             store = try SQLiteStore(path: config.store.path, eventCapacity: config.events.logCapacity, eventMaxAgeSeconds: config.events.maxAgeSeconds)
             logger.info("store: SQLite at \(config.store.path)")
-        } else {
+        case .memory:
             store = MemoryStore(eventCapacity: config.events.logCapacity)
             logger.notice("store: memory only (store.mode = memory): sessions end with the process")
         }
@@ -58,21 +59,25 @@ public final class GatewayApp: @unchecked Sendable {
         }
     }
 
-    /// Starts listening; returns the bound port.
+    /// Starts listening; returns the bound port. The stored and configured sessions start on the loop.
     public func start() throws -> Int {
         let port = try server.start()
-        let base = config.upstream.mode == "simulator" && config.upstream.baseURL.isEmpty
+        let base = config.upstream.mode == .simulator && config.upstream.baseURL.isEmpty
             ? "http://127.0.0.1:\(port)" : config.upstream.baseURL
-        upstream = EvolutionClient(baseURL: base, credentials: credentials, http: http,
-                                   timeoutSeconds: config.upstream.timeoutSeconds, maxResponseBytes: config.upstream.maxResponseBytes,
-                                   observe: { [metrics] op, outcome, seconds in
-                                       metrics.count("qrgate_upstream_requests_total", [("operation", op), ("outcome", outcome)])
-                                       metrics.time("qrgate_upstream_request_duration_seconds", [("operation", op)], seconds: seconds)
-                                   })
-        logger.info("upstream \(config.upstream.mode) at \(base), key \(Secret.mask(config.upstream.apiKey))")
-        let gateway = gateway, client = upstream!
+        let metrics = metrics
+        let upstream = EvolutionClient(baseURL: base, credentials: credentials, http: http,
+                                       timeoutSeconds: config.upstream.timeoutSeconds, maxResponseBytes: config.upstream.maxResponseBytes,
+                                       observe: { op, outcome, seconds in
+                                           metrics.count("qrgate_upstream_requests_total", [("operation", op), ("outcome", outcome)])
+                                           metrics.time("qrgate_upstream_request_duration_seconds", [("operation", op)], seconds: seconds)
+                                       })
+        logger.info("upstream \(config.upstream.mode.rawValue) at \(base), key \(Secret.mask(config.upstream.apiKey))")
         let stored = try store.loadAll()
-        server.post { gateway.begin(upstream: client, restoring: stored) }
+        // Started on the loop itself (no hop through the global pool, which a synchronous caller may hold).
+        let gateway = gateway
+        Task(executorPreference: server.executor) {
+            await gateway.begin(upstream: upstream, restoring: stored)
+        }
         return port
     }
 

@@ -3,28 +3,26 @@ import Logging
 import QRGateCore
 import QRGateUpstream
 
-/// Runs the session machines on the event loop: their timers, their upstream commands (on the
-/// upstream client's threads, results posted back to the loop) and the refresh cycle.
-/// Loop-confined, except where it hops to a Task and back through `server.post`.
-public final class SessionRuntime: @unchecked Sendable {
+/// Runs the session machines for the actor that owns them (the gateway, pinned to its loop): their
+/// timers, their upstream commands and the refresh cycle. Not Sendable: every method runs isolated to
+/// the owning actor, which methods that start upstream work take as `isolation`; their tasks inherit
+/// it, so `await upstream.connect(…)` resumes on the loop and the answer is fed back there.
+public final class SessionRuntime {
     public let registry: SessionRegistry
-    let server: LWSServer
     let timers: LoopTimers
     let frames: QRFrameFactory
     let logger: Logger
     let cycleSeconds: Double
+    var clock: any GatewayClock { timers.clock }
     /// Set once the gateway listens (the simulator's base URL is the gateway's own port).
-    var upstream: EvolutionClient?
+    var upstream: (any SessionUpstream)?
     private var sessionTimers: [String: LoopTimers.ID] = [:]
     private var byInstance: [String: Set<String>] = [:]
     private var waiters: [String: [Waiter]] = [:]
     private var nextWaiter = 0
     let store: SessionStore
     let metrics: GatewayMetrics
-    /// Every numbered event with its encoded bytes (the Supabase endpoint listens here).
-    var onEvent: ((String, SessionEvent, [UInt8]) -> Void)?
-    var onAdded: ((String) -> Void)?
-    /// Per session: the seq handed to the store, the seq it confirmed, and who waits for it.
+    /// Per session: the seq handed to the store, and how many writes are still running, and who waits for them.
     private var enqueuedSeq: [String: Int] = [:]
     private var writesInFlight: [String: Int] = [:]
     private var durableWaiters: [String: [() -> Void]] = [:]
@@ -43,12 +41,11 @@ public final class SessionRuntime: @unchecked Sendable {
         public var error: String?
     }
 
-    init(registry: SessionRegistry, server: LWSServer, timers: LoopTimers, frames: QRFrameFactory, cycleSeconds: Double,
+    init(registry: SessionRegistry, timers: LoopTimers, frames: QRFrameFactory, cycleSeconds: Double,
          store: SessionStore, metrics: GatewayMetrics, logger: Logger) {
         self.store = store
         self.metrics = metrics
         self.registry = registry
-        self.server = server
         self.timers = timers
         self.frames = frames
         self.cycleSeconds = cycleSeconds
@@ -56,18 +53,16 @@ public final class SessionRuntime: @unchecked Sendable {
         registry.observer = { [weak self] session, event in
             self?.metrics.count("qrgate_events_pushed_total", [("type", event.action)])
             self?.notifyWaiters(session.id, event)
-            if let onEvent = self?.onEvent, let bytes = session.log.entries(after: session.seq - 1).last?.bytes {
-                onEvent(session.id, event, bytes)
-            }
         }
     }
 
-    /// Calls `done` on the loop with the session's next `qr_generated`, `connected`, `error` or
-    /// `upstream_error` event, or with nil after `timeout` seconds.
-    public func waitForQR(_ id: String, timeout: Double, done: @escaping (SessionEvent?) -> Void) {
+    /// Calls `done` with the session's next `qr_generated`, `connected`, `error` or `upstream_error`
+    /// event, or with nil after `timeout` seconds.
+    public func waitForQR(_ id: String, timeout: Double, isolation: isolated any Actor, done: @escaping (SessionEvent?) -> Void) {
         nextWaiter += 1
         let wid = nextWaiter
         let timer = timers.schedule(after: timeout) { [weak self] in
+            _ = isolation
             guard let self, let i = self.waiters[id]?.firstIndex(where: { $0.id == wid }) else { return }
             self.waiters[id]!.remove(at: i)
             done(nil)
@@ -88,55 +83,56 @@ public final class SessionRuntime: @unchecked Sendable {
     }
 
     /// Starts the periodic refresh cycle (the old cron job).
-    func startCycle() {
+    func startCycle(isolation: isolated any Actor) {
         timers.schedule(after: cycleSeconds) { [weak self] in
             guard let self else { return }
-            self.runCycle { results in
+            self.runCycle(isolation: isolation) { results in
                 let failed = results.filter { !$0.success }.count
                 self.logger.info("refresh cycle: \(results.count) pending, \(results.count - failed) refreshed, \(failed) failed")
             }
-            self.startCycle()
+            self.startCycle(isolation: isolation)
         }
     }
 
     // MARK: Sessions
 
     @discardableResult
-    public func add(id: String, instanceName: String, instanceToken: String?, numberId: String?) -> Bool {
-        guard registry.create(id: id, instanceName: instanceName, instanceToken: instanceToken, numberId: numberId, now: Date()) else { return false }
+    public func add(id: String, instanceName: String, instanceToken: String?, numberId: String?,
+                    isolation: isolated any Actor) -> Bool {
+        guard registry.create(id: id, instanceName: instanceName, instanceToken: instanceToken, numberId: numberId, now: clock.now()) else { return false }
         byInstance[instanceName, default: []].insert(id)
         logger.info("session \(id) added (instance \(instanceName))")
-        persist(id, force: true)
-        onAdded?(id)
-        feed(id, .start)
+        persist(id, force: true, isolation: isolation)
+        registry.hub.sessionAdded(id)
+        feed(id, .start, isolation: isolation)
         return true
     }
 
     /// Loads what the store kept; pending sessions go on by the same rules (a QR that lapsed while
     /// the gateway was down expires now and regenerates or fails).
-    public func restore(from stored: [(StoredSession, [StoredEvent])]) {
-        let now = Date()
+    public func restore(from stored: [(StoredSession, [StoredEvent])], isolation: isolated any Actor) {
+        let now = clock.now()
         for (s, events) in stored {
             registry.restore(s, events: events, now: now)
             byInstance[s.instanceName, default: []].insert(s.id)
             enqueuedSeq[s.id] = s.seq
             logger.info("session \(s.id) restored: \(s.state.status.rawValue), attempt \(s.state.attempt), seq \(s.seq)")
         }
-        for (s, _) in stored where s.state.status == .pending { feed(s.id, .tick) }
+        for (s, _) in stored where s.state.status == .pending { feed(s.id, .tick, isolation: isolation) }
     }
 
-    public func setInstanceToken(_ token: String, for id: String) {
+    public func setInstanceToken(_ token: String, for id: String, isolation: isolated any Actor) {
         registry.setInstanceToken(token, for: id)
-        persist(id, force: true)
+        persist(id, force: true, isolation: isolation)
     }
 
-    /// Runs `done` on the loop once everything this session changed so far is stored.
+    /// Runs `done` once everything this session changed so far is stored.
     public func whenDurable(_ id: String, _ done: @escaping () -> Void) {
         if writesInFlight[id, default: 0] == 0 { return done() }
         durableWaiters[id, default: []].append(done)
     }
 
-    private func persist(_ id: String, force: Bool = false) {
+    private func persist(_ id: String, force: Bool = false, isolation: isolated any Actor) {
         guard let s = registry[id], let stored = registry.stored(id) else { return }
         let last = enqueuedSeq[id] ?? -1
         guard force || s.seq != last else { return }
@@ -146,47 +142,47 @@ public final class SessionRuntime: @unchecked Sendable {
         }
         enqueuedSeq[id] = s.seq
         writesInFlight[id, default: 0] += 1
-        let server = server, logger = logger
-        store.write(stored, events: events) { [weak self] error in
-            if let error { logger.error("store write for session \(id) failed: \(error)") }
-            guard let self else { return }
-            server.post {
-                self.writesInFlight[id, default: 1] -= 1
-                if self.writesInFlight[id] == 0, let list = self.durableWaiters.removeValue(forKey: id) { list.forEach { $0() } }
+        let store = store, logger = logger
+        Task {
+            _ = isolation
+            if let error = await store.write(stored, events: events) {
+                logger.error("store write for session \(id) failed: \(error)")
             }
+            self.writesInFlight[id, default: 1] -= 1
+            if self.writesInFlight[id] == 0, let list = self.durableWaiters.removeValue(forKey: id) { list.forEach { $0() } }
         }
     }
 
     /// Runs an input through the session's machine and carries out what it asks for.
-    public func feed(_ id: String, _ input: SessionInput) {
+    public func feed(_ id: String, _ input: SessionInput, isolation: isolated any Actor) {
         let before = registry[id]?.machine.status
-        let commands = registry.apply(input, to: id, now: Date())
+        let commands = registry.apply(input, to: id, now: clock.now())
         if let after = registry[id]?.machine.status, after != before {
             logger.info("session \(id): \(before?.rawValue ?? "new") → \(after.rawValue)")
         }
-        persist(id)
-        for c in commands { execute(c, for: id) }
-        reschedule(id)
+        persist(id, isolation: isolation)
+        for c in commands { execute(c, for: id, isolation: isolation) }
+        reschedule(id, isolation: isolation)
     }
 
-    public func refresh(_ id: String) -> RefreshOutcome? {
-        guard let r = registry.refresh(id, now: Date()) else { return nil }
-        persist(id, force: r.outcome == .accepted)
-        for c in r.commands { execute(c, for: id) }
-        reschedule(id)
+    public func refresh(_ id: String, isolation: isolated any Actor) -> RefreshOutcome? {
+        guard let r = registry.refresh(id, now: clock.now()) else { return nil }
+        persist(id, force: r.outcome == .accepted, isolation: isolation)
+        for c in r.commands { execute(c, for: id, isolation: isolation) }
+        reschedule(id, isolation: isolation)
         return r.outcome
     }
 
-    /// Webhook news, in the same shape polling produces.
-    public func deliver(_ event: UpstreamEvent) {
+    /// Webhook news, in the same shape polling produces (no generation: fresh news always counts).
+    public func deliver(_ event: UpstreamEvent, isolation: isolated any Actor) {
         for id in byInstance[event.instance] ?? [] {
             switch event.kind {
             case let .qr(qr):
-                frame(qr) { [weak self] input in self?.feed(id, input) }
+                feed(id, input(from: .success(.qr(qr))), isolation: isolation)
             case .qrLimitReached:
-                feed(id, .upstreamState(.close))
+                feed(id, .upstreamState(.close), isolation: isolation)
             case let .state(state, _):
-                feed(id, .upstreamState(UpstreamLinkState(rawValue: state.rawValue) ?? .close))
+                feed(id, .upstreamState(state), isolation: isolation)
             }
         }
     }
@@ -195,53 +191,53 @@ public final class SessionRuntime: @unchecked Sendable {
         byInstance[instance]?.lazy.compactMap { self.registry[$0]?.instanceToken }.first
     }
 
-    private func reschedule(_ id: String) {
+    private func reschedule(_ id: String, isolation: isolated any Actor) {
         if let t = sessionTimers.removeValue(forKey: id) { timers.cancel(t) }
         guard let deadline = registry.nextDeadline(of: id) else { return }
-        sessionTimers[id] = timers.schedule(after: deadline.timeIntervalSinceNow) { [weak self] in
+        sessionTimers[id] = timers.schedule(at: deadline) { [weak self] in
             self?.sessionTimers[id] = nil
-            self?.feed(id, .tick)
+            self?.feed(id, .tick, isolation: isolation)
         }
     }
 
     // MARK: Upstream commands
 
-    private func execute(_ command: SessionCommand, for id: String) {
+    /// Runs one command upstream; its answer comes back tagged with the generation it was issued in,
+    /// so the machine drops it if a refresh, disconnect or expiry overtook it meanwhile.
+    private func execute(_ command: SessionCommand, for id: String, isolation: isolated any Actor) {
         guard let s = registry[id], let upstream else { return }
-        let instance = s.instanceName, token = s.instanceToken
-        let server = server
-        Task { [weak self] in
-            guard let self else { return }
-            let input: SessionInput
+        let instance = s.instanceName, token = s.instanceToken, generation = s.machine.generation
+        Task {
+            _ = isolation
+            let answer: SessionInput
             switch command {
             case .logout:
                 _ = await upstream.logout(instance, instanceToken: token)
-                input = .logoutFinished
+                answer = .logoutFinished
             case .logoutThenFetch:
                 _ = await upstream.logout(instance, instanceToken: token) // going on if that fails
-                input = await self.fetch(upstream, id: id, instance: instance, token: token)
+                answer = await self.fetch(upstream, id: id, instance: instance, token: token, isolation: isolation)
             case .fetchQR:
-                input = await self.fetch(upstream, id: id, instance: instance, token: token)
+                answer = await self.fetch(upstream, id: id, instance: instance, token: token, isolation: isolation)
             case .checkState:
                 switch await upstream.connectionState(instance, instanceToken: token) {
-                case let .success(state): input = .upstreamState(UpstreamLinkState(rawValue: state.rawValue) ?? .close)
-                case let .failure(e): input = .upstreamFailed(e.description)
+                case let .success(state): answer = .upstreamState(state)
+                case let .failure(e): answer = .upstreamFailed(e.description)
                 }
             }
-            server.post { self.feed(id, input) }
+            self.feed(id, .answer(answer, generation: generation), isolation: isolation)
         }
     }
 
     /// GET connect as a machine input; creates the instance upstream when it is missing.
-    private func fetch(_ upstream: EvolutionClient, id: String, instance: String, token: String?) async -> SessionInput {
+    private func fetch(_ upstream: any SessionUpstream, id: String, instance: String, token: String?,
+                       isolation: isolated any Actor) async -> SessionInput {
         var result = await upstream.connect(instance, instanceToken: token)
         if case .failure(.instanceNotFound) = result {
             if case let .success(created) = await upstream.createInstance(instance) {
                 if let newToken = created.token {
-                    server.post { [weak self] in
-                        self?.registry.setInstanceToken(newToken, for: id)
-                        self?.persist(id, force: true)
-                    }
+                    registry.setInstanceToken(newToken, for: id)
+                    persist(id, force: true, isolation: isolation)
                 }
                 result = await upstream.connect(instance, instanceToken: created.token ?? token)
             }
@@ -253,76 +249,77 @@ public final class SessionRuntime: @unchecked Sendable {
         switch result {
         case let .success(.qr(qr)):
             do {
-                let f = try frames.frame(for: qr)
-                return .upstreamQR(SessionQR(code: f.code, pngDataURL: f.pngDataURL, svg: f.svg))
+                return .upstreamQR(try frames.frame(for: qr))
             } catch {
                 return .upstreamFailed("upstream QR code cannot be rendered: \(error)")
             }
         case .success(.noQRYet): return .upstreamNoQR
-        case let .success(.state(state)): return .upstreamState(UpstreamLinkState(rawValue: state.rawValue) ?? .close)
+        case let .success(.state(state)): return .upstreamState(state)
         case let .failure(e): return .upstreamFailed(e.description)
-        }
-    }
-
-    private func frame(_ qr: UpstreamQR, then: @escaping @Sendable (SessionInput) -> Void) {
-        let frames = frames, server = server
-        Task {
-            let input: SessionInput
-            do {
-                let f = try frames.frame(for: qr)
-                input = .upstreamQR(SessionQR(code: f.code, pngDataURL: f.pngDataURL, svg: f.svg))
-            } catch {
-                input = .upstreamFailed("upstream QR code cannot be rendered: \(error)")
-            }
-            server.post { then(input) }
         }
     }
 
     // MARK: Refresh cycle
 
-    /// Refreshes every pending session at once; `done` runs on the loop with one result per session.
-    public func runCycle(_ done: @escaping @Sendable ([CycleResult]) -> Void) {
+    /// Refreshes every pending session at once; `done` runs with one result per session.
+    public func runCycle(isolation: isolated any Actor, _ done: @escaping ([CycleResult]) -> Void) {
         guard let upstream else { return done([]) }
         let pending = registry.sessions.values.filter { $0.machine.status == .pending }.sorted { $0.id < $1.id }
-        let jobs = pending.map { (id: $0.id, instance: $0.instanceName, token: $0.instanceToken, code: $0.machine.qr?.code) }
-        let server = server
-        let started = Date(), clock = ContinuousClock.now
-        Task { [weak self] in
-            guard let self else { return }
-            let outcomes = await withTaskGroup(of: (Int, SessionInput).self) { group in
+        let jobs = pending.map { (id: $0.id, instance: $0.instanceName, token: $0.instanceToken, code: $0.machine.qr?.code,
+                                  generation: $0.machine.generation) }
+        let started = clock.now(), clockStart = ContinuousClock.now
+        Task {
+            _ = isolation
+            let outcomes = await withTaskGroup(of: (Int, Result<ConnectResult, UpstreamError>).self) { group in
                 for (i, job) in jobs.enumerated() {
-                    group.addTask { (i, await self.fetch(upstream, id: job.id, instance: job.instance, token: job.token)) }
+                    group.addTask { (i, await upstream.connect(job.instance, instanceToken: job.token)) }
                 }
-                var all = [SessionInput?](repeating: nil, count: jobs.count)
-                for await (i, input) in group { all[i] = input }
-                return all.compactMap { $0 }
+                var all = [Result<ConnectResult, UpstreamError>?](repeating: nil, count: jobs.count)
+                for await (i, r) in group { all[i] = r }
+                return all
             }
-            server.post {
-                var results: [CycleResult] = []
-                for (job, input) in zip(jobs, outcomes) {
-                    self.feed(job.id, input)
-                    switch input {
-                    case let .upstreamQR(qr):
-                        results.append(CycleResult(instance: job.instance, success: true, qrUpdated: qr.code != job.code))
-                    case .upstreamNoQR:
-                        results.append(CycleResult(instance: job.instance, success: true, qrUpdated: false, error: "No QR code available from Evolution API"))
-                    case .upstreamState:
-                        results.append(CycleResult(instance: job.instance, success: true, qrUpdated: false))
-                    case let .upstreamFailed(reason):
-                        results.append(CycleResult(instance: job.instance, success: false, qrUpdated: false, error: reason))
-                    default:
-                        results.append(CycleResult(instance: job.instance, success: false, qrUpdated: false, error: "unexpected"))
-                    }
+            var results: [CycleResult] = []
+            for (job, outcome) in zip(jobs, outcomes) {
+                var input = outcome.map { self.input(from: $0) } ?? .upstreamFailed("no answer")
+                if case .failure(.instanceNotFound)? = outcome {
+                    // Gone upstream: created again (one by one, these are rare), as a poll would.
+                    input = await self.fetch(upstream, id: job.id, instance: job.instance, token: job.token, isolation: isolation)
                 }
-                let d = ContinuousClock.now - clock
-                let seconds = Double(d.components.seconds) + Double(d.components.attoseconds) / 1e18
-                let failed = results.filter { !$0.success }.count
-                self.metrics.time("qrgate_refresh_cycle_duration_seconds", seconds: seconds)
-                self.metrics.count("qrgate_refresh_cycles_total", [("outcome", failed == 0 ? "ok" : "partial")])
-                self.store.recordCycle(StoredCycle(startedAt: started, durationMs: Int(seconds * 1000), total: results.count,
-                                                   refreshed: results.count - failed, failed: failed))
-                done(results)
+                self.feed(job.id, .answer(input, generation: job.generation), isolation: isolation)
+                results.append(Self.cycleResult(job.instance, input, previousCode: job.code))
             }
+            let d = ContinuousClock.now - clockStart
+            let seconds = Double(d.components.seconds) + Double(d.components.attoseconds) / 1e18
+            let failed = results.filter { !$0.success }.count
+            self.metrics.time("qrgate_refresh_cycle_duration_seconds", seconds: seconds)
+            self.metrics.count("qrgate_refresh_cycles_total", [("outcome", failed == 0 ? "ok" : "partial")])
+            self.store.recordCycle(StoredCycle(startedAt: started, durationMs: Int(seconds * 1000), total: results.count,
+                                               refreshed: results.count - failed, failed: failed))
+            done(results)
+        }
+    }
+
+    private static func cycleResult(_ instance: String, _ input: SessionInput, previousCode: String?) -> CycleResult {
+        switch input {
+        case let .upstreamQR(qr):
+            CycleResult(instance: instance, success: true, qrUpdated: qr.code != previousCode)
+        case .upstreamNoQR:
+            CycleResult(instance: instance, success: true, qrUpdated: false, error: "No QR code available from Evolution API")
+        case .upstreamState:
+            CycleResult(instance: instance, success: true, qrUpdated: false)
+        case let .upstreamFailed(reason):
+            CycleResult(instance: instance, success: false, qrUpdated: false, error: reason)
+        default:
+            CycleResult(instance: instance, success: false, qrUpdated: false, error: "unexpected")
+        }
+    }
+}
+
+extension SessionStore {
+    /// The write, awaited: nil once durable, or the error.
+    func write(_ session: StoredSession, events: [StoredEvent]) async -> Error? {
+        await withCheckedContinuation { cont in
+            write(session, events: events) { error in cont.resume(returning: error) }
         }
     }
 }

@@ -4,10 +4,10 @@ import QRGateCore
 import QRGateHTTP
 import QRGateUpstream
 
-/// Serves the Evolution simulator through the event loop: delayed and hanging answers on the loop's
-/// timers, QR rotation on a timer, webhooks out through libcurl. Loop-confined (Sendable only so that
-/// completions can hop back to the loop through `LWSServer.post`).
-public final class SimulatorHost: @unchecked Sendable {
+/// Serves the Evolution simulator through an event loop: delayed and hanging answers on the loop's
+/// timers, QR rotation on a timer, webhooks out through libcurl. Not Sendable: owned by the actor of
+/// the loop that serves it (the gateway, or `SimulatorServer` alone), and run isolated to it.
+public final class SimulatorHost {
     public let simulator: EvolutionSimulator
     let server: LWSServer
     let timers: LoopTimers
@@ -28,9 +28,9 @@ public final class SimulatorHost: @unchecked Sendable {
     }
 
     /// Answers a simulator request (nil: answered later, or never for a simulated hang).
-    public func http(_ request: HTTPRequest, connection: ConnectionID) -> HTTPResponse? {
-        let reply = simulator.handle(request, now: Date())
-        tick()
+    public func http(_ request: HTTPRequest, connection: ConnectionID, isolation: isolated any Actor) -> HTTPResponse? {
+        let reply = simulator.handle(request, now: timers.clock.now())
+        tick(isolation: isolation)
         switch reply {
         case let .now(response):
             return response
@@ -43,37 +43,35 @@ public final class SimulatorHost: @unchecked Sendable {
     }
 
     /// Rotates codes, sends webhooks, and arms the timer for the next rotation.
-    public func tick() {
-        webhooks.append(contentsOf: simulator.advance(now: Date()))
+    public func tick(isolation: isolated any Actor) {
+        webhooks.append(contentsOf: simulator.advance(now: timers.clock.now()))
         // A webhook target that is down must not make the queue grow without end: the oldest go first.
         if webhooks.count > Self.maxQueuedWebhooks {
             logger.warning("simulator webhook target is behind: dropping \(webhooks.count - Self.maxQueuedWebhooks) oldest webhooks")
             webhooks.removeFirst(webhooks.count - Self.maxQueuedWebhooks)
         }
-        deliverNextWebhook()
+        deliverNextWebhook(isolation: isolation)
         if let t = rotationTimer { timers.cancel(t) }
         rotationTimer = nil
         if let next = simulator.nextDeadline() {
-            rotationTimer = timers.schedule(after: max(0.001, next.timeIntervalSinceNow)) { [weak self] in
+            rotationTimer = timers.schedule(at: next) { [weak self] in
                 self?.rotationTimer = nil
-                self?.tick()
+                self?.tick(isolation: isolation)
             }
         }
     }
 
-    private func deliverNextWebhook() {
+    private func deliverNextWebhook(isolation: isolated any Actor) {
         guard !delivering, !webhooks.isEmpty else { return }
         delivering = true
         let hook = webhooks.removeFirst()
         let request = ClientRequest(method: "POST", url: hook.url, headers: [("Content-Type", "application/json")], body: hook.body, timeoutSeconds: 5)
-        let server = server, logger = logger
-        http.submit(request) { [weak self] result in
-            if case let .failure(e) = result { logger.warning("simulator webhook failed: \(e)") }
-            guard let self else { return }
-            server.post {
-                self.delivering = false
-                self.deliverNextWebhook()
-            }
+        let http = http, logger = logger
+        Task {
+            _ = isolation
+            if case let .failure(e) = await http.perform(request) { logger.warning("simulator webhook failed: \(e)") }
+            self.delivering = false
+            self.deliverNextWebhook(isolation: isolation)
         }
     }
 }

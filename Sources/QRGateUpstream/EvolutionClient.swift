@@ -26,7 +26,7 @@ public final class EvolutionClient: Sendable {
         await measured("connect") { await call("GET", "/instance/connect/", instance, instanceToken: instanceToken).flatMap { EvolutionParsing.connect($0.body) } }
     }
 
-    public func connectionState(_ instance: String, instanceToken: String? = nil) async -> Result<ConnectionState, UpstreamError> {
+    public func connectionState(_ instance: String, instanceToken: String? = nil) async -> Result<UpstreamLinkState, UpstreamError> {
         await measured("connectionState") { await call("GET", "/instance/connectionState/", instance, instanceToken: instanceToken).flatMap { EvolutionParsing.connectionState($0.body) } }
     }
 

@@ -12,7 +12,7 @@ public enum EvolutionParsing {
         }
         if let instance = o["instance"] {
             guard let stateText = instance["state"]?.stringValue else { return .failure(.malformedBody("instance without a state")) }
-            guard let state = ConnectionState(rawValue: stateText) else { return .failure(.malformedBody("unknown state \"\(stateText.prefix(20))\"")) }
+            guard let state = UpstreamLinkState(rawValue: stateText) else { return .failure(.malformedBody("unknown state \"\(stateText.prefix(20))\"")) }
             return .success(.state(state))
         }
         if let codeValue = o["code"] {
@@ -25,11 +25,11 @@ public enum EvolutionParsing {
         return .failure(.malformedBody("connect answer has neither code, count nor instance"))
     }
 
-    public static func connectionState(_ body: [UInt8]) -> Result<ConnectionState, UpstreamError> {
+    public static func connectionState(_ body: [UInt8]) -> Result<UpstreamLinkState, UpstreamError> {
         guard let json = JSONValue.parse(body), let s = json["instance"]?["state"]?.stringValue else {
             return .failure(.malformedBody("connectionState answer lacks instance.state"))
         }
-        guard let state = ConnectionState(rawValue: s) else { return .failure(.malformedBody("unknown state \"\(s.prefix(20))\"")) }
+        guard let state = UpstreamLinkState(rawValue: s) else { return .failure(.malformedBody("unknown state \"\(s.prefix(20))\"")) }
         return .success(state)
     }
 
@@ -103,7 +103,7 @@ public enum EvolutionParsing {
                 return .failure(WebhookError(description: "qrcode.updated needs data.qrcode or data.message"))
             }
         case "connection.update":
-            guard let s = data["state"]?.stringValue, let state = ConnectionState(rawValue: s) else {
+            guard let s = data["state"]?.stringValue, let state = UpstreamLinkState(rawValue: s) else {
                 return .failure(WebhookError(description: "connection.update needs data.state (open, connecting, close or refused)"))
             }
             w.event = UpstreamEvent(instance: instance, kind: .state(state, statusReason: data["statusReason"]?.intValue))

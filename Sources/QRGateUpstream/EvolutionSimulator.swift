@@ -39,7 +39,7 @@ public final class EvolutionSimulator {
     struct Instance {
         var name: String
         var token: String
-        var state: ConnectionState = .close
+        var state: UpstreamLinkState = .close
         var refs = 0
         var code: String?
         var pairing = ""

@@ -1,16 +1,6 @@
 import Foundation
+import QRGateCore
 import QRGateQR
-
-/// A QR code ready to push: the raw code and its two images.
-public struct QRFrame: Sendable, Equatable {
-    public var code: String
-    public var svg: String
-    /// `data:image/png;base64,…`: the upstream's when it was well-formed, else ours.
-    public var pngDataURL: String
-    public var pairingCode: String?
-    /// True when the PNG came from the upstream.
-    public var upstreamImage: Bool
-}
 
 /// Builds frames from upstream codes, rendering what the upstream did not give, and
 /// remembering recent codes so the same code always yields the same frame (no duplicate pushes).
@@ -20,7 +10,7 @@ public final class QRFrameFactory: @unchecked Sendable {
     public let maxDataURLBytes: Int
     private let renderer: QRRenderer
     private let lock = NSLock()
-    private var cache: [String: QRFrame] = [:]
+    private var cache: [String: SessionQR] = [:]
     private var order: [String] = []
     private let capacity: Int
 
@@ -30,14 +20,14 @@ public final class QRFrameFactory: @unchecked Sendable {
         self.capacity = capacity
     }
 
-    public func frame(for qr: UpstreamQR) throws -> QRFrame {
+    public func frame(for qr: UpstreamQR) throws -> SessionQR {
         lock.lock()
         if let hit = cache[qr.code] { lock.unlock(); return hit }
         lock.unlock()
         let matrix = try QRMatrix(encoding: qr.code, correction: renderer.style.correction)
         let upstreamPNG = qr.base64.flatMap { Self.isWellFormedPNGDataURL($0, limit: maxDataURLBytes) ? $0 : nil }
-        let frame = QRFrame(code: qr.code, svg: renderer.svg(matrix), pngDataURL: try upstreamPNG ?? renderer.pngDataURL(matrix),
-                            pairingCode: qr.pairingCode, upstreamImage: upstreamPNG != nil)
+        let frame = SessionQR(code: qr.code, pngDataURL: try upstreamPNG ?? renderer.pngDataURL(matrix), svg: renderer.svg(matrix),
+                              upstreamImage: upstreamPNG != nil)
         lock.lock()
         if cache[qr.code] == nil {
             cache[qr.code] = frame

@@ -1,9 +1,5 @@
 import Foundation
-
-/// Connection state of an upstream instance (Evolution's `instance.state`).
-public enum ConnectionState: String, Sendable, Codable, CaseIterable {
-    case open, connecting, close, refused
-}
+import QRGateCore
 
 /// A QR code as the upstream gave it.
 public struct UpstreamQR: Sendable, Equatable {
@@ -26,7 +22,7 @@ public enum ConnectResult: Sendable, Equatable {
     /// `{"count": 0}`: no QR yet; not an error, ask again later.
     case noQRYet
     /// The instance is already linked (or in another non-QR state).
-    case state(ConnectionState)
+    case state(UpstreamLinkState)
 }
 
 /// An instance the upstream created for us.
@@ -90,7 +86,7 @@ public struct UpstreamEvent: Sendable, Equatable {
         case qr(UpstreamQR)
         /// WhatsApp stopped issuing codes for this attempt ("QR code limit reached").
         case qrLimitReached(String)
-        case state(ConnectionState, statusReason: Int?)
+        case state(UpstreamLinkState, statusReason: Int?)
     }
     public var instance: String
     public var kind: Kind

@@ -1,5 +1,4 @@
 import Foundation
-import QRGateServer
 
 /// N WebSocket subscribers on one client pool, measuring each matching message's latency from the
 /// `timestamp` it carries (server clock, epoch ms) to its receipt here.

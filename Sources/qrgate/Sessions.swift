@@ -65,7 +65,7 @@ enum StoreAccess {
         } catch {
             throw ValidationError(error.description)
         }
-        guard cfg.store.mode == "sqlite" else { throw ValidationError("store.mode is memory: there is nothing stored to read") }
+        guard cfg.store.mode == .sqlite else { throw ValidationError("store.mode is memory: there is nothing stored to read") }
         guard FileManager.default.fileExists(atPath: cfg.store.path) else { throw ValidationError("no database at \(cfg.store.path) (store.path)") }
         return try SQLiteStore(path: cfg.store.path, eventCapacity: cfg.events.logCapacity, eventMaxAgeSeconds: cfg.events.maxAgeSeconds)
     }

@@ -206,4 +206,35 @@ import Testing
         #expect(lost["action"] as? String == "snapshot" && lost["recovered"] as? Bool == false)
         #expect(json(reg.welcome(session: "s", since: 99, now: t0)[0])["recovered"] as? Bool == false)
     }
+
+}
+
+extension SessionMachineTests {
+    @Test func anAnswerOvertakenByARefreshIsDropped() {
+        var m = started()
+        // A poll goes out in the current generation…
+        let polled = m.handle(.tick, now: at(5))
+        #expect(polled.commands == [.fetchQR])
+        let pollGeneration = m.generation
+        // …an admin refresh overtakes it and issues its own command…
+        let r = m.refresh(now: at(6))
+        #expect(r.outcome == .accepted && r.commands == [.logoutThenFetch])
+        #expect(m.generation == pollGeneration + 1)
+        // …the slow poll's answer arrives: it is about the old round and changes nothing.
+        let stale = m.handle(.answer(.upstreamQR(qr("OLD")), generation: pollGeneration), now: at(7))
+        #expect(stale.events.isEmpty && stale.commands.isEmpty)
+        #expect(m.qr == nil && m.inFlight)
+        // The refresh's own answer is the QR subscribers see.
+        let fresh = m.handle(.answer(.upstreamQR(qr("NEW")), generation: m.generation), now: at(8))
+        #expect(fresh.events == [.qrGenerated(qr("NEW"), expiresAt: at(18), attempt: 0)])
+    }
+
+    @Test func anAnswerOvertakenByADisconnectCannotLinkTheSession() {
+        var m = started()
+        _ = m.handle(.tick, now: at(5))
+        let g = m.generation
+        _ = m.handle(.disconnect, now: at(6))
+        let stale = m.handle(.answer(.upstreamState(.open), generation: g), now: at(7))
+        #expect(stale.events.isEmpty && m.status == .disconnected)
+    }
 }

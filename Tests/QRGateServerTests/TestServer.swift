@@ -14,7 +14,7 @@ final class TestServer {
 
     init(configJSON: String = "{}") throws {
         var config = try Config.load(fileContents: Data(configJSON.utf8), environment: [:])
-        config.store.mode = "memory"
+        config.store.mode = .memory
         var logger = Logger(label: "test")
         logger.logLevel = .warning
         app = try GatewayApp(config: config, host: "127.0.0.1", port: 0,

@@ -65,6 +65,17 @@ final class Collector<T>: @unchecked Sendable {
         }
         return predicate(all)
     }
+
+    /// The same wait without holding a thread of the shared pool (for async tests: the gateway's
+    /// loops must be able to resume their tasks meanwhile).
+    func waitAsync(seconds: Double, until predicate: ([T]) -> Bool) async -> Bool {
+        let deadline = Date().addingTimeInterval(seconds)
+        while Date() < deadline {
+            if predicate(all) { return true }
+            try? await Task.sleep(for: .milliseconds(20))
+        }
+        return predicate(all)
+    }
 }
 
 extension Result {

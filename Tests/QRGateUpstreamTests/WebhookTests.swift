@@ -12,15 +12,16 @@ import QRGateServer
         let app: GatewayApp
         let port: Int
         let events = Collector<UpstreamEvent>()
-        init() throws {
+        init() async throws {
             let config = try Config.load(fileContents: Data(#"{"upstream": {"mode": "evolution", "baseURL": "http://127.0.0.1:9", "apiKey": "global-key-123", "webhookSecret": "s3cret"}, "store": {"mode": "memory"}}"#.utf8), environment: [:])
             var logger = Logger(label: "wh")
             logger.logLevel = .warning
             let root = URL(fileURLWithPath: #filePath).deletingLastPathComponent().deletingLastPathComponent().deletingLastPathComponent()
             app = try GatewayApp(config: config, host: "127.0.0.1", port: 0, staticDir: root.appendingPathComponent("static").path, logger: logger)
             let events = events
-            app.gateway.onUpstreamEvent = { events.append($0) }
+            // The gateway actor runs on the server's loop: start it first, then hop onto it.
             port = try app.start()
+            await app.gateway.observeUpstreamEvents { events.append($0) }
         }
         deinit { app.stop() }
 
@@ -31,14 +32,14 @@ import QRGateServer
     }
 
     @Test func simulatorWebhooksAreParsedIntoTypedEvents() async throws {
-        let rx = try Receiver()
+        let rx = try await Receiver()
         let sim = try RunningSimulator(#"{"simulator": {"webhookURL": "http://127.0.0.1:\#(rx.port)/webhooks/evolution?secret=s3cret", "firstQrSeconds": 0.5, "nextQrSeconds": 0.3, "maxRefs": 2}}"#)
         let client = sim.client()
         _ = await client.createInstance("hooked")
         guard case let .qr(qr)? = await client.connect("hooked").success else { Issue.record("no QR"); return }
         // connecting, the first QR, a rotated QR, then the limit and close.
         // Webhooks arrive in order (the simulator sends one at a time): wait for the last one, the close.
-        let done = rx.events.wait(seconds: 5) { $0.last?.kind == .state(.close, statusReason: 408) }
+        let done = await rx.events.waitAsync(seconds: 5) { $0.last?.kind == .state(.close, statusReason: 408) }
         #expect(done)
         let kinds = rx.events.all.map(\.kind)
         #expect(kinds.first == .state(.connecting, statusReason: 200))
@@ -49,8 +50,8 @@ import QRGateServer
         #expect(rx.events.all.allSatisfy { $0.instance == "hooked" })
     }
 
-    @Test func badOrUnauthenticatedBodiesChangeNothing() throws {
-        let rx = try Receiver()
+    @Test func badOrUnauthenticatedBodiesChangeNothing() async throws {
+        let rx = try await Receiver()
         let good = #"{"event":"connection.update","instance":"x1","data":{"instance":"x1","state":"open","statusReason":200},"apikey":"nope"}"#
         #expect(try rx.post(good, query: "").status == 401)
         #expect(try rx.post(good, query: "?secret=wrong").status == 401)
@@ -62,10 +63,10 @@ import QRGateServer
         #expect(try rx.post(#"{"event":"qrcode.updated","instance":"../etc","data":{}}"#).status == 400)
         let r = try rx.post(#"{"event":"messages.upsert","instance":"x1","data":{}}"#)
         #expect(r.status == 200 && r.text.contains("ignored"))
-        Thread.sleep(forTimeInterval: 0.1)
+        try await Task.sleep(for: .milliseconds(100))
         #expect(rx.events.all.isEmpty)
         // The global key in the envelope authenticates too; upper-case event names are Evolution's settings spelling.
         #expect(try rx.post(#"{"event":"CONNECTION_UPDATE","instance":"x1","data":{"state":"open"},"apikey":"global-key-123"}"#, query: "").status == 200)
-        #expect(rx.events.wait(seconds: 2) { $0 == [UpstreamEvent(instance: "x1", kind: .state(.open, statusReason: nil))] })
+        #expect(await rx.events.waitAsync(seconds: 2) { $0 == [UpstreamEvent(instance: "x1", kind: .state(.open, statusReason: nil))] })
     }
 }

@@ -13,12 +13,31 @@ public protocol HubTransport: AnyObject {
     func send(_ bytes: [UInt8], to subscribers: [UInt64], coalesceKey: String?)
 }
 
-/// Subscriptions: session → subscribers, plus subscribers of every session ("*").
+/// One numbered event as the hub hands it on: encoded once, the same bytes for everyone.
+public struct Publication {
+    public let session: String
+    public let seq: Int
+    public let event: SessionEvent
+    public let bytes: [UInt8]
+    /// A queued older frame with the same key may be replaced by this one.
+    public let coalesceKey: String?
+}
+
+/// A consumer of every publication that formats events its own way (the Supabase endpoint), once per
+/// event and topic rather than once per connection.
+public protocol HubConsumer: AnyObject {
+    func published(_ publication: Publication)
+    func sessionAdded(_ session: String)
+}
+
+/// Subscriptions: session → subscribers, plus subscribers of every session ("*"), plus consumers that
+/// take every event. Single-threaded: owned by the loop that owns the sessions.
 public final class Hub {
     public static let everySession = "*"
     private var bySession: [String: Set<UInt64>] = [:]
     private var bySubscriber: [UInt64: Set<String>] = [:]
     public weak var transport: HubTransport?
+    private var consumers: [HubConsumer] = []
 
     public init() {}
 
@@ -55,10 +74,16 @@ public final class Hub {
 
     public var subscriptionCount: Int { bySubscriber.values.reduce(0) { $0 + $1.count } }
 
-    /// Encoded once by the caller; one transport call fans the same bytes out.
-    public func publish(_ bytes: [UInt8], session: String, coalesceKey: String?) {
-        let audience = audience(of: session)
-        guard !audience.isEmpty else { return }
-        transport?.send(bytes, to: audience, coalesceKey: coalesceKey)
+    public func add(consumer: HubConsumer) { consumers.append(consumer) }
+
+    /// Encoded once by the caller; one transport call fans the same bytes out, then each consumer.
+    public func publish(_ p: Publication) {
+        let audience = audience(of: p.session)
+        if !audience.isEmpty { transport?.send(p.bytes, to: audience, coalesceKey: p.coalesceKey) }
+        for c in consumers { c.published(p) }
+    }
+
+    public func sessionAdded(_ session: String) {
+        for c in consumers { c.sessionAdded(session) }
     }
 }

@@ -1,11 +1,17 @@
 import Foundation
 
-/// A QR image set as the session machine sees it (built from the upstream's code elsewhere).
+/// A QR code ready to push: the raw code and its two images. The one QR value type: the renderer
+/// makes it, the frame factory caches it, the machine holds it, the store keeps it.
 public struct SessionQR: Sendable, Equatable {
     public var code: String
+    /// `data:image/png;base64,…`: the upstream's when it was well-formed, else ours.
     public var pngDataURL: String
     public var svg: String
-    public init(code: String, pngDataURL: String, svg: String) { self.code = code; self.pngDataURL = pngDataURL; self.svg = svg }
+    /// True when the PNG came from the upstream.
+    public var upstreamImage: Bool
+    public init(code: String, pngDataURL: String, svg: String, upstreamImage: Bool = false) {
+        self.code = code; self.pngDataURL = pngDataURL; self.svg = svg; self.upstreamImage = upstreamImage
+    }
 }
 
 /// Timing and limits of the lifecycle (from `qr.*`, `poll.*`, `refresh.*`).
@@ -75,10 +81,13 @@ public enum SessionInput: Sendable, Equatable {
     case logoutFinished
     case tick
     case disconnect
+    /// The answer to a command issued in `generation`: dropped when a refresh, disconnect, expiry or
+    /// start has overtaken it since (the machine's generation moved on).
+    indirect case answer(SessionInput, generation: Int)
 }
 
 /// Upstream link states the machine cares about (Evolution's `open`, `connecting`, `close`, `refused`).
-public enum UpstreamLinkState: String, Sendable, Equatable { case open, connecting, close, refused }
+public enum UpstreamLinkState: String, Sendable, Equatable, Codable, CaseIterable { case open, connecting, close, refused }
 
 /// The answer to an admin refresh.
 public enum RefreshOutcome: Sendable, Equatable {
@@ -113,6 +122,9 @@ public struct SessionMachine: Sendable, Equatable {
     public private(set) var nextPollAt: Date?
     public private(set) var nextCountdownAt: Date?
     public private(set) var lastRefreshAt: Date?
+    /// Moves on whenever a new round overtakes the commands in flight (start, refresh, expiry,
+    /// disconnect). Commands are issued in the current generation; an answer from an older one is stale.
+    public private(set) var generation = 0
 
     public init(rules: SessionRules) { self.rules = rules }
 
@@ -141,8 +153,13 @@ public struct SessionMachine: Sendable, Equatable {
         var events: [SessionEvent] = []
         var commands: [SessionCommand] = []
         switch input {
+        case let .answer(inner, answered):
+            guard answered == generation else { break } // overtaken: its news is about an older round
+            return handle(inner, now: now)
+
         case .start:
             guard status != .pending && status != .connected else { break }
+            generation += 1
             status = .pending
             attempt = 0
             lastError = nil
@@ -235,6 +252,8 @@ public struct SessionMachine: Sendable, Equatable {
 
         case .disconnect:
             guard status != .disconnected && status != .idle else { break }
+            generation += 1
+            inFlight = false
             status = .disconnected
             clearQR()
             connectedAt = nil
@@ -256,6 +275,7 @@ public struct SessionMachine: Sendable, Equatable {
             if wait > 0 { return (.rateLimited(retryAfterSeconds: Int(wait.rounded(.up))), [], []) }
         }
         lastRefreshAt = now
+        generation += 1
         status = .pending
         attempt = 0
         lastError = nil
@@ -264,7 +284,7 @@ public struct SessionMachine: Sendable, Equatable {
         wantsFreshQR = true
         clearQR()
         var commands: [SessionCommand] = []
-        inFlight = false // a running poll's answer still lands, but this refresh goes out now
+        inFlight = false // a running poll's answer is now stale (older generation); this refresh goes out now
         issue(.logoutThenFetch, into: &commands, now: now)
         return (.accepted, [.qrRegenerating(attempt: 0, message: Self.refreshMessage)], commands)
     }
@@ -308,6 +328,7 @@ public struct SessionMachine: Sendable, Equatable {
 
     private mutating func expire(now: Date, events: inout [SessionEvent], commands: inout [SessionCommand]) {
         events.append(.qrExpired(attempt: attempt))
+        generation += 1
         clearQR()
         if attempt < rules.maxAttempts {
             attempt += 1

@@ -104,7 +104,7 @@ public final class SessionRegistry {
             case .qrGenerated: "qr:\(id)"
             default: nil
             }
-            hub.publish(bytes, session: id, coalesceKey: key)
+            hub.publish(Publication(session: id, seq: s.seq, event: event, bytes: bytes, coalesceKey: key))
         }
     }
 }

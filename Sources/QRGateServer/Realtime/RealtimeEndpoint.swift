@@ -1,3 +1,4 @@
+import Crypto
 import Foundation
 import Logging
 import QRGateCore
@@ -5,7 +6,8 @@ import QRGateCore
 /// The Supabase Realtime protocol (Phoenix channels, vsn 1.0.0, JSON) for the part frontends of the
 /// original design use: `postgres_changes` on the virtual table `public.evolution_instances`, broadcast
 /// of QRGate events on `realtime:session:ID`, and presence there. docs/SUPABASE.md has the subset.
-/// Loop-confined.
+/// A hub consumer like any other: each event is formatted once per topic and the same bytes go to
+/// every member. Not Sendable: owned by the gateway actor, on its loop.
 public final class RealtimeEndpoint {
     public static let path = "/realtime/v1/websocket"
     static let table = "evolution_instances"
@@ -56,12 +58,14 @@ public final class RealtimeEndpoint {
     let auth: Authenticator
     let registry: SessionRegistry
     let demoMode: Bool
+    let clock: any GatewayClock
     let logger: Logger
     private var connections: [ConnectionID: Connection] = [:]
     private var lastRows: [String: [String: JSONValue]] = [:]
     private var nextBindingID = 1000
 
-    init(server: LWSServer, auth: Authenticator, registry: SessionRegistry, demoMode: Bool, logger: Logger) {
+    init(server: LWSServer, auth: Authenticator, registry: SessionRegistry, demoMode: Bool, clock: any GatewayClock, logger: Logger) {
+        self.clock = clock
         self.server = server
         self.auth = auth
         self.registry = registry
@@ -189,8 +193,8 @@ public final class RealtimeEndpoint {
             column = parts[0]
             value = String(parts[1].dropFirst(3))
         }
-        nextBindingID += 1
-        return .success(Binding(id: nextBindingID, event: event, schema: schema, table: table, filter: filter, column: column, value: value))
+        return .success(Binding(id: Self.bindingID(event: event, schema: schema, table: table, filter: filter), event: event, schema: schema,
+                                table: table, filter: filter, column: column, value: value))
     }
 
     private func leave(_ id: ConnectionID, topic: String, ref: JSONValue) {
@@ -288,10 +292,14 @@ public final class RealtimeEndpoint {
             return
         }
         let topic = "realtime:session:\(id)"
-        if let eventJSON = JSONValue.parse(eventBytes) {
-            for (cid, c) in connections where c.channels[topic] != nil {
-                send(cid, topic: topic, event: "broadcast", payload: ["type": .string("broadcast"), "event": .string(event.action), "payload": eventJSON], ref: .null)
-            }
+        let members = connections.filter { $0.value.channels[topic] != nil }.map(\.key)
+        if !members.isEmpty {
+            // The event's bytes go in as the hub encoded them: no parse, no re-encode, one frame for all.
+            var b = Array(#"{"event":"broadcast","payload":{"event":"#.utf8) + JSONValue.string(event.action).encoded()
+            b += Array(#","payload":"#.utf8) + eventBytes + Array(#","type":"broadcast"},"ref":null,"topic":"#.utf8)
+            b += JSONValue.string(topic).encoded() + Array("}".utf8)
+            let frame = WireFrame(b)
+            for cid in members { server.send(frame, to: cid) }
         }
         // A countdown changes no column of the row: skip the row work on the busiest event.
         if case .countdown = event { return }
@@ -309,18 +317,38 @@ public final class RealtimeEndpoint {
         rowChange(session: id, type: "INSERT", record: row, old: [:], now: now)
     }
 
+    /// One row change: its data encoded once, one frame per (topic, matching binding ids) shared by
+    /// every channel that has them (binding ids depend only on the binding, as Supabase's do).
     private func rowChange(session: String, type: String, record: [String: JSONValue], old: [String: JSONValue], now: Date) {
+        var data: [UInt8]?
+        var frames: [String: WireFrame] = [:]
         for (cid, c) in connections {
             guard let p = c.principal, p.canSee(session) else { continue }
             for ch in c.channels.values {
-                let ids = ch.bindings.filter { $0.matches(type: type, row: record) }.map { JSONValue.int($0.id) }
+                let ids = ch.bindings.filter { $0.matches(type: type, row: record) }.map(\.id)
                 guard !ids.isEmpty else { continue }
-                let data: [String: JSONValue] = ["schema": .string("public"), "table": .string(Self.table),
-                                                 "commit_timestamp": .string(SessionEventEncoding.iso8601(now)), "type": .string(type),
-                                                 "columns": Self.columns, "record": .object(record), "old_record": .object(old), "errors": .null]
-                send(cid, topic: ch.topic, event: "postgres_changes", payload: ["data": .object(data), "ids": .array(ids)], ref: .null)
+                let key = ch.topic + "|" + ids.map(String.init).joined(separator: ",")
+                if let frame = frames[key] { server.send(frame, to: cid); continue }
+                if data == nil {
+                    let o: [String: JSONValue] = ["schema": .string("public"), "table": .string(Self.table),
+                                                  "commit_timestamp": .string(SessionEventEncoding.iso8601(now)), "type": .string(type),
+                                                  "columns": Self.columns, "record": .object(record), "old_record": .object(old), "errors": .null]
+                    data = Array(JSONValue.object(o).encoded())
+                }
+                var b = Array(#"{"event":"postgres_changes","payload":{"data":"#.utf8) + data!
+                b += Array(#","ids":"#.utf8) + JSONValue.array(ids.map { .int($0) }).encoded()
+                b += Array(#"},"ref":null,"topic":"#.utf8) + JSONValue.string(ch.topic).encoded() + Array("}".utf8)
+                let frame = WireFrame(b)
+                frames[key] = frame
+                server.send(frame, to: cid)
             }
         }
+    }
+
+    /// A binding's id, derived from what it asks for, so identical bindings share one id (and one frame).
+    static func bindingID(event: String, schema: String, table: String, filter: String?) -> Int {
+        let digest = SHA256.hash(data: Data("\(event)|\(schema)|\(table)|\(filter ?? "")".utf8))
+        return Int(digest.prefix(4).reduce(UInt32(0)) { $0 << 8 | UInt32($1) } & 0x7fff_ffff)
     }
 
     static let columns: JSONValue = .array([
@@ -359,4 +387,9 @@ public final class RealtimeEndpoint {
         if let joinRef { o["join_ref"] = joinRef }
         server.send(WireFrame(JSONValue.object(o).encoded()), to: id)
     }
+}
+
+extension RealtimeEndpoint: HubConsumer {
+    public func published(_ p: Publication) { sessionEvent(p.session, event: p.event, eventBytes: p.bytes, now: clock.now()) }
+    public func sessionAdded(_ session: String) { sessionAdded(session, now: clock.now()) }
 }

@@ -2,7 +2,7 @@ private import CWebSockets
 import Foundation
 
 /// What a client pool reports. Every method runs on the pool's service thread.
-public protocol LWSClientPoolDelegate: AnyObject {
+protocol LWSClientPoolDelegate: AnyObject {
     func clientOpened(_ id: Int)
     func clientReceived(_ id: Int, message: [UInt8])
     func clientFailed(_ id: Int, reason: String)
@@ -11,8 +11,8 @@ public protocol LWSClientPoolDelegate: AnyObject {
 
 /// Many WebSocket client connections on one libwebsockets context and one thread (the load
 /// generator's engine). Other threads only call `post`, `connect` and `stop`.
-public final class LWSClientPool: @unchecked Sendable {
-    public weak var delegate: LWSClientPoolDelegate?
+final class LWSClientPool: @unchecked Sendable {
+    weak var delegate: LWSClientPoolDelegate?
     private var context: OpaquePointer?
     private var protocols: UnsafeMutablePointer<lws_protocols>?
     private var cStrings: [UnsafeMutablePointer<CChar>] = []
@@ -22,7 +22,7 @@ public final class LWSClientPool: @unchecked Sendable {
     private var stopping = false
     private let finished = DispatchSemaphore(value: 0)
 
-    public init() {}
+    init() {}
 
     deinit {
         protocols?.deallocate()
@@ -30,7 +30,7 @@ public final class LWSClientPool: @unchecked Sendable {
     }
 
     /// Starts the context (no listening socket) and its thread.
-    public func start() throws {
+    func start() throws {
         lws_set_log_level(LLL_ERR, nil)
         let ready = DispatchSemaphore(value: 0)
         nonisolated(unsafe) var failed = false
@@ -66,10 +66,10 @@ public final class LWSClientPool: @unchecked Sendable {
         t.name = "qrgate-bench-lws"
         t.start()
         ready.wait()
-        if failed { throw LWSServerError.contextFailed("client context") }
+        if failed { throw LWSClientPoolError.contextFailed }
     }
 
-    public func post(_ work: @escaping @Sendable () -> Void) {
+    func post(_ work: @escaping @Sendable () -> Void) {
         lock.lock()
         inbox.append(work)
         let ctx = context
@@ -77,14 +77,14 @@ public final class LWSClientPool: @unchecked Sendable {
         if let ctx { lws_cancel_service(ctx) }
     }
 
-    public func stop() {
+    func stop() {
         lock.lock(); stopping = true; let ctx = context; lock.unlock()
         if let ctx { lws_cancel_service(ctx) }
         finished.wait()
     }
 
     /// Opens client `id` to ws://host:port/path (service thread only: call from `post`).
-    public func connect(_ id: Int, host: String, port: Int, path: String) {
+    func connect(_ id: Int, host: String, port: Int, path: String) {
         guard let ctx = context else { return }
         let h = strdup(host)!, p = strdup(path)!
         defer { free(h); free(p) }
@@ -108,7 +108,7 @@ public final class LWSClientPool: @unchecked Sendable {
     }
 
     /// Queues a text message for client `id` (service thread only).
-    public func send(_ id: Int, _ text: [UInt8]) {
+    func send(_ id: Int, _ text: [UInt8]) {
         guard var c = clients[id], let wsi = c.wsi else { return }
         c.outbox.append(text)
         clients[id] = c
@@ -137,9 +137,9 @@ public final class LWSClientPool: @unchecked Sendable {
             }
         case LWS_CALLBACK_CLIENT_WRITEABLE:
             guard var c = clients[id], !c.outbox.isEmpty else { return 0 }
-            let frame = WireFrame(c.outbox.removeFirst())
+            let payload = c.outbox.removeFirst()
             clients[id] = c
-            if frame.write(to: wsi) < 0 { return -1 }
+            if Self.writeText(payload, to: wsi) < 0 { return -1 }
             if !c.outbox.isEmpty { lws_callback_on_writable(wsi) }
         case LWS_CALLBACK_CLIENT_CONNECTION_ERROR:
             let why = input.map { String(cString: $0.assumingMemoryBound(to: CChar.self)) } ?? "connection error"
@@ -159,8 +159,23 @@ public final class LWSClientPool: @unchecked Sendable {
     }
 }
 
+extension LWSClientPool {
+    /// One text message with lws's LWS_PRE head-room in front (lws writes the header there).
+    fileprivate static func writeText(_ payload: [UInt8], to wsi: OpaquePointer) -> Int32 {
+        let pre = Int(qg_lws_pre())
+        var buf = [UInt8](repeating: 0, count: pre + payload.count)
+        buf.replaceSubrange(pre..<(pre + payload.count), with: payload)
+        return buf.withUnsafeMutableBufferPointer { b in lws_write(wsi, b.baseAddress! + pre, payload.count, LWS_WRITE_TEXT) }
+    }
+}
+
 private func qgLWSClientCallback(_ wsi: OpaquePointer?, _ reason: lws_callback_reasons, _ user: UnsafeMutableRawPointer?,
                                  _ input: UnsafeMutableRawPointer?, _ len: Int) -> Int32 {
     guard let wsi, let ctx = lws_get_context(wsi), let raw = lws_context_user(ctx) else { return 0 }
     return Unmanaged<LWSClientPool>.fromOpaque(raw).takeUnretainedValue().handle(wsi, reason, input, len)
+}
+
+enum LWSClientPoolError: Error, CustomStringConvertible {
+    case contextFailed
+    var description: String { "libwebsockets could not create the client context" }
 }

@@ -1,0 +1,24 @@
+import QRGateCore
+
+/// One connection as the loop knows it: an HTTP exchange in progress or a WebSocket peer with its
+/// reassembly buffer and outbox. Service thread only (owned by `LWSServer.connections`).
+final class LWSConnection {
+    let id: ConnectionID
+    let wsi: OpaquePointer
+    var isWebSocket = false
+    // HTTP
+    var request: HTTPRequest?
+    var pendingBody: [UInt8] = []
+    var bodyOffset = 0
+    var bodyTooLarge = false
+    var responding = false
+    // WebSocket
+    var rx: [UInt8] = []
+    var rxOversize = false
+    var outbox: [WireFrame] = []
+    var outboxKeys: [String?] = []
+    var closeCode: Int32 = 0
+    var closeReason = ""
+
+    init(id: ConnectionID, wsi: OpaquePointer) { self.id = id; self.wsi = wsi }
+}

@@ -1,0 +1,76 @@
+internal import CWebSockets
+import QRGateCore
+
+// WebSocket on the loop: message reassembly with a size bound, the per-peer outbox with coalescing,
+// and closes with a code and reason. Service thread only.
+
+extension LWSServer {
+    /// Queues a frame. With a `coalesceKey`, an unsent frame with the same key is replaced
+    /// (only the newest matters). Returns false when the outbox is full and the peer was closed.
+    @discardableResult
+    public func send(_ frame: WireFrame, to id: ConnectionID, coalesceKey: String? = nil) -> Bool {
+        guard let c = connections[id], c.isWebSocket, c.closeCode == 0 else { return false }
+        if let key = coalesceKey, let i = c.outboxKeys.firstIndex(of: key) {
+            // The older unsent frame is dropped and the new one queued last, so seq order holds.
+            c.outbox.remove(at: i)
+            c.outboxKeys.remove(at: i)
+            coalesced += 1
+        }
+        if c.outbox.count >= options.outboxLimit {
+            slowConsumersClosed += 1
+            close(id, code: CloseCode.slowConsumer, reason: "slow consumer: outbox over \(options.outboxLimit) frames")
+            return false
+        }
+        c.outbox.append(frame)
+        c.outboxKeys.append(coalesceKey)
+        lws_callback_on_writable(c.wsi)
+        return true
+    }
+
+    /// Closes a WebSocket with a code and a short reason (sent once pending frames are out of the way).
+    public func close(_ id: ConnectionID, code: Int, reason: String) {
+        guard let c = connections[id], c.closeCode == 0 else { return }
+        c.closeCode = Int32(code)
+        c.closeReason = String(reason.utf8.prefix(120)) ?? ""
+        c.outbox.removeAll()
+        c.outboxKeys.removeAll()
+        lws_callback_on_writable(c.wsi)
+    }
+
+    func receive(_ c: LWSConnection, _ input: UnsafeMutableRawPointer?, _ len: Int) -> Int32 {
+        if c.closeCode != 0 { return 0 }
+        if c.rx.count + len > options.maxMessageBytes {
+            c.rx = []
+            c.rxOversize = true
+        }
+        if !c.rxOversize, let input, len > 0 {
+            c.rx.append(contentsOf: UnsafeRawBufferPointer(start: input, count: len))
+        }
+        guard lws_is_final_fragment(c.wsi) != 0, lws_remaining_packet_payload(c.wsi) == 0 else { return 0 }
+        if c.rxOversize {
+            c.rxOversize = false
+            let reason = "message over \(options.maxMessageBytes) bytes"
+            var bytes = Array(reason.utf8)
+            lws_close_reason(c.wsi, LWS_CLOSE_STATUS_MESSAGE_TOO_LARGE, &bytes, bytes.count)
+            return -1
+        }
+        let message = c.rx
+        c.rx = []
+        delegate?.webSocketReceived(c.id, message: message, binary: lws_frame_is_binary(c.wsi) != 0)
+        return 0
+    }
+
+    func writeFrame(_ c: LWSConnection) -> Int32 {
+        if c.closeCode != 0 {
+            var bytes = Array(c.closeReason.utf8)
+            lws_close_reason(c.wsi, lws_close_status(rawValue: UInt32(c.closeCode)), &bytes, bytes.count)
+            return -1
+        }
+        guard !c.outbox.isEmpty else { return 0 }
+        let frame = c.outbox.removeFirst()
+        c.outboxKeys.removeFirst()
+        if frame.write(to: c.wsi) < 0 { return -1 }
+        if !c.outbox.isEmpty { lws_callback_on_writable(c.wsi) }
+        return 0
+    }
+}
