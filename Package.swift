@@ -70,7 +70,7 @@ let package = Package(
         .testTarget(name: "QRGateQRTests", dependencies: ["QRGateQR", "QRGateCore", "QRGateTestSupport"]),
         .testTarget(name: "QRGateUpstreamTests", dependencies: ["QRGateUpstream", "QRGateServer", "QRGateHTTP", "QRGateCore", "QRGateQR", "QRGateTestSupport"]),
         .testTarget(name: "QRGateStoreTests", dependencies: ["QRGateStore", "QRGateCore"]),
-        .testTarget(name: "QRGateServerTests", dependencies: ["QRGateServer", "QRGateHTTP", "QRGateCore", "QRGateTestSupport"]),
+        .testTarget(name: "QRGateServerTests", dependencies: ["QRGateServer", "QRGateHTTP", "QRGateCore", "QRGateQR", "QRGateUpstream", "QRGateTestSupport"]),
     ]
 )
 

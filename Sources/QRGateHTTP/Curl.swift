@@ -61,7 +61,13 @@ final class CurlTransfer {
     private var headerList: UnsafeMutablePointer<curl_slist>?
     private var received: [UInt8] = []
     private var overflowed = false
-    private var errorBuffer = [CChar](repeating: 0, count: Int(CURL_ERROR_SIZE) + 1)
+    /// curl writes its error text here at any time during the transfer, so it is memory this transfer
+    /// owns until `deinit` (a pointer into a Swift array would dangle once the closure returned).
+    private let errorBuffer: UnsafeMutablePointer<CChar> = {
+        let p = UnsafeMutablePointer<CChar>.allocate(capacity: Int(CURL_ERROR_SIZE) + 1)
+        p.initialize(repeating: 0, count: Int(CURL_ERROR_SIZE) + 1)
+        return p
+    }()
 
     init(_ request: ClientRequest) throws(HTTPClientError) {
         _ = CurlTransfer.globalInit
@@ -82,7 +88,7 @@ final class CurlTransfer {
         if request.pathAsIs { qg_curl_setopt_long(h, CURLOPT_PATH_AS_IS, 1) }
         qg_curl_setopt_write(h, qgCurlWrite)
         qg_curl_setopt_ptr(h, CURLOPT_WRITEDATA, ref.toOpaque())
-        errorBuffer.withUnsafeMutableBufferPointer { _ = qg_curl_setopt_ptr(h, CURLOPT_ERRORBUFFER, $0.baseAddress) }
+        qg_curl_setopt_ptr(h, CURLOPT_ERRORBUFFER, errorBuffer)
         switch request.method {
         case "GET": break
         case "HEAD": qg_curl_setopt_long(h, CURLOPT_NOBODY, 1)
@@ -111,6 +117,7 @@ final class CurlTransfer {
     deinit {
         curl_easy_cleanup(handle)
         curl_slist_free_all(headerList)
+        errorBuffer.deallocate()
     }
 
     fileprivate func append(_ bytes: UnsafeRawBufferPointer) -> Bool {
@@ -136,7 +143,7 @@ final class CurlTransfer {
         case CURLE_COULDNT_RESOLVE_HOST: return .failure(.unresolvable)
         case CURLE_WRITE_ERROR where overflowed: return .failure(.bodyTooLarge(limit: request.maxResponseBytes))
         default:
-            let detail = String(decoding: errorBuffer.prefix { $0 != 0 }.map { UInt8(bitPattern: $0) }, as: UTF8.self)
+            let detail = String(cString: errorBuffer)
             return .failure(.transport(detail.isEmpty ? String(cString: curl_easy_strerror(code)) : detail))
         }
     }
