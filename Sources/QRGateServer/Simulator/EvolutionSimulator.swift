@@ -1,6 +1,7 @@
 import Foundation
 import QRGateCore
 import QRGateQR
+import QRGateUpstream
 
 /// What the simulator does with a request: answer now, answer later, or never (a hanging upstream).
 public enum SimulatorReply: Sendable {
