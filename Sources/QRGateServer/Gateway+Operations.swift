@@ -36,7 +36,7 @@ extension Gateway {
             return readyAnswer(reasons, upstream: "simulator in-process")
         }
         // Any HTTP answer from the upstream's base URL means it is reachable; the body does not matter.
-        let probe = ClientRequest(url: (runtime.upstream as? EvolutionClient)?.baseURL ?? config.upstream.baseURL, timeoutSeconds: 2, maxResponseBytes: 64 * 1024)
+        let probe = ClientRequest(url: runtime.upstream?.baseURL ?? config.upstream.baseURL, timeoutSeconds: 2, maxResponseBytes: 64 * 1024)
         Task {
             let result = await self.http.perform(probe)
             var reasons = reasons

@@ -197,7 +197,7 @@ extension Gateway {
             guard let v = Double(raw), v >= 0, v < 1e9 else { throw APIError(status: 400, reason: "stale must be a number of seconds") }
             stale = v
         }
-        let now = Date()
+        let now = clock.now()
         let rows = runtime.registry.sessions.values.sorted { $0.id < $1.id }.compactMap { s -> [String: Any]? in
             let qrAge = now.timeIntervalSince(s.machine.qrUpdatedAt ?? s.createdAt)
             if let stale, !(s.machine.status == .pending && qrAge > stale) { return nil }

@@ -143,6 +143,8 @@ public final class SessionRuntime {
         enqueuedSeq[id] = s.seq
         writesInFlight[id, default: 0] += 1
         let store = store, logger = logger
+        // Tasks isolated to the loop start in the order they are made (its executor is a FIFO queue), and
+        // each hands its write to the store before its first suspension: writes reach the store in seq order.
         Task {
             _ = isolation
             if let error = await store.write(stored, events: events) {
@@ -178,7 +180,15 @@ public final class SessionRuntime {
         for id in byInstance[event.instance] ?? [] {
             switch event.kind {
             case let .qr(qr):
-                feed(id, input(from: .success(.qr(qr))), isolation: isolation)
+                if let hit = frames.cached(qr) {
+                    feed(id, .upstreamQR(hit), isolation: isolation)
+                    continue
+                }
+                let frames = frames
+                Task {
+                    _ = isolation
+                    self.feed(id, await Self.input(from: .success(.qr(qr)), frames: frames), isolation: isolation)
+                }
             case .qrLimitReached:
                 feed(id, .upstreamState(.close), isolation: isolation)
             case let .state(state, _):
@@ -242,14 +252,17 @@ public final class SessionRuntime {
                 result = await upstream.connect(instance, instanceToken: created.token ?? token)
             }
         }
-        return input(from: result)
+        return await Self.input(from: result, frames: frames)
     }
 
-    private func input(from result: Result<ConnectResult, UpstreamError>) -> SessionInput {
+    /// An upstream answer as a machine input. A code seen before comes from the cache; a new one is
+    /// rendered on the global pool, never on the loop.
+    static func input(from result: Result<ConnectResult, UpstreamError>, frames: QRFrameFactory) async -> SessionInput {
         switch result {
         case let .success(.qr(qr)):
+            if let hit = frames.cached(qr) { return .upstreamQR(hit) }
             do {
-                return .upstreamQR(try frames.frame(for: qr))
+                return .upstreamQR(try await frames.render(qr))
             } catch {
                 return .upstreamFailed("upstream QR code cannot be rendered: \(error)")
             }
@@ -270,18 +283,23 @@ public final class SessionRuntime {
         let started = clock.now(), clockStart = ContinuousClock.now
         Task {
             _ = isolation
-            let outcomes = await withTaskGroup(of: (Int, Result<ConnectResult, UpstreamError>).self) { group in
+            let frames = self.frames
+            // Each answer is turned into an input (rendering new codes) in its own child task, off the loop.
+            let outcomes = await withTaskGroup(of: (Int, Result<ConnectResult, UpstreamError>, SessionInput).self) { group in
                 for (i, job) in jobs.enumerated() {
-                    group.addTask { (i, await upstream.connect(job.instance, instanceToken: job.token)) }
+                    group.addTask {
+                        let r = await upstream.connect(job.instance, instanceToken: job.token)
+                        return (i, r, await Self.input(from: r, frames: frames))
+                    }
                 }
-                var all = [Result<ConnectResult, UpstreamError>?](repeating: nil, count: jobs.count)
-                for await (i, r) in group { all[i] = r }
+                var all = [(Result<ConnectResult, UpstreamError>, SessionInput)?](repeating: nil, count: jobs.count)
+                for await (i, r, input) in group { all[i] = (r, input) }
                 return all
             }
             var results: [CycleResult] = []
             for (job, outcome) in zip(jobs, outcomes) {
-                var input = outcome.map { self.input(from: $0) } ?? .upstreamFailed("no answer")
-                if case .failure(.instanceNotFound)? = outcome {
+                var input = outcome?.1 ?? .upstreamFailed("no answer")
+                if case .failure(.instanceNotFound)? = outcome?.0 {
                     // Gone upstream: created again (one by one, these are rare), as a poll would.
                     input = await self.fetch(upstream, id: job.id, instance: job.instance, token: job.token, isolation: isolation)
                 }

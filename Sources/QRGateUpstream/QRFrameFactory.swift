@@ -20,6 +20,18 @@ public final class QRFrameFactory: @unchecked Sendable {
         self.capacity = capacity
     }
 
+    /// The frame for a code rendered before, if it is still remembered (a lock and a lookup).
+    public func cached(_ qr: UpstreamQR) -> SessionQR? {
+        lock.lock()
+        defer { lock.unlock() }
+        return cache[qr.code]
+    }
+
+    /// `frame(for:)` on the global pool: encoding and PNG compression take milliseconds, which an event
+    /// loop must not spend while thousands of sockets wait on it.
+    @concurrent
+    public func render(_ qr: UpstreamQR) async throws -> SessionQR { try frame(for: qr) }
+
     public func frame(for qr: UpstreamQR) throws -> SessionQR {
         lock.lock()
         if let hit = cache[qr.code] { lock.unlock(); return hit }

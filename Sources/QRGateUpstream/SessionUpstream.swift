@@ -3,6 +3,8 @@ import QRGateCore
 /// The upstream calls the session runtime makes: Evolution API through libcurl in production, a
 /// scripted fake in tests that drive the runtime without sockets.
 public protocol SessionUpstream: Sendable {
+    /// Where it is (`/readyz` probes it).
+    var baseURL: String { get }
     func connect(_ instance: String, instanceToken: String?) async -> Result<ConnectResult, UpstreamError>
     func connectionState(_ instance: String, instanceToken: String?) async -> Result<UpstreamLinkState, UpstreamError>
     func logout(_ instance: String, instanceToken: String?) async -> Result<Void, UpstreamError>

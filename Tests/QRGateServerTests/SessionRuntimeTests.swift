@@ -12,6 +12,7 @@ import QRGateUpstream
 @Suite struct SessionRuntimeTests {
     /// An upstream whose `connect` calls wait until the test answers them, in any order.
     final class ScriptedUpstream: SessionUpstream {
+        let baseURL = "scripted:"
         private let pending = Mutex<[CheckedContinuation<Result<ConnectResult, UpstreamError>, Never>]>([])
         var waiting: Int { pending.withLock { $0.count } }
 
@@ -80,14 +81,20 @@ import QRGateUpstream
         func svg(of code: String) throws -> String { try QRRenderer(style: QRStyle(correction: .medium, quietZone: 4, moduleSize: 2)).svg(code) }
     }
 
-    @Test func aSlowPollOvertakenByAnAdminRefreshNeverReachesSubscribers() async throws {
+    /// A session added and showing its first QR, `code`.
+    private func started(showing code: String) async throws -> (ScriptedUpstream, Loop) {
         let upstream = ScriptedUpstream()
         let loop = Loop(upstream: upstream, clock: ManualClock())
         await loop.add()
         try await upstream.waitFor(1)
-        upstream.answer(0, code: "FIRST")
+        upstream.answer(0, code: code)
+        try await waitUntil { await loop.currentCode() == code }
+        return (upstream, loop)
+    }
+
+    @Test func aSlowPollOvertakenByAnAdminRefreshNeverReachesSubscribers() async throws {
+        let (upstream, loop) = try await started(showing: "FIRST")
         // The next poll goes out five seconds later and hangs…
-        try await waitUntil { await loop.currentCode() == "FIRST" }
         await loop.advance(by: 5)
         try await upstream.waitFor(1)
         // …an admin refreshes meanwhile: its own fetch goes out too.
@@ -105,12 +112,7 @@ import QRGateUpstream
     }
 
     @Test func theManualClockDrivesCountdownsExpiryAndRegeneration() async throws {
-        let upstream = ScriptedUpstream()
-        let loop = Loop(upstream: upstream, clock: ManualClock())
-        await loop.add()
-        try await upstream.waitFor(1)
-        upstream.answer(0, code: "ONE")
-        try await waitUntil { await loop.currentCode() == "ONE" }
+        let (upstream, loop) = try await started(showing: "ONE")
         await loop.advance(by: 1)
         await loop.advance(by: 1)
         #expect(await loop.actions() == ["qr_generated", "countdown", "countdown"])

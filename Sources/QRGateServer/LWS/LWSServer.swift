@@ -70,6 +70,7 @@ public final class LWSServer: @unchecked Sendable {
     private let lock = NSLock()
     private var stopping = false
     private var sharedContext: OpaquePointer?
+    private var startFailure: Error?
     private var thread: Thread?
     private let finished = DispatchSemaphore(value: 0)
 
@@ -105,11 +106,14 @@ public final class LWSServer: @unchecked Sendable {
     public func start() throws -> Int {
         LWSLog.install(logger)
         let ready = DispatchSemaphore(value: 0)
-        let failure = LockedBox<Error?>(nil)
         let t = Thread { [self] in
-            do { try createContext() } catch { failure.value = error }
+            var failed = false
+            do { try createContext() } catch {
+                failed = true
+                lock.lock(); startFailure = error; lock.unlock()
+            }
             ready.signal()
-            if failure.value == nil { runLoop() }
+            if !failed { runLoop() }
             finished.signal()
         }
         t.name = "qrgate-lws"
@@ -119,7 +123,10 @@ public final class LWSServer: @unchecked Sendable {
         lock.unlock()
         t.start()
         ready.wait()
-        if let error = failure.value { throw error }
+        lock.lock()
+        let failure = startFailure
+        lock.unlock()
+        if let failure { throw failure }
         return boundPort
     }
 
@@ -206,8 +213,7 @@ public final class LWSServer: @unchecked Sendable {
         lock.lock()
         sharedContext = ctx
         lock.unlock()
-        let wake = ContextWaker(ctx)
-        executor.attach(wake: { wake.wake() })
+        executor.attach(ctx)
     }
 
     private func runLoop() {
@@ -269,24 +275,5 @@ public final class LWSServer: @unchecked Sendable {
         let slot = user.assumingMemoryBound(to: UInt64.self)
         defer { slot.pointee = 0 }
         return connections.removeValue(forKey: slot.pointee)
-    }
-}
-
-/// `lws_cancel_service` is the one lws call other threads may make.
-/// `@unchecked Sendable`: it holds only the context pointer, which outlives every wake (detached first).
-private final class ContextWaker: @unchecked Sendable {
-    private let context: OpaquePointer
-    init(_ context: OpaquePointer) { self.context = context }
-    func wake() { lws_cancel_service(context) }
-}
-
-/// A value handed between two threads that a semaphore orders. Guarded by its lock.
-final class LockedBox<Value>: @unchecked Sendable {
-    private let lock = NSLock()
-    private var stored: Value
-    init(_ value: Value) { stored = value }
-    var value: Value {
-        get { lock.lock(); defer { lock.unlock() }; return stored }
-        set { lock.lock(); stored = newValue; lock.unlock() }
     }
 }

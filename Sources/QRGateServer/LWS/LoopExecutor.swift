@@ -1,3 +1,4 @@
+internal import CWebSockets
 import Foundation
 
 /// A libwebsockets service thread as a Swift `SerialExecutor` (the pattern swift-nio uses for its
@@ -5,12 +6,13 @@ import Foundation
 /// the jobs in `LWS_CALLBACK_EVENT_WAIT_CANCELLED`. Actors whose `unownedExecutor` is this executor run
 /// on the loop thread, so `await` on them is a checked hop onto the loop.
 ///
-/// `@unchecked Sendable`: the job queue and the wake-up hook are guarded by `lock`; `thread` is written
-/// once by the loop thread before the first job runs and read only to assert isolation.
+/// `@unchecked Sendable`: the job queue, the context it wakes and the loop thread's identity are all
+/// guarded by `lock`.
 public final class LoopExecutor: SerialExecutor, TaskExecutor, @unchecked Sendable {
     private let lock = NSLock()
     private var jobs: [UnownedJob] = []
-    private var wake: (@Sendable () -> Void)?
+    /// The context to wake; nil before the loop runs and after it ended.
+    private var context: OpaquePointer?
     private var loopThread: pthread_t?
 
     init() {}
@@ -20,7 +22,7 @@ public final class LoopExecutor: SerialExecutor, TaskExecutor, @unchecked Sendab
         // Woken under the lock, so `detach()` guarantees no wake reaches a destroyed context.
         lock.lock()
         jobs.append(unowned)
-        wake?()
+        if let context { lws_cancel_service(context) } // the one lws call other threads may make
         lock.unlock()
     }
 
@@ -34,26 +36,27 @@ public final class LoopExecutor: SerialExecutor, TaskExecutor, @unchecked Sendab
         precondition(isLoopThread, "not on this libwebsockets loop's thread")
     }
 
-    public var isLoopThread: Bool {
+    var isLoopThread: Bool {
         lock.lock()
         defer { lock.unlock() }
         guard let t = loopThread else { return false }
         return pthread_equal(t, pthread_self()) != 0
     }
 
-    /// Called by the loop thread once its context exists: from now on `enqueue` wakes it.
-    func attach(wake: @escaping @Sendable () -> Void) {
+    /// Called by the loop thread once its context exists: from now on `enqueue` wakes it, and jobs
+    /// queued before are run at the first wake-up.
+    func attach(_ context: OpaquePointer) {
         lock.lock()
         loopThread = pthread_self()
-        self.wake = wake
+        self.context = context
+        lws_cancel_service(context)
         lock.unlock()
-        wake()
     }
 
-    /// Called by the loop thread as it ends: later jobs wait for nobody.
+    /// Called by the loop thread before it destroys the context: later jobs wake nobody.
     func detach() {
         lock.lock()
-        wake = nil
+        context = nil
         lock.unlock()
     }
 

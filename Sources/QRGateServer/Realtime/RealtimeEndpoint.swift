@@ -61,6 +61,8 @@ public final class RealtimeEndpoint {
     let clock: any GatewayClock
     let logger: Logger
     private var connections: [ConnectionID: Connection] = [:]
+    /// Who joined each topic: an event reaches its members without a walk over every connection.
+    private var members: [String: Set<ConnectionID>] = [:]
     private var lastRows: [String: [String: JSONValue]] = [:]
     private var nextBindingID = 1000
 
@@ -95,6 +97,7 @@ public final class RealtimeEndpoint {
 
     func closed(_ id: ConnectionID) {
         guard let c = connections.removeValue(forKey: id) else { return }
+        for topic in c.channels.keys { removeMember(id, from: topic) }
         for ch in c.channels.values where ch.tracked != nil { presenceLeave(ch, from: id) }
     }
 
@@ -163,6 +166,7 @@ public final class RealtimeEndpoint {
             return reply(id, topic: topic, ref: ref, joinRef: joinRef, error: "at most \(Self.maxChannels) channels per socket")
         }
         connections[id]?.channels[topic] = channel
+        members[topic, default: []].insert(id)
         reply(id, topic: topic, ref: ref, joinRef: joinRef, ok: ["postgres_changes": .array(bindings.map(\.json))])
         if !bindings.isEmpty {
             send(id, topic: topic, event: "system", payload: ["channel": .string(String(topic.dropFirst("realtime:".count))),
@@ -201,6 +205,7 @@ public final class RealtimeEndpoint {
         guard let ch = connections[id]?.channels.removeValue(forKey: topic) else {
             return reply(id, topic: topic, ref: ref, joinRef: nil, error: "unmatched topic")
         }
+        removeMember(id, from: topic)
         if ch.tracked != nil { presenceLeave(ch, from: id) }
         reply(id, topic: topic, ref: ref, joinRef: ch.joinRef, ok: [:])
         send(id, topic: topic, event: "phx_close", payload: [:], ref: ref, joinRef: ch.joinRef)
@@ -217,6 +222,7 @@ public final class RealtimeEndpoint {
             // Channels the new credential no longer opens are closed.
             for (t, ch) in connections[id]?.channels ?? [:] where ch.session.map({ !p.canSee($0) }) ?? false {
                 connections[id]?.channels[t] = nil
+                removeMember(id, from: t)
                 send(id, topic: t, event: "phx_close", payload: [:], ref: .null, joinRef: ch.joinRef)
             }
         case let .failure(e):
@@ -225,6 +231,7 @@ public final class RealtimeEndpoint {
                                                              "message": .string("Invalid JWT: \(e)"), "status": .string("error")], ref: .null)
                 send(id, topic: t, event: "phx_close", payload: [:], ref: .null, joinRef: ch.joinRef)
             }
+            for t in connections[id].map({ Array($0.channels.keys) }) ?? [] { removeMember(id, from: t) }
             connections[id]?.channels.removeAll()
             connections[id]?.principal = nil
         }
@@ -232,10 +239,15 @@ public final class RealtimeEndpoint {
 
     private func clientBroadcast(_ id: ConnectionID, topic: String, payload: [String: JSONValue], ref: JSONValue) {
         guard let ch = connections[id]?.channels[topic] else { return reply(id, topic: topic, ref: ref, joinRef: nil, error: "unmatched topic") }
-        for (other, c) in connections where c.channels[topic] != nil && (other != id || ch.broadcastSelf) {
+        for other in members[topic] ?? [] where other != id || ch.broadcastSelf {
             send(other, topic: topic, event: "broadcast", payload: payload, ref: .null)
         }
         if ref != .null { reply(id, topic: topic, ref: ref, joinRef: ch.joinRef, ok: [:]) }
+    }
+
+    private func removeMember(_ id: ConnectionID, from topic: String) {
+        members[topic]?.remove(id)
+        if members[topic]?.isEmpty == true { members[topic] = nil }
     }
 
     // MARK: Presence
@@ -271,12 +283,14 @@ public final class RealtimeEndpoint {
 
     private func presenceState(_ topic: String) -> [String: JSONValue] {
         var state: [String: [JSONValue]] = [:]
-        for c in connections.values { if let ch = c.channels[topic], let meta = ch.tracked { state[ch.presenceKey, default: []].append(meta) } }
+        for id in members[topic] ?? [] {
+            if let ch = connections[id]?.channels[topic], let meta = ch.tracked { state[ch.presenceKey, default: []].append(meta) }
+        }
         return state.mapValues { .object(["metas": .array($0)]) }
     }
 
     private func broadcastPresence(_ topic: String, diff: [String: JSONValue], except: ConnectionID? = nil) {
-        for (id, c) in connections where id != except && c.channels[topic] != nil {
+        for id in members[topic] ?? [] where id != except {
             send(id, topic: topic, event: "presence_diff", payload: diff, ref: .null)
         }
     }
@@ -292,8 +306,7 @@ public final class RealtimeEndpoint {
             return
         }
         let topic = "realtime:session:\(id)"
-        let members = connections.filter { $0.value.channels[topic] != nil }.map(\.key)
-        if !members.isEmpty {
+        if let members = members[topic], !members.isEmpty {
             // The event's bytes go in as the hub encoded them: no parse, no re-encode, one frame for all.
             var b = Array(#"{"event":"broadcast","payload":{"event":"#.utf8) + JSONValue.string(event.action).encoded()
             b += Array(#","payload":"#.utf8) + eventBytes + Array(#","type":"broadcast"},"ref":null,"topic":"#.utf8)
