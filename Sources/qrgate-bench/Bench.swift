@@ -17,6 +17,7 @@ struct Common: ParsableArguments {
     @Option(help: "Write the JSON report here (else stdout).") var out: String?
     @Option(help: "Seconds to wait for all clients to connect and subscribe.") var setupTimeout: Double = 180
     @Option(help: "Handshakes in flight at once.") var connectWave = 256
+    @Option(help: "Times a failed handshake is tried again (for peers whose proxies refuse a few under load).") var connectRetries = 0
 
     func target() throws -> LoadClient.Target {
         guard let u = URL(string: url), let host = u.host, let port = u.port else { throw ValidationError("url must be ws://HOST:PORT/PATH") }
@@ -42,13 +43,19 @@ struct Common: ParsableArguments {
         _ = Stats.raiseFileLimit()
         let start = Date()
         client.maxInFlightConnects = max(1, connectWave)
+        client.connectRetries = max(0, connectRetries)
         try client.start(clients: clients)
         let deadline = start.addingTimeInterval(setupTimeout)
         while client.readyCount + client.failed < clients {
             guard Date() < deadline else { throw ValidationError("only \(client.readyCount) of \(clients) clients ready after \(setupTimeout) s (\(client.failed) failed)") }
             Thread.sleep(forTimeInterval: 0.05)
         }
-        if client.failed > 0 { throw ValidationError("\(client.failed) of \(clients) connections failed") }
+        if client.retried > 0 {
+            FileHandle.standardError.write(Data("\(label): \(client.retried) handshakes failed once and were tried again\n".utf8))
+        }
+        if client.failed > 0 {
+            throw ValidationError("\(client.failed) of \(clients) connections failed (first: \(client.firstFailure ?? "no reason given"))")
+        }
         return Double(clients) / Date().timeIntervalSince(start)
     }
 }

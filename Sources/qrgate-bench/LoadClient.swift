@@ -13,6 +13,8 @@ final class LoadClient: LWSClientPoolDelegate, @unchecked Sendable {
     private let lock = NSLock()
     private(set) var opened = 0
     private(set) var failed = 0
+    /// Handshakes tried again after a failure (reported, so a flaky server shows).
+    private(set) var retried = 0
     private(set) var closed = 0
     private var ready = Set<Int>()
     private var latencies: [Double] = []
@@ -23,6 +25,9 @@ final class LoadClient: LWSClientPoolDelegate, @unchecked Sendable {
     private var inFlight = 0
     /// Handshakes in flight at once.
     var maxInFlightConnects = 256
+    /// Times a failed handshake is tried again before it counts as failed (pool thread only).
+    var connectRetries = 0
+    private var retriesLeft: [Int: Int] = [:]
 
     init(target: Target, match: String, hello: @escaping (Int) -> [UInt8]?) {
         self.target = target
@@ -70,9 +75,19 @@ final class LoadClient: LWSClientPoolDelegate, @unchecked Sendable {
 
     func clientFailed(_ id: Int, reason: String) {
         inFlight -= 1
-        lock.lock(); failed += 1; lock.unlock()
+        let left = retriesLeft[id] ?? connectRetries
+        if left > 0 {
+            retriesLeft[id] = left - 1
+            pendingConnects.insert(id, at: 0)
+            lock.lock(); retried += 1; lock.unlock()
+            return pump()
+        }
+        lock.lock(); failed += 1; if firstFailure == nil { firstFailure = reason }; lock.unlock()
         pump()
     }
+
+    /// Why the first failed connection failed (lws's words), for the error message.
+    private(set) var firstFailure: String?
 
     func clientClosed(_ id: Int) { lock.lock(); closed += 1; lock.unlock() }
 

@@ -148,7 +148,9 @@ def decode_qr(driver, element_id="qr", deadline=5.0):
             path = f.name
         try:
             driver.find_element(By.ID, element_id).screenshot(path)
-            out = subprocess.run(["zbarimg", "--quiet", "--raw", path], capture_output=True, text=True, timeout=20)
+            # QR codes only: other symbologies can "find" a false barcode in the page around the code.
+            out = subprocess.run(["zbarimg", "--quiet", "--raw", "-Sdisable", "-Sqrcode.enable", path],
+                                 capture_output=True, text=True, timeout=20)
             last = out.stdout.strip()
         except (WebDriverException, subprocess.TimeoutExpired) as e:
             last = f"<{type(e).__name__}>"
