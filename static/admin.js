@@ -45,7 +45,8 @@
   });
 
   function subscribe() {
-    const msg = { op: "subscribe", session: "*" };
+    // The raw code is all the table needs to know a QR is there (a few hundred bytes instead of ~12 KB).
+    const msg = { op: "subscribe", session: "*", formats: ["code"] };
     if (S.token) msg.token = S.token;
     live.send(msg);
   }
@@ -85,14 +86,14 @@
       case "snapshot":
         if (S.seen) S.seen.add(id);
         s.status = msg.status;
-        s.hasQR = !!msg.qrCode;
+        s.hasQR = !!msg.qrText;
         s.qrExpiresAt = L.ms(msg.qrExpiresAt);
         s.qrUpdatedAt = L.ms(msg.qrUpdatedAt);
         s.attempt = msg.attempt || 0;
         s.maxAttempts = msg.maxAttempts;
         s.lastError = msg.lastError || null;
         s.connectedAt = msg.connectedAt;
-        s.phase = msg.status === "pending" && !msg.qrCode ? (s.attempt > 0 ? "regenerating" : "waiting") : null;
+        s.phase = msg.status === "pending" && !msg.qrText ? (s.attempt > 0 ? "regenerating" : "waiting") : null;
         break;
       case "qr_generated":
         s.status = "pending";

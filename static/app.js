@@ -89,7 +89,8 @@
 
   function subscribe() {
     if (S.fatal || S.locked) return;
-    const msg = { op: "subscribe", session: S.session };
+    // Only the SVG: the page draws nothing else (a third of the standard frame's bytes).
+    const msg = { op: "subscribe", session: S.session, formats: ["svg"] };
     if (S.token) msg.token = S.token;
     if (S.lastSeq !== null && !S.forceSnapshot) msg.since = S.lastSeq;
     S.forceSnapshot = false;
@@ -137,7 +138,7 @@
       case "qr_generated":
         confirm();
         S.status = "pending";
-        setQR(msg.qrCode, msg.qrSvg);
+        setQR(msg.qrSvg);
         S.qrExpiresAt = L.ms(msg.qrExpiresAt);
         S.qrGone = false;
         S.attempt = msg.attempt;
@@ -215,18 +216,18 @@
 
   function applySnapshot(m) {
     S.status = m.status;
-    setQR(m.qrCode, m.qrSvg);
+    setQR(m.qrSvg);
     S.qrExpiresAt = L.ms(m.qrExpiresAt);
     S.qrGone = false;
     S.attempt = m.attempt || 0;
     S.maxAttempts = m.maxAttempts;
     S.connectedAt = m.connectedAt;
     S.failure = m.status === "failed" ? (m.lastError || "QR code generation failed.") : null;
-    S.regenerating = m.status === "pending" && !m.qrCode && S.attempt > 0
+    S.regenerating = m.status === "pending" && !m.qrSvg && S.attempt > 0
       ? { attempt: S.attempt, message: "Generating a new QR code (attempt " + S.attempt + "/" + S.maxAttempts + ")", requested: false }
       : null;
     // A snapshot's lastError may be old news while a QR is shown; it explains a missing code, though.
-    S.upstreamWarning = m.status === "pending" && !m.qrCode && m.lastError ? m.lastError : null;
+    S.upstreamWarning = m.status === "pending" && !m.qrSvg && m.lastError ? m.lastError : null;
   }
 
   function handleRefusal(msg) {
@@ -286,18 +287,20 @@
     return "That access key was not recognised.";
   }
 
-  function setQR(png, svg) {
-    if (png !== S.qrCode) {
-      S.qrCode = png || null;
+  /** Shows a QR code from its SVG (a data URL: the CSP allows images from data:, never inline code). */
+  function setQR(svg) {
+    const src = svg ? "data:image/svg+xml;charset=utf-8," + encodeURIComponent(svg) : null;
+    if (src !== S.qrCode) {
+      S.qrCode = src;
       S.qrSvg = svg || null;
-      if (png) el.qr.src = png;
+      if (src) el.qr.src = src;
       else el.qr.removeAttribute("src");
       sizeQR();
     }
   }
 
   function clearQR() {
-    setQR(null, null);
+    setQR(null);
     S.qrExpiresAt = null;
     S.qrGone = false;
     S.regenerating = null;

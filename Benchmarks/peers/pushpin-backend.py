@@ -1,16 +1,18 @@
 """Peer for the fan-out benchmark: pushpin (Debian) in front of this GRIP backend.
 
 pushpin turns each client WebSocket into WebSocket-over-HTTP requests to this backend, which subscribes the
-connection to channel "bench"; GET /publish here publishes one 3000-byte message carrying the send time through
+connection to channel "bench"; GET /publish here publishes one message (PEER_MESSAGE_BYTES long, default 3000) carrying the send time through
 pushpin's publish endpoint, and pushpin fans it out. Usage: pushpin-backend.py BACKEND_PORT PUBLISH_PORT
 """
 import http.client
 import json
+import os
 import sys
 import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
-PAD = "x" * 2940
+# json.dumps({"action": "event", "timestamp": 1234567890123, "pad": ""}) is 56 bytes.
+PAD = "x" * max(0, int(os.environ.get("PEER_MESSAGE_BYTES", "3000")) - 56)
 SUBSCRIBE = 'c:{"type": "subscribe", "channel": "bench"}'
 
 

@@ -1,14 +1,16 @@
-"""Peer for the fan-out benchmark: Python websockets. WebSocket at /ws; GET /publish sends one 3000-byte
-message carrying the send time to every client (websockets serves only GET, so the trigger is a GET)."""
+"""Peer for the fan-out benchmark: Python websockets. WebSocket at /ws; GET /publish sends one message carrying
+the send time to every client, PEER_MESSAGE_BYTES long (default 3000; Benchmarks/run passes QRGate's frame size) (websockets serves only GET, so the trigger is a GET)."""
 import asyncio
 import http
 import json
+import os
 import sys
 import time
 
 from websockets.asyncio.server import broadcast, serve
 
-PAD = "x" * 2940
+# json.dumps({"action": "event", "timestamp": 1234567890123, "pad": ""}) is 56 bytes.
+PAD = "x" * max(0, int(os.environ.get("PEER_MESSAGE_BYTES", "3000")) - 56)
 clients = set()
 
 

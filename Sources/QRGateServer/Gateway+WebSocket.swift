@@ -56,8 +56,8 @@ extension Gateway {
         switch parsed {
         case .ping:
             send(ServerMessage.pong(now: clock.now()), to: connection)
-        case let .subscribe(session, token, since):
-            subscribe(connection, session: session, token: token, since: since)
+        case let .subscribe(session, token, since, formats):
+            subscribe(connection, session: session, token: token, since: since, formats: formats ?? .standard)
         case let .unsubscribe(session):
             guard hub.unsubscribe(connection, from: session) else {
                 return reject(ProtocolError(.notSubscribed, "not subscribed to \(session)"), to: connection)
@@ -95,7 +95,7 @@ extension Gateway {
         return true
     }
 
-    private func subscribe(_ connection: ConnectionID, session: String, token: String?, since: Int?) {
+    private func subscribe(_ connection: ConnectionID, session: String, token: String?, since: Int?, formats: QRFormats) {
         guard var peer = sockets[connection] else { return }
         if let token {
             switch auth.authenticate(token) {
@@ -122,13 +122,14 @@ extension Gateway {
         if !hub.isSubscribed(connection, to: session), hub.subscriptions(of: connection).count >= Self.maxSubscriptionsPerConnection {
             return reject(ProtocolError(.tooManySubscriptions, "at most \(Self.maxSubscriptionsPerConnection) subscriptions per connection"), to: connection, session: session)
         }
-        hub.subscribe(connection, to: session)
+        hub.subscribe(connection, to: session, formats: formats)
         let now = clock.now()
         send(ServerMessage.encode(["action": .string("subscribed"), "sessionId": .string(session), "role": .string(peer.role.rawValue),
+                                   "formats": .array(formats.wireNames.map { .string($0) }),
                                    "timestamp": .int(ServerMessage.milliseconds(now))]), to: connection)
         let ids = session == Hub.everySession ? runtime.registry.sessions.keys.sorted() : [session]
         for id in ids {
-            for frame in runtime.registry.welcome(session: id, since: session == Hub.everySession ? nil : since, now: now) {
+            for frame in runtime.registry.welcome(session: id, since: session == Hub.everySession ? nil : since, now: now, formats: formats) {
                 send(frame, to: connection)
             }
         }

@@ -13,7 +13,8 @@ struct Bench: ParsableCommand {
 struct Common: ParsableArguments {
     @Option(help: "WebSocket URL of the server under test.") var url: String
     @Option(help: "Name of the server in the report.") var label = "qrgate"
-    @Option(help: "PID of the server, for its RSS and CPU from /proc.") var serverPid: Int32?
+    @Option(help: "PID of the server, for its RSS and CPU from /proc; repeat it for a server made of several processes (CPU is summed, RSS is the first's).")
+    var serverPid: [Int32] = []
     @Option(help: "Write the JSON report here (else stdout).") var out: String?
     @Option(help: "Seconds to wait for all clients to connect and subscribe.") var setupTimeout: Double = 180
     @Option(help: "Handshakes in flight at once.") var connectWave = 256
@@ -28,14 +29,25 @@ struct Common: ParsableArguments {
         var r = report
         r["server"] = label
         r["client_cpu_s"] = Stats.selfCPUSeconds()
-        if let pid = serverPid {
+        if let pid = serverPid.first {
             r["server_rss_kib"] = Stats.rssKiB(pid: pid) ?? NSNull()
-            r["server_cpu_s"] = Stats.cpuSeconds(pid: pid) ?? NSNull()
+            r["server_cpu_s"] = serverCPUSeconds() ?? NSNull()
         }
         let data = try JSONSerialization.data(withJSONObject: r, options: [.sortedKeys])
         if let out { try data.write(to: URL(fileURLWithPath: out)) } else { print(String(decoding: data, as: UTF8.self)) }
         let s = { (k: String) in (r[k] as? Double).map { String(format: "%.1f", $0) } ?? "-" }
         FileHandle.standardError.write(Data("\(r["scenario"] ?? "") \(label): p50 \(s("p50_ms")) ms, p99 \(s("p99_ms")) ms, max \(s("max_ms")) ms, delivered \(r["delivered"] ?? "-")/\(r["expected"] ?? "-")\n".utf8))
+    }
+
+    /// CPU seconds the server's processes have used so far.
+    func serverCPUSeconds() -> Double? {
+        guard !serverPid.isEmpty else { return nil }
+        var total = 0.0
+        for pid in serverPid {
+            guard let c = Stats.cpuSeconds(pid: pid) else { return nil }
+            total += c
+        }
+        return total
     }
 
     /// Opens `clients` subscribers and waits until each is subscribed (or open, with no subscribe message).
@@ -70,7 +82,8 @@ struct Fanout: ParsableCommand {
     static let configuration = CommandConfiguration(abstract: "N subscribers; each trigger makes one message that all of them must receive.")
     @OptionGroup var common: Common
     @Option(help: "Subscribers.") var clients = 1000
-    @Option(help: "Text each client sends once open; {i} is its number. Empty: none (peers broadcast to all).") var subscribe = #"{"op":"subscribe","session":"demo"}"#
+    @Option(help: "Text each client sends once open; {i} is its number. Empty: none (peers broadcast to all). The default asks for what the served page renders (the SVG).")
+    var subscribe = #"{"op":"subscribe","session":"demo","formats":["svg"]}"#
     @Option(help: "HTTP endpoint that makes one event when POSTed.") var triggerURL: String
     @Option(help: "Body of the trigger POST.") var triggerBody = "{}"
     @Option(help: "HTTP method of the trigger (GET for servers that only take GET).") var triggerMethod = "POST"
@@ -93,6 +106,7 @@ struct Fanout: ParsableCommand {
         _ = client.take()
         var all: [Double] = [], delivered = 0, bytes = 0
         let started = Date()
+        let cpu0 = common.serverCPUSeconds()
         for _ in 0..<rounds {
             try trigger()
             let deadline = Date().addingTimeInterval(15)
@@ -107,8 +121,9 @@ struct Fanout: ParsableCommand {
             Thread.sleep(forTimeInterval: 0.3)
         }
         let elapsed = Date().timeIntervalSince(started)
+        let roundsCPU = cpu0.flatMap { c0 in common.serverCPUSeconds().map { $0 - c0 } }
         client.stop()
-        try report(all, delivered: delivered, bytes: bytes, elapsed: elapsed, rate: rate, clientCPU: nil)
+        try report(all, delivered: delivered, bytes: bytes, elapsed: elapsed, rate: rate, clientCPU: nil, roundsCPU: roundsCPU)
     }
 
     func trigger() throws {
@@ -116,12 +131,17 @@ struct Fanout: ParsableCommand {
                                                  body: triggerMethod == "GET" ? nil : Array(triggerBody.utf8), timeoutSeconds: 120)).get()
     }
 
-    func report(_ all: [Double], delivered: Int, bytes: Int, elapsed: Double, rate: Double, clientCPU: Double?) throws {
+    func report(_ all: [Double], delivered: Int, bytes: Int, elapsed: Double, rate: Double, clientCPU: Double?, roundsCPU: Double?) throws {
         var r: [String: Any] = Stats.summary(all)
         r.merge(["scenario": "fanout", "clients": clients, "rounds": rounds, "delivered": delivered, "expected": clients * rounds,
                  "bytes_per_message": delivered > 0 ? bytes / delivered : 0, "messages_per_s": Double(delivered) / elapsed,
                  "connections_per_s": rate, "client_processes": processes]) { $1 }
         if let clientCPU { r["client_cpu_s_all_processes"] = clientCPU }
+        // The server's CPU while the rounds ran (connection set-up excluded), per delivered message.
+        if let roundsCPU {
+            r["server_cpu_rounds_s"] = roundsCPU
+            if delivered > 0 { r["server_us_per_message"] = roundsCPU / Double(delivered) * 1e6 }
+        }
         try common.emit(r)
     }
 
@@ -166,11 +186,13 @@ struct Fanout: ParsableCommand {
             rate += Double(line.split(separator: " ").last ?? "0") ?? 0
         }
         let started = Date()
+        let cpu0 = common.serverCPUSeconds()
         for _ in 0..<rounds {
             try trigger()
             Thread.sleep(forTimeInterval: roundWait)
         }
         let elapsed = Date().timeIntervalSince(started)
+        let roundsCPU = cpu0.flatMap { c0 in common.serverCPUSeconds().map { $0 - c0 } }
         var all: [Double] = [], delivered = 0, bytes = 0, cpu = 0.0
         for (p, input, out) in workers {
             input.fileHandleForWriting.write(Data("done\n".utf8))
@@ -182,7 +204,7 @@ struct Fanout: ParsableCommand {
             cpu += (o["cpu"] as? Double) ?? 0
             p.waitUntilExit()
         }
-        try report(all, delivered: delivered, bytes: bytes, elapsed: elapsed, rate: rate, clientCPU: cpu)
+        try report(all, delivered: delivered, bytes: bytes, elapsed: elapsed, rate: rate, clientCPU: cpu, roundsCPU: roundsCPU)
     }
 
     static func readLine(_ h: FileHandle) -> String? {
@@ -213,13 +235,13 @@ struct Countdown: ParsableCommand {
         let rate = try common.connect(client, clients: total)
         Thread.sleep(forTimeInterval: 1)
         _ = client.take()
-        let cpu0 = common.serverPid.flatMap { Stats.cpuSeconds(pid: $0) }
+        let cpu0 = common.serverCPUSeconds()
         Thread.sleep(forTimeInterval: duration)
         let t = client.take()
         var r: [String: Any] = Stats.summary(t.latencies)
         r.merge(["scenario": "countdown", "clients": total, "sessions": sessions, "delivered": t.received,
                  "expected": Int(Double(total) * duration), "messages_per_s": Double(t.received) / duration, "connections_per_s": rate]) { $1 }
-        if let pid = common.serverPid, let c0 = cpu0, let c1 = Stats.cpuSeconds(pid: pid) { r["server_cpu_share"] = (c1 - c0) / duration }
+        if let c0 = cpu0, let c1 = common.serverCPUSeconds() { r["server_cpu_share"] = (c1 - c0) / duration }
         client.stop()
         try common.emit(r)
     }
@@ -233,7 +255,7 @@ struct Footprint: ParsableCommand {
     @Option(help: "Subscribe message ({i} = client number); empty for none.") var subscribe = #"{"op":"subscribe","session":"demo"}"#
 
     func run() throws {
-        guard let pid = common.serverPid, let rss0 = Stats.rssKiB(pid: pid) else { throw ValidationError("--server-pid is required (RSS from /proc)") }
+        guard let pid = common.serverPid.first, let rss0 = Stats.rssKiB(pid: pid) else { throw ValidationError("--server-pid is required (RSS from /proc)") }
         let subscribe = subscribe
         let client = LoadClient(target: try common.target(), match: "\u{0}never") { i in
             subscribe.isEmpty ? nil : Array(subscribe.replacingOccurrences(of: "{i}", with: String(i)).utf8)

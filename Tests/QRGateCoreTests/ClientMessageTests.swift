@@ -9,8 +9,11 @@ import Testing
 
     @Test func parsesEveryOp() throws {
         #expect(try parse(#"{"op":"ping"}"#) == .ping)
-        #expect(try parse(#"{"op":"subscribe","session":"abc-1","token":"t","since":4}"#) == .subscribe(session: "abc-1", token: "t", since: 4))
-        #expect(try parse(#"{"op":"subscribe","session":"*"}"#) == .subscribe(session: "*", token: nil, since: nil))
+        #expect(try parse(#"{"op":"subscribe","session":"abc-1","token":"t","since":4}"#) == .subscribe(session: "abc-1", token: "t", since: 4, formats: nil))
+        #expect(try parse(#"{"op":"subscribe","session":"*"}"#) == .subscribe(session: "*", token: nil, since: nil, formats: nil))
+        #expect(try parse(#"{"op":"subscribe","session":"a","formats":["svg"]}"#) == .subscribe(session: "a", token: nil, since: nil, formats: .svg))
+        #expect(try parse(#"{"op":"subscribe","session":"a","formats":["png","code","png"]}"#)
+            == .subscribe(session: "a", token: nil, since: nil, formats: [.png, .code]))
         #expect(try parse(#"{"op":"unsubscribe","session":"abc"}"#) == .unsubscribe(session: "abc"))
         #expect(try parse(#"{"op":"refresh","session":"abc"}"#) == .refresh(session: "abc"))
     }
@@ -28,6 +31,10 @@ import Testing
         #expect(code(#"{"op":"subscribe","session":"a","since":1e300}"#) == .invalidMessage)
         #expect(code(#"{"op":"subscribe","session":"a","extra":true}"#) == .invalidMessage)
         #expect(code(#"{"op":"refresh","session":"*"}"#) == .invalidMessage)
+        #expect(code(#"{"op":"subscribe","session":"a","formats":[]}"#) == .invalidMessage)
+        #expect(code(#"{"op":"subscribe","session":"a","formats":"svg"}"#) == .invalidMessage)
+        #expect(code(#"{"op":"subscribe","session":"a","formats":["jpeg"]}"#) == .invalidMessage)
+        #expect(code(#"{"op":"subscribe","session":"a","formats":[1]}"#) == .invalidMessage)
         #expect(code(#"{"op":"ping","x":[[[[[[[[[[1]]]]]]]]]]}"#) == .invalidMessage)
         #expect(code(String(repeating: "[", count: 5000)) == .invalidJSON)
     }

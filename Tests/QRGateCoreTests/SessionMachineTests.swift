@@ -191,6 +191,34 @@ import Testing
         #expect(!transport.sent.contains { String(decoding: $0.bytes, as: UTF8.self).contains("secret-token") })
     }
 
+    @Test func qrFramesAreEncodedOncePerFormatSetInUse() {
+        let hub = Hub(), transport = RecordingTransport()
+        hub.transport = transport
+        let reg = SessionRegistry(rules: SessionRules(ttlSeconds: 20, maxAttempts: 2), hub: hub, logCapacity: 8)
+        reg.create(id: "s1", instanceName: "s1", now: t0)
+        hub.subscribe(1, to: "s1"); hub.subscribe(2, to: "s1", formats: .svg); hub.subscribe(3, to: "s1", formats: .svg)
+        hub.subscribe(4, to: Hub.everySession, formats: .code); hub.subscribe(5, to: "s1", formats: [.code, .png])
+        hub.subscribe(4, to: "s1", formats: .svg) // a direct subscription's formats win over its "*"
+        _ = reg.apply(.start, to: "s1", now: t0)
+        _ = reg.apply(.upstreamQR(SessionQR(code: "CODE", pngDataURL: "data:image/png;base64,AA", svg: "<svg/>")), to: "s1", now: t0)
+        let frames = Dictionary(uniqueKeysWithValues: transport.sent.map { ($0.to, json($0.bytes)) })
+        #expect(frames.count == 3)
+        #expect(frames[[1]]?["qrCode"] as? String == "data:image/png;base64,AA" && frames[[1]]?["qrSvg"] as? String == "<svg/>"
+            && frames[[1]]?["qrText"] == nil)
+        #expect(frames[[2, 3, 4]]?["qrSvg"] as? String == "<svg/>" && frames[[2, 3, 4]]?["qrCode"] == nil && frames[[2, 3, 4]]?["qrText"] == nil)
+        #expect(frames[[5]]?["qrText"] as? String == "CODE" && frames[[5]]?["qrCode"] as? String == "data:image/png;base64,AA"
+            && frames[[5]]?["qrSvg"] == nil)
+        #expect(Set(frames.values.map { $0["seq"] as? Int }) == [1])
+        transport.sent.removeAll()
+        _ = reg.apply(.tick, to: "s1", now: t0.addingTimeInterval(1))
+        #expect(transport.sent.count == 1 && transport.sent[0].to == [1, 2, 3, 4, 5]) // no QR: one frame for all
+        // Snapshots and replays honour the formats too.
+        let snap = json(reg.welcome(session: "s1", since: nil, now: t0, formats: .code)[0])
+        #expect(snap["qrText"] as? String == "CODE" && snap["qrSvg"] == nil && snap["qrCode"] == nil)
+        let replay = reg.welcome(session: "s1", since: 0, now: t0, formats: .svg).map(json)
+        #expect(replay.first?["action"] as? String == "qr_generated" && replay.first?["qrSvg"] as? String == "<svg/>" && replay.first?["qrCode"] == nil)
+    }
+
     @Test func sinceRecoversMissedEventsOrSaysItCannot() {
         let hub = Hub()
         let reg = SessionRegistry(rules: SessionRules(ttlSeconds: 2, maxAttempts: 3), hub: hub, logCapacity: 4)

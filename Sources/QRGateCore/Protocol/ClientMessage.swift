@@ -1,7 +1,7 @@
 /// A request a WebSocket peer sends (docs/PROTOCOL.md, "Client → server").
 public enum ClientMessage: Equatable, Sendable {
     case ping
-    case subscribe(session: String, token: String?, since: Int?)
+    case subscribe(session: String, token: String?, since: Int?, formats: QRFormats?)
     case unsubscribe(session: String)
     case refresh(session: String)
 }
@@ -61,7 +61,7 @@ extension ClientMessage {
             try allow([])
             return .ping
         case "subscribe":
-            try allow(["session", "token", "since"])
+            try allow(["session", "token", "since", "formats"])
             let s = try session()
             var token: String?
             if let t = o["token"] {
@@ -79,7 +79,23 @@ extension ClientMessage {
                 default: throw ProtocolError(.invalidMessage, "\"since\" must be a non-negative integer")
                 }
             }
-            return .subscribe(session: s, token: token, since: since)
+            var formats: QRFormats?
+            if let v = o["formats"] {
+                switch v {
+                case .null: formats = nil
+                case let .array(items):
+                    guard items.count <= 8 else { throw ProtocolError(.invalidMessage, "\"formats\" lists at most 8 names") }
+                    var names: [String] = []
+                    for item in items {
+                        guard case let .string(n) = item else { throw ProtocolError(.invalidMessage, "\"formats\" must be an array of strings: code, svg, png") }
+                        names.append(n)
+                    }
+                    formats = try QRFormats(parsing: names)
+                default:
+                    throw ProtocolError(.invalidMessage, "\"formats\" must be an array of strings: code, svg, png")
+                }
+            }
+            return .subscribe(session: s, token: token, since: since, formats: formats)
         case "unsubscribe":
             try allow(["session"])
             return .unsubscribe(session: try session())

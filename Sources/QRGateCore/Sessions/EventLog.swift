@@ -1,9 +1,19 @@
+import Foundation
+
 /// The recent events of one session, for `since` recovery: bounded by count.
 public struct EventLog: Sendable {
     public struct Entry: Sendable {
         public let seq: Int
         public let action: String
+        /// The frame in the standard formats.
         public let bytes: [UInt8]
+        /// The event and when it happened, so a QR-bearing frame can be re-encoded for other `formats`;
+        /// nil for entries restored from the store (their bytes are all that was kept).
+        public let event: SessionEvent?
+        public let at: Date?
+        public init(seq: Int, action: String, bytes: [UInt8], event: SessionEvent? = nil, at: Date? = nil) {
+            self.seq = seq; self.action = action; self.bytes = bytes; self.event = event; self.at = at
+        }
     }
     public let capacity: Int
     private var entries: [Entry] = []

@@ -13,14 +13,30 @@ public protocol HubTransport: AnyObject {
     func send(_ bytes: [UInt8], to subscribers: [UInt64], coalesceKey: String?)
 }
 
-/// One numbered event as the hub hands it on: encoded once, the same bytes for everyone.
+/// One numbered event as the hub hands it on: encoded once per format set in use, the same bytes for
+/// everyone who asked for those formats.
 public struct Publication {
     public let session: String
     public let seq: Int
     public let event: SessionEvent
+    /// The frame in the standard formats.
     public let bytes: [UInt8]
     /// A queued older frame with the same key may be replaced by this one.
     public let coalesceKey: String?
+    /// For an event carrying a QR: its frame in other formats. Nil when the frame is the same for all.
+    public let variant: ((QRFormats) -> [UInt8])?
+
+    public init(session: String, seq: Int, event: SessionEvent, bytes: [UInt8], coalesceKey: String?,
+                variant: ((QRFormats) -> [UInt8])? = nil) {
+        self.session = session; self.seq = seq; self.event = event; self.bytes = bytes
+        self.coalesceKey = coalesceKey; self.variant = variant
+    }
+
+    /// The frame for subscribers that asked for `formats`.
+    public func bytes(for formats: QRFormats) -> [UInt8] {
+        guard let variant, formats != .standard else { return bytes }
+        return variant(formats)
+    }
 }
 
 /// A consumer of every publication that formats events its own way (the Supabase endpoint), once per
@@ -30,33 +46,35 @@ public protocol HubConsumer: AnyObject {
     func sessionAdded(_ session: String)
 }
 
-/// Subscriptions: session → subscribers, plus subscribers of every session ("*"), plus consumers that
-/// take every event. Single-threaded: owned by the loop that owns the sessions.
+/// Subscriptions: session → subscribers with the formats each asked for, plus subscribers of every
+/// session ("*"), plus consumers that take every event. Single-threaded: owned by the loop that owns
+/// the sessions.
 public final class Hub {
     public static let everySession = "*"
-    private var bySession: [String: Set<UInt64>] = [:]
+    private var bySession: [String: [UInt64: QRFormats]] = [:]
     private var bySubscriber: [UInt64: Set<String>] = [:]
     public weak var transport: HubTransport?
     private var consumers: [HubConsumer] = []
 
     public init() {}
 
-    public func subscribe(_ subscriber: UInt64, to session: String) {
-        bySession[session, default: []].insert(subscriber)
+    /// Subscribes, or changes the formats of an existing subscription.
+    public func subscribe(_ subscriber: UInt64, to session: String, formats: QRFormats = .standard) {
+        bySession[session, default: [:]][subscriber] = formats
         bySubscriber[subscriber, default: []].insert(session)
     }
 
     @discardableResult
     public func unsubscribe(_ subscriber: UInt64, from session: String) -> Bool {
         guard bySubscriber[subscriber]?.remove(session) != nil else { return false }
-        bySession[session]?.remove(subscriber)
+        bySession[session]?[subscriber] = nil
         if bySession[session]?.isEmpty == true { bySession[session] = nil }
         return true
     }
 
     public func remove(_ subscriber: UInt64) {
         for s in bySubscriber.removeValue(forKey: subscriber) ?? [] {
-            bySession[s]?.remove(subscriber)
+            bySession[s]?[subscriber] = nil
             if bySession[s]?.isEmpty == true { bySession[s] = nil }
         }
     }
@@ -65,21 +83,35 @@ public final class Hub {
 
     public func isSubscribed(_ subscriber: UInt64, to session: String) -> Bool { bySubscriber[subscriber]?.contains(session) == true }
 
-    /// Direct subscribers of the session and subscribers of every session, each once.
-    public func audience(of session: String) -> [UInt64] {
-        let direct = bySession[session] ?? []
-        let all = bySession[Hub.everySession] ?? []
-        return Array(direct.union(all))
+    public func formats(of subscriber: UInt64, for session: String) -> QRFormats? { bySession[session]?[subscriber] }
+
+    /// Direct subscribers of the session and subscribers of every session, each once, grouped by the
+    /// formats they asked for (a direct subscription's formats win over the same peer's "*").
+    public func audience(of session: String) -> [QRFormats: [UInt64]] {
+        var out: [QRFormats: [UInt64]] = [:]
+        let direct = bySession[session] ?? [:]
+        for (id, f) in direct { out[f, default: []].append(id) }
+        if session != Hub.everySession {
+            for (id, f) in bySession[Hub.everySession] ?? [:] where direct[id] == nil { out[f, default: []].append(id) }
+        }
+        return out
     }
 
     public var subscriptionCount: Int { bySubscriber.values.reduce(0) { $0 + $1.count } }
 
     public func add(consumer: HubConsumer) { consumers.append(consumer) }
 
-    /// Encoded once by the caller; one transport call fans the same bytes out, then each consumer.
+    /// One transport call per distinct frame: a QR-bearing event is encoded once per format set in use,
+    /// any other event once for everyone; then each consumer.
     public func publish(_ p: Publication) {
-        let audience = audience(of: p.session)
-        if !audience.isEmpty { transport?.send(p.bytes, to: audience, coalesceKey: p.coalesceKey) }
+        let groups = audience(of: p.session)
+        if let transport, !groups.isEmpty {
+            if p.variant == nil {
+                transport.send(p.bytes, to: groups.count == 1 ? groups.first!.value : groups.values.flatMap { $0 }, coalesceKey: p.coalesceKey)
+            } else {
+                for (formats, ids) in groups { transport.send(p.bytes(for: formats), to: ids, coalesceKey: p.coalesceKey) }
+            }
+        }
         for c in consumers { c.published(p) }
     }
 

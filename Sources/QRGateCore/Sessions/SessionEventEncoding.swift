@@ -14,13 +14,27 @@ public enum SessionEventEncoding {
         return iso.string(from: d)
     }
 
-    public static func event(_ e: SessionEvent, session: String, seq: Int, now: Date, maxAttempts: Int, numberId: String?) -> [UInt8] {
+    /// Puts the pictures of `qr` a subscriber asked for into `o` (`qrText`, `qrSvg`, `qrCode`); with no QR,
+    /// each asked-for field is null.
+    static func putQR(_ qr: SessionQR?, formats: QRFormats, into o: inout [String: JSONValue]) {
+        if formats.contains(.code) { o["qrText"] = qr.map { .string($0.code) } ?? .null }
+        if formats.contains(.svg) { o["qrSvg"] = qr.map { .string($0.svg) } ?? .null }
+        if formats.contains(.png) { o["qrCode"] = qr.map { .string($0.pngDataURL) } ?? .null }
+    }
+
+    /// Whether the event's frame depends on the subscriber's `formats` (it carries a QR).
+    public static func carriesQR(_ e: SessionEvent) -> Bool {
+        if case .qrGenerated = e { return true }
+        return false
+    }
+
+    public static func event(_ e: SessionEvent, session: String, seq: Int, now: Date, maxAttempts: Int, numberId: String?,
+                             formats: QRFormats = .standard) -> [UInt8] {
         var o: [String: JSONValue] = ["action": .string(e.action), "sessionId": .string(session), "seq": .int(seq),
                                       "timestamp": .int(ServerMessage.milliseconds(now))]
         switch e {
         case let .qrGenerated(qr, expiresAt, attempt):
-            o["qrCode"] = .string(qr.pngDataURL)
-            o["qrSvg"] = .string(qr.svg)
+            putQR(qr, formats: formats, into: &o)
             o["qrExpiresAt"] = .string(iso8601(expiresAt))
             o["attempt"] = .int(attempt)
             o["maxAttempts"] = .int(maxAttempts)
@@ -49,16 +63,16 @@ public enum SessionEventEncoding {
         return ServerMessage.encode(o)
     }
 
-    public static func snapshot(session: String, machine: SessionMachine, seq: Int, now: Date, recovered: Bool?, numberId: String?) -> [UInt8] {
+    public static func snapshot(session: String, machine: SessionMachine, seq: Int, now: Date, recovered: Bool?, numberId: String?,
+                                formats: QRFormats = .standard) -> [UInt8] {
         var o: [String: JSONValue] = ["action": .string("snapshot"), "sessionId": .string(session), "seq": .int(seq),
                                       "timestamp": .int(ServerMessage.milliseconds(now)), "status": .string(machine.status.rawValue),
                                       "attempt": .int(machine.attempt), "maxAttempts": .int(machine.maxAttempts),
-                                      "qrCode": machine.qr.map { .string($0.pngDataURL) } ?? .null,
-                                      "qrSvg": machine.qr.map { .string($0.svg) } ?? .null,
                                       "qrExpiresAt": machine.qrExpiresAt.map { .string(iso8601($0)) } ?? .null,
                                       "connectedAt": machine.connectedAt.map { .string(iso8601($0)) } ?? .null,
                                       "qrUpdatedAt": machine.qrUpdatedAt.map { .string(iso8601($0)) } ?? .null,
                                       "lastError": machine.lastError.map { .string($0) } ?? .null]
+        putQR(machine.qr, formats: formats, into: &o)
         if let recovered { o["recovered"] = .bool(recovered) }
         if let numberId { o["numberId"] = .string(numberId) }
         return ServerMessage.encode(o)

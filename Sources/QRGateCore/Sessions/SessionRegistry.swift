@@ -78,13 +78,32 @@ public final class SessionRegistry {
 
     /// What a new subscriber gets first: the missed events when `since` can be served, else a snapshot
     /// (flagged `recovered:false` when `since` was asked for and cannot be).
-    public func welcome(session id: String, since: Int?, now: Date) -> [[UInt8]] {
+    public func welcome(session id: String, since: Int?, now: Date, formats: QRFormats = .standard) -> [[UInt8]] {
         guard let s = sessions[id] else { return [] }
-        if let since, let missed = s.log.after(since, lastSeq: s.seq) {
-            return missed.map(\.bytes)
+        if let since, let missed = s.log.after(since, lastSeq: s.seq), let frames = replay(missed, of: s, formats: formats) {
+            return frames
         }
         return [SessionEventEncoding.snapshot(session: id, machine: s.machine, seq: s.seq, now: now,
-                                              recovered: since == nil ? nil : false, numberId: s.numberId)]
+                                              recovered: since == nil ? nil : false, numberId: s.numberId, formats: formats)]
+    }
+
+    /// The missed frames in the subscriber's formats, or nil when one of them cannot be re-encoded
+    /// (restored from the store without its event): the subscriber then gets a snapshot.
+    private func replay(_ missed: [EventLog.Entry], of s: Session, formats: QRFormats) -> [[UInt8]]? {
+        if formats == .standard { return missed.map(\.bytes) }
+        var out: [[UInt8]] = []
+        for e in missed {
+            guard let event = e.event, let at = e.at else {
+                if e.action == "qr_generated" { return nil }
+                out.append(e.bytes)
+                continue
+            }
+            out.append(SessionEventEncoding.carriesQR(event)
+                ? SessionEventEncoding.event(event, session: s.id, seq: e.seq, now: at, maxAttempts: s.machine.maxAttempts,
+                                             numberId: s.numberId, formats: formats)
+                : e.bytes)
+        }
+        return out
     }
 
     public func nextDeadline(of id: String) -> Date? { sessions[id]?.machine.nextDeadline() }
@@ -95,7 +114,7 @@ public final class SessionRegistry {
             s.seq += 1
             s.lastActiveAt = now
             let bytes = SessionEventEncoding.event(event, session: id, seq: s.seq, now: now, maxAttempts: s.machine.maxAttempts, numberId: s.numberId)
-            s.log.append(EventLog.Entry(seq: s.seq, action: event.action, bytes: bytes))
+            s.log.append(EventLog.Entry(seq: s.seq, action: event.action, bytes: bytes, event: event, at: now))
             sessions[id] = s
             observer?(s, event)
             // Only the newest countdown and the newest QR matter to a peer that is behind.
@@ -104,7 +123,11 @@ public final class SessionRegistry {
             case .qrGenerated: "qr:\(id)"
             default: nil
             }
-            hub.publish(Publication(session: id, seq: s.seq, event: event, bytes: bytes, coalesceKey: key))
+            let seq = s.seq, maxAttempts = s.machine.maxAttempts, numberId = s.numberId
+            let variant: ((QRFormats) -> [UInt8])? = SessionEventEncoding.carriesQR(event)
+                ? { SessionEventEncoding.event(event, session: id, seq: seq, now: now, maxAttempts: maxAttempts, numberId: numberId, formats: $0) }
+                : nil
+            hub.publish(Publication(session: id, seq: s.seq, event: event, bytes: bytes, coalesceKey: key, variant: variant))
         }
     }
 }
