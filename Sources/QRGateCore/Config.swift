@@ -152,9 +152,15 @@ public struct Config: Codable, Sendable, Equatable {
         public var messagesPerSecond = 20
         /// Open WebSockets from one IP address; more are refused at the handshake.
         public var maxConnectionsPerIP = 1000
+        /// libwebsockets loops (threads), each owning the connections the kernel hands its listening socket;
+        /// 0 = one per core. Sessions, timers and upstream work stay on the first; delivery spreads.
+        public var loops = 0
         /// Serves an echo endpoint at /ws/echo, for WebSocket conformance runs (Autobahn). Off in production.
         public var conformanceEcho = false
     }
+
+    /// The number of loops `server.loops` asks for on this machine.
+    public var effectiveLoops: Int { server.loops > 0 ? server.loops : max(1, ProcessInfo.processInfo.activeProcessorCount) }
 
     /// QR lifetime and how it is drawn.
     public struct QR: Codable, Sendable, Equatable {
@@ -183,6 +189,9 @@ public struct Config: Codable, Sendable, Equatable {
         try positive(server.maxBodyBytes, "server.maxBodyBytes")
         try positive(server.outboxLimit, "server.outboxLimit")
         try positive(server.pingIntervalSeconds, "server.pingIntervalSeconds")
+        guard (0...64).contains(server.loops) else {
+            throw .invalid(key: "server.loops", reason: "must be 0 (one per core) to 64, got \(server.loops)")
+        }
         if server.tlsCert.isEmpty != server.tlsKey.isEmpty {
             throw .invalid(key: server.tlsCert.isEmpty ? "server.tlsCert" : "server.tlsKey", reason: "TLS needs both tlsCert and tlsKey")
         }

@@ -5,23 +5,25 @@ extension Gateway {
     /// Subscriptions one connection may hold.
     static let maxSubscriptionsPerConnection = 64
 
-    func shouldAccept(_ info: WebSocketInfo) -> (status: Int, reason: String)? {
+    /// Runs on the loop that owns the handshake: config, the key table and the per-address counts only.
+    /// Two loops may each let one more handshake from an address through before either is counted.
+    nonisolated func shouldAccept(_ info: WebSocketInfo) -> (status: Int, reason: String)? {
         if info.path == "/ws/echo" { return config.server.conformanceEcho ? nil : (404, "no WebSocket here") }
         guard info.path == "/ws" || info.path == RealtimeEndpoint.path else { return (404, "no WebSocket here") }
-        if socketsPerIP[info.peer, default: 0] >= config.server.maxConnectionsPerIP {
+        if socketsPerIP.withLock({ $0[info.peer, default: 0] }) >= config.server.maxConnectionsPerIP {
             logger.notice("refused a WebSocket from \(info.peer): over server.maxConnectionsPerIP (\(config.server.maxConnectionsPerIP))")
             return (429, "too many connections from this address")
         }
         let allowed = config.server.allowedOrigins
         // Browsers always send Origin; a non-browser client without one is not a cross-site page.
         if !allowed.isEmpty, let origin = info.origin, !allowed.contains(origin) { return (403, "origin not allowed") }
-        if info.path == RealtimeEndpoint.path { return realtime.shouldAccept(info) }
+        if info.path == RealtimeEndpoint.path { return RealtimeEndpoint.shouldAccept(info, auth: auth, demoMode: demoMode) }
         return nil
     }
 
     func opened(_ connection: ConnectionID, info: WebSocketInfo) {
         if info.path == "/ws/echo" { echoSockets.insert(connection); return }
-        socketsPerIP[info.peer, default: 0] += 1
+        socketsPerIP.withLock { $0[info.peer, default: 0] += 1 }
         if info.path == RealtimeEndpoint.path {
             sockets[connection] = Peer(info: info, role: .browser, tokens: Double(config.server.messagesPerSecond * 2), lastRefill: clock.now())
             realtime.opened(connection, info: info)
@@ -36,7 +38,7 @@ extension Gateway {
         }
         sockets[connection] = peer
         send(ServerMessage.hello(connectionID: connection, now: clock.now(), maxMessageBytes: config.server.maxMessageBytes, role: peer.role.rawValue,
-                                  bootId: bootId), to: connection)
+                                  bootId: bootId, loop: server.loopIndex(of: connection)), to: connection)
     }
 
     func received(_ connection: ConnectionID, message: [UInt8], binary: Bool) {
@@ -70,8 +72,10 @@ extension Gateway {
 
     func closed(_ connection: ConnectionID) {
         if let peer = sockets.removeValue(forKey: connection) {
-            socketsPerIP[peer.info.peer, default: 1] -= 1
-            if socketsPerIP[peer.info.peer] == 0 { socketsPerIP[peer.info.peer] = nil }
+            socketsPerIP.withLock { counts in
+                counts[peer.info.peer, default: 1] -= 1
+                if counts[peer.info.peer] == 0 { counts[peer.info.peer] = nil }
+            }
         }
         echoSockets.remove(connection)
         hub.remove(connection)

@@ -4,6 +4,7 @@ import QRGateCore
 import QRGateQR
 import QRGateHTTP
 import QRGateUpstream
+import Synchronization
 
 /// The gateway's behaviour behind one libwebsockets loop: HTTP routes, the WebSocket protocol, the
 /// sessions and their subscribers. An actor whose executor is the loop, so everything it owns (the
@@ -37,7 +38,8 @@ public actor Gateway: LWSServerDelegate {
     let http: CurlMulti
     var sockets: [ConnectionID: Peer] = [:]
     var echoSockets: Set<ConnectionID> = []
-    var socketsPerIP: [String: Int] = [:]
+    /// Open WebSockets per peer address: counted here, read by every loop's handshakes.
+    nonisolated let socketsPerIP = Mutex<[String: Int]>([:])
 
     public nonisolated var unownedExecutor: UnownedSerialExecutor { server.executor.asUnownedSerialExecutor() }
 
@@ -117,9 +119,9 @@ public actor Gateway: LWSServerDelegate {
         assumeIsolated { $0.route(request, connection: connection) }
     }
 
+    /// On the handshake's own loop (any of them): only Sendable state.
     public nonisolated func webSocketShouldAccept(_ info: WebSocketInfo) -> (status: Int, reason: String)? {
-        let refusal = assumeIsolated { me -> Refusal? in me.shouldAccept(info).map { Refusal(status: $0.status, reason: $0.reason) } }
-        return refusal.map { ($0.status, $0.reason) }
+        shouldAccept(info)
     }
 
     public nonisolated func webSocketOpened(_ connection: ConnectionID, info: WebSocketInfo) {
@@ -138,8 +140,6 @@ public actor Gateway: LWSServerDelegate {
         assumeIsolated { $0.timers.fire() }
     }
 
-    private struct Refusal: Sendable { let status: Int; let reason: String }
-
     // MARK: HTTP
 
     func route(_ request: HTTPRequest, connection: ConnectionID) -> HTTPResponse? {
@@ -148,7 +148,7 @@ public actor Gateway: LWSServerDelegate {
         case (.get, "/healthz"), (.head, "/healthz"):
             return .json(200, ["status": "ok", "version": QRGateVersion.string,
                                "uptimeSeconds": Int(clock.now().timeIntervalSince(startedAt)),
-                               "websockets": sockets.count, "sessions": runtime.registry.sessions.count])
+                               "websockets": sockets.count, "loops": server.loops.count, "sessions": runtime.registry.sessions.count])
         case (.get, "/metrics"):
             return metricsEndpoint(connection: connection)
         case (.get, "/readyz"):
@@ -200,13 +200,12 @@ public actor Gateway: LWSServerDelegate {
     }
 }
 
-/// The hub's transport: the same WireFrame to every subscriber on this loop (encoded and copied once).
+/// The hub's transport: the same bytes to every subscriber, copied once per loop that has some.
 /// Not Sendable: owned by the gateway actor with the hub.
 final class SocketFanout: HubTransport {
     let server: LWSServer
     init(server: LWSServer) { self.server = server }
     func send(_ bytes: [UInt8], to subscribers: [UInt64], coalesceKey: String?) {
-        let frame = WireFrame(bytes)
-        for id in subscribers { server.send(frame, to: id, coalesceKey: coalesceKey) }
+        server.send(WireFrame(bytes), to: subscribers, coalesceKey: coalesceKey)
     }
 }

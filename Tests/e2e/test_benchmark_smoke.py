@@ -14,8 +14,15 @@ def test_benchmark_smoke_run_writes_a_report(tmp_path):
     assert len(reports) == 1
     data = json.loads((tmp_path / reports[0]).read_text())
     scenarios = {(x["scenario"], x.get("server")) for x in data["runs"]}
-    assert {("fanout", "qrgate"), ("countdown", "qrgate"), ("footprint", "qrgate"), ("refresh", "qrgate")} <= scenarios
+    assert {("fanout", "qrgate"), ("countdown", "qrgate"), ("footprint", "qrgate"), ("refresh", "qrgate (defaults)")} <= scenarios
     assert any(s == "fanout" and srv != "qrgate" for s, srv in scenarios), "no peer ran"
     for run in data["runs"]:
         assert run["delivered"] == run["expected"], run
+    # Every fan-out reports the server's CPU per delivered message, peers included, at QRGate's frame size.
+    fanouts = [x for x in data["runs"] if x["scenario"] == "fanout"]
+    # (/proc counts CPU in 10 ms ticks: at smoke size a figure may be 0, never missing.)
+    assert all(x.get("server_us_per_message", -1) >= 0 for x in fanouts), fanouts
+    qrgate = next(x for x in fanouts if x["server"] == "qrgate")
+    for peer in fanouts:
+        assert abs(peer["bytes_per_message"] - qrgate["bytes_per_message"]) <= 16, (peer["server"], peer["bytes_per_message"])
     assert (tmp_path / reports[0].replace(".json", ".md")).read_text().startswith("# QRGate benchmarks")

@@ -47,6 +47,14 @@ def test_every_format_combination_carries_the_same_code(gateway, tmp_path):
     async def main():
         socks = []
         try:
+            # Wait until the demo session shows its first QR, so the refresh below makes the only new one.
+            async with websockets.connect(gateway.ws, open_timeout=TIMEOUT) as ws:
+                await until(ws, "hello")
+                await ws.send(json.dumps({"op": "subscribe", "session": "demo", "formats": ["code"]}))
+                while True:
+                    m = await recv_json(ws)
+                    if m.get("action") == "qr_generated" or (m.get("action") == "snapshot" and m.get("qrText")):
+                        break
             for combo in [None] + COMBOS:
                 ws = await websockets.connect(gateway.ws, open_timeout=TIMEOUT, max_size=None)
                 socks.append((combo, ws))
@@ -64,6 +72,7 @@ def test_every_format_combination_carries_the_same_code(gateway, tmp_path):
             await socks[0][1].send(json.dumps({"op": "refresh", "session": "demo"}))
             frames = {}
             for combo, ws in socks:
+                await until(ws, "qr_regenerating")
                 m = await until(ws, "qr_generated")
                 frames[tuple(combo or ["svg", "png"]) if combo else None] = m
             seqs = {m["seq"] for m in frames.values()}

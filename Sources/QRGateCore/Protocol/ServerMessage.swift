@@ -4,10 +4,10 @@ import Foundation
 public enum ServerMessage {
     public static let protocolVersion = 1
 
-    public static func hello(connectionID: UInt64, now: Date, maxMessageBytes: Int, role: String, bootId: String = "") -> [UInt8] {
+    public static func hello(connectionID: UInt64, now: Date, maxMessageBytes: Int, role: String, bootId: String = "", loop: Int = 0) -> [UInt8] {
         encode(["action": .string("hello"), "server": .string("qrgate"), "protocol": .int(protocolVersion), "bootId": .string(bootId),
                 "version": .string(QRGateVersion.string), "connectionId": .int(Int(connectionID)),
-                "maxMessageBytes": .int(maxMessageBytes), "role": .string(role),
+                "maxMessageBytes": .int(maxMessageBytes), "role": .string(role), "loop": .int(loop),
                 "timestamp": .int(milliseconds(now))])
     }
 

@@ -1,13 +1,17 @@
 internal import CWebSockets
 
-// The C entry points (non-capturing, nonisolated) and the callback dispatch of `LWSServer`.
+// The C entry points (non-capturing, nonisolated) and the callback dispatch of each `LWSLoop`.
 
-extension LWSServer {
+extension LWSLoop {
     func handle(_ wsi: OpaquePointer, _ reason: lws_callback_reasons, _ user: UnsafeMutableRawPointer?,
                 _ input: UnsafeMutableRawPointer?, _ len: Int) -> Int32 {
         switch reason {
         case LWS_CALLBACK_EVENT_WAIT_CANCELLED:
             executor.runQueued()
+            return 0
+        case LWS_CALLBACK_RAW_RX_FILE:
+            return acceptPending(wsi)
+        case LWS_CALLBACK_RAW_ADOPT_FILE, LWS_CALLBACK_RAW_CLOSE_FILE:
             return 0
         case LWS_CALLBACK_HTTP:
             guard let c = connection(wsi, user, create: true) else { return -1 }
@@ -31,14 +35,15 @@ extension LWSServer {
             return 0
         case LWS_CALLBACK_HTTP_CONFIRM_UPGRADE:
             // The headers are still bound here, so a refusal can be a real HTTP answer clients can read.
-            guard let delegate else { return -1 }
+            guard let delegate = server?.delegate else { return -1 }
             guard let refusal = delegate.webSocketShouldAccept(webSocketInfo(wsi)) else { return 0 }
             if lws_return_http_status(wsi, UInt32(refusal.status), refusal.reason) != 0 { return -1 }
             return 1
         case LWS_CALLBACK_ESTABLISHED:
             guard let c = connection(wsi, user, create: true) else { return -1 }
             c.isWebSocket = true
-            delegate?.webSocketOpened(c.id, info: webSocketInfo(wsi))
+            let id = c.id, info = webSocketInfo(wsi)
+            server?.toDelegate(from: self) { $0.webSocketOpened(id, info: info) }
             return 0
         case LWS_CALLBACK_RECEIVE:
             guard let c = connection(wsi, user, create: false) else { return -1 }
@@ -47,7 +52,10 @@ extension LWSServer {
             guard let c = connection(wsi, user, create: false) else { return 0 }
             return writeFrame(c)
         case LWS_CALLBACK_CLOSED:
-            if let c = forget(user) { delegate?.webSocketClosed(c.id) }
+            if let c = forget(user) {
+                let id = c.id
+                server?.toDelegate(from: self) { $0.webSocketClosed(id) }
+            }
             return 0
         default:
             return lws_callback_http_dummy(wsi, reason, user, input, len)
@@ -60,11 +68,11 @@ func qgLWSCallback(_ wsi: OpaquePointer?, _ reason: lws_callback_reasons, _ user
     guard let wsi, let ctx = lws_get_context(wsi), let raw = lws_context_user(ctx) else {
         return lws_callback_http_dummy(wsi, reason, user, input, len)
     }
-    let server = Unmanaged<LWSServer>.fromOpaque(raw).takeUnretainedValue()
-    return server.handle(wsi, reason, user, input, len)
+    let loop = Unmanaged<LWSLoop>.fromOpaque(raw).takeUnretainedValue()
+    return loop.handle(wsi, reason, user, input, len)
 }
 
 func qgLWSTimerCallback(_ sul: UnsafeMutablePointer<lws_sorted_usec_list_t>?) {
     guard let sul, let raw = qg_timer_owner(sul) else { return }
-    Unmanaged<LWSServer>.fromOpaque(raw).takeUnretainedValue().timerFired()
+    Unmanaged<LWSLoop>.fromOpaque(raw).takeUnretainedValue().timerFired()
 }

@@ -2,11 +2,19 @@ internal import CWebSockets
 import QRGateCore
 import Foundation
 
-// HTTP on the loop: requests read from lws's header table, bodies bounded, answers as bytes or files.
+// HTTP on the loop that owns the connection: requests read from lws's header table, bodies bounded,
+// answers as bytes or files.
 
 extension LWSServer {
-    /// Finishes a deferred HTTP response. Service thread only.
+    /// Finishes a deferred HTTP response, on the loop that owns the connection (any thread).
     public func respond(_ id: ConnectionID, _ response: HTTPResponse) {
+        guard let l = loop(of: id) else { return }
+        on(l) { loop, _ in loop.respond(id, response) }
+    }
+}
+
+extension LWSLoop {
+    func respond(_ id: ConnectionID, _ response: HTTPResponse) {
         guard let c = connections[id], !c.isWebSocket else { return }
         if startResponse(c, response) != 0 {
             lws_set_timeout(c.wsi, PENDING_TIMEOUT_CLOSE_SEND, LWS_TO_KILL_ASYNC)
@@ -56,9 +64,19 @@ extension LWSServer {
         return dispatchHTTP(c, req)
     }
 
+    /// The first loop asks the delegate and may answer at once; other loops hand the request over and
+    /// are answered through `LWSServer.respond`.
     private func dispatchHTTP(_ c: LWSConnection, _ req: HTTPRequest) -> Int32 {
-        guard let response = delegate?.http(req, connection: c.id) else { return 0 } // deferred
-        return startResponse(c, response)
+        guard let server else { return -1 }
+        if index == 0 {
+            guard let response = server.delegate?.http(req, connection: c.id) else { return 0 } // deferred
+            return startResponse(c, response)
+        }
+        let id = c.id
+        server.toDelegate(from: self) { [weak server] d in
+            if let response = d.http(req, connection: id) { server?.respond(id, response) }
+        }
+        return 0
     }
 
     private func startResponse(_ c: LWSConnection, _ response: HTTPResponse) -> Int32 {
@@ -109,7 +127,7 @@ extension LWSServer {
     func writeBody(_ c: LWSConnection) -> Int32 {
         guard c.responding, c.bodyOffset < c.pendingBody.count else { return 0 }
         let pre = Int(qg_lws_pre())
-        let chunk = min(Self.txPacketSize, c.pendingBody.count - c.bodyOffset)
+        let chunk = min(LWSServer.txPacketSize, c.pendingBody.count - c.bodyOffset)
         let last = c.bodyOffset + chunk == c.pendingBody.count
         var buf = [UInt8](repeating: 0, count: pre + chunk)
         buf.replaceSubrange(pre..<(pre + chunk), with: c.pendingBody[c.bodyOffset..<(c.bodyOffset + chunk)])

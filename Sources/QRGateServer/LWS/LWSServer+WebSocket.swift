@@ -1,23 +1,64 @@
 internal import CWebSockets
 import QRGateCore
 
-// WebSocket on the loop: message reassembly with a size bound, the per-peer outbox with coalescing,
-// and closes with a code and reason. Service thread only.
+// WebSocket: routing a frame to the loop that owns the peer (any thread), and on that loop message
+// reassembly with a size bound, the per-peer outbox with coalescing, and closes with a code and reason.
 
 extension LWSServer {
-    /// Queues a frame. With a `coalesceKey`, an unsent frame with the same key is replaced
-    /// (only the newest matters). Returns false when the outbox is full and the peer was closed.
+    /// Queues a frame for one peer, on the loop that owns it. With a `coalesceKey`, an unsent frame with
+    /// the same key is replaced (only the newest matters).
+    public func send(_ frame: WireFrame, to id: ConnectionID, coalesceKey: String? = nil) {
+        guard let l = loop(of: id) else { return }
+        on(l) { loop, local in loop.send(local ? frame : WireFrame(copying: frame), to: id, coalesceKey: coalesceKey) }
+    }
+
+    /// The same frame to many peers: each loop gets one call with its share of the peers and makes (at
+    /// most) one copy of the bytes for all of them. Other loops are handed their share first, so they
+    /// write while this one does.
+    public func send(_ frame: WireFrame, to ids: [ConnectionID], coalesceKey: String? = nil) {
+        if loops.count == 1 {
+            on(loops[0]) { loop, local in
+                let f = local ? frame : WireFrame(copying: frame)
+                for id in ids { loop.send(f, to: id, coalesceKey: coalesceKey) }
+            }
+            return
+        }
+        var shares = [[ConnectionID]](repeating: [], count: loops.count)
+        for id in ids {
+            let i = LWSLoop.loopIndex(of: id)
+            if i < loops.count { shares[i].append(id) }
+        }
+        let order = loops.indices.sorted { a, b in !loops[a].executor.isLoopThread && loops[b].executor.isLoopThread }
+        for i in order where !shares[i].isEmpty {
+            let share = shares[i]
+            on(loops[i]) { loop, local in
+                let f = local ? frame : WireFrame(copying: frame)
+                for id in share { loop.send(f, to: id, coalesceKey: coalesceKey) }
+            }
+        }
+    }
+
+    /// Closes a WebSocket with a code and a short reason (sent once pending frames are out of the way).
+    public func close(_ id: ConnectionID, code: Int, reason: String) {
+        guard let l = loop(of: id) else { return }
+        on(l) { loop, _ in loop.close(id, code: code, reason: reason) }
+    }
+}
+
+extension LWSLoop {
+    /// Queues a frame made for (or copied to) this loop. Returns false when the peer is gone or its
+    /// outbox was full and it was closed.
     @discardableResult
-    public func send(_ frame: WireFrame, to id: ConnectionID, coalesceKey: String? = nil) -> Bool {
+    func send(_ frame: WireFrame, to id: ConnectionID, coalesceKey: String?) -> Bool {
         guard let c = connections[id], c.isWebSocket, c.closeCode == 0 else { return false }
         if let key = coalesceKey, let i = c.outboxKeys.firstIndex(of: key) {
             // The older unsent frame is dropped and the new one queued last, so seq order holds.
             c.outbox.remove(at: i)
             c.outboxKeys.remove(at: i)
-            coalesced += 1
+            coalesced.add(1, ordering: .relaxed)
         }
         if c.outbox.count >= options.outboxLimit {
-            slowConsumersClosed += 1
+            slowConsumersClosed.add(1, ordering: .relaxed)
             close(id, code: CloseCode.slowConsumer, reason: "slow consumer: outbox over \(options.outboxLimit) frames")
             return false
         }
@@ -27,8 +68,7 @@ extension LWSServer {
         return true
     }
 
-    /// Closes a WebSocket with a code and a short reason (sent once pending frames are out of the way).
-    public func close(_ id: ConnectionID, code: Int, reason: String) {
+    func close(_ id: ConnectionID, code: Int, reason: String) {
         guard let c = connections[id], c.closeCode == 0 else { return }
         c.closeCode = Int32(code)
         c.closeReason = String(reason.utf8.prefix(120)) ?? ""
@@ -56,7 +96,8 @@ extension LWSServer {
         }
         let message = c.rx
         c.rx = []
-        delegate?.webSocketReceived(c.id, message: message, binary: lws_frame_is_binary(c.wsi) != 0)
+        let id = c.id, binary = lws_frame_is_binary(c.wsi) != 0
+        server?.toDelegate(from: self) { $0.webSocketReceived(id, message: message, binary: binary) }
         return 0
     }
 

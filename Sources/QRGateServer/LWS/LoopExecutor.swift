@@ -6,11 +6,18 @@ import Foundation
 /// the jobs in `LWS_CALLBACK_EVENT_WAIT_CANCELLED`. Actors whose `unownedExecutor` is this executor run
 /// on the loop thread, so `await` on them is a checked hop onto the loop.
 ///
-/// `@unchecked Sendable`: the job queue, the context it wakes and the loop thread's identity are all
+/// Besides Swift jobs it runs plain calls (`post`) in the same FIFO order: how another loop hands this
+/// one a frame to deliver, or how a loop hands the gateway's loop what its peers said, in order.
+///
+/// `@unchecked Sendable`: the queue, the context it wakes and the loop thread's identity are all
 /// guarded by `lock`.
 public final class LoopExecutor: SerialExecutor, TaskExecutor, @unchecked Sendable {
+    private enum Work {
+        case job(UnownedJob)
+        case call(@Sendable () -> Void)
+    }
     private let lock = NSLock()
-    private var jobs: [UnownedJob] = []
+    private var jobs: [Work] = []
     /// The context to wake; nil before the loop runs and after it ended.
     private var context: OpaquePointer?
     private var loopThread: pthread_t?
@@ -18,11 +25,22 @@ public final class LoopExecutor: SerialExecutor, TaskExecutor, @unchecked Sendab
     init() {}
 
     public func enqueue(_ job: consuming ExecutorJob) {
-        let unowned = UnownedJob(job)
-        // Woken under the lock, so `detach()` guarantees no wake reaches a destroyed context.
+        add(.job(UnownedJob(job)))
+    }
+
+    /// Runs `call` on the loop thread after everything queued before it. Calls posted after the loop
+    /// ended are dropped (their connections are gone).
+    public func post(_ call: @escaping @Sendable () -> Void) {
+        add(.call(call))
+    }
+
+    private func add(_ work: Work) {
+        // Woken under the lock, so `detach()` guarantees no wake reaches a destroyed context. One wake is
+        // enough for a batch: the loop takes the whole queue at once.
         lock.lock()
-        jobs.append(unowned)
-        if let context { lws_cancel_service(context) } // the one lws call other threads may make
+        let wasEmpty = jobs.isEmpty
+        jobs.append(work)
+        if wasEmpty, let context { lws_cancel_service(context) } // the one lws call other threads may make
         lock.unlock()
     }
 
@@ -67,6 +85,11 @@ public final class LoopExecutor: SerialExecutor, TaskExecutor, @unchecked Sendab
         jobs.removeAll(keepingCapacity: true)
         lock.unlock()
         let serial = asUnownedSerialExecutor(), task = asUnownedTaskExecutor()
-        for job in batch { job.runSynchronously(isolatedTo: serial, taskExecutor: task) }
+        for work in batch {
+            switch work {
+            case let .job(job): job.runSynchronously(isolatedTo: serial, taskExecutor: task)
+            case let .call(call): call()
+            }
+        }
     }
 }

@@ -2,7 +2,11 @@ private import CWebSockets
 import Foundation
 
 /// One encoded WebSocket text message, with libwebsockets' LWS_PRE head-room in front.
-/// Built once per event and shared by every subscriber it goes to.
+/// Built once per event and shared by every subscriber it goes to on one loop; another loop gets its
+/// own copy (`init(copying:)`), because lws writes each frame's header into the head-room.
+///
+/// `@unchecked Sendable`: the payload is immutable after `init`; the head-room is written only by the
+/// loop the frame was made on or copied to.
 public final class WireFrame: @unchecked Sendable {
     private let storage: UnsafeMutableRawBufferPointer
     public let count: Int
@@ -19,6 +23,17 @@ public final class WireFrame: @unchecked Sendable {
     }
 
     public convenience init(_ text: String) { self.init(Array(text.utf8)) }
+
+    /// A private copy for another loop: the payload only (its head-room is the original loop's to write).
+    init(copying other: WireFrame) {
+        isBinary = other.isBinary
+        count = other.count
+        let pre = Int(qg_lws_pre())
+        storage = .allocate(byteCount: pre + max(count, 1), alignment: 16)
+        storage.initializeMemory(as: UInt8.self, repeating: 0)
+        UnsafeMutableRawBufferPointer(rebasing: storage[pre...])
+            .copyMemory(from: UnsafeRawBufferPointer(rebasing: other.storage[pre..<(pre + max(count, 1))]))
+    }
 
     deinit { storage.deallocate() }
 

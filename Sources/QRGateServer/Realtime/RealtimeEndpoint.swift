@@ -78,7 +78,8 @@ public final class RealtimeEndpoint {
     // MARK: Socket life
 
     /// Like Supabase's gateway: a missing or wrong `apikey` never gets a socket.
-    func shouldAccept(_ info: WebSocketInfo) -> (status: Int, reason: String)? {
+    /// On the handshake's own loop: only Sendable inputs.
+    static func shouldAccept(_ info: WebSocketInfo, auth: Authenticator, demoMode: Bool) -> (status: Int, reason: String)? {
         if let vsn = info.query["vsn"], vsn != "1.0.0" { return (400, "only vsn=1.0.0 (JSON) is supported") }
         guard let key = info.query["apikey"] ?? info.authorization.flatMap(Gateway.bearer), !key.isEmpty else {
             return demoMode ? nil : (401, "No API key found in request")
@@ -312,7 +313,7 @@ public final class RealtimeEndpoint {
             b += Array(#","payload":"#.utf8) + eventBytes + Array(#","type":"broadcast"},"ref":null,"topic":"#.utf8)
             b += JSONValue.string(topic).encoded() + Array("}".utf8)
             let frame = WireFrame(b)
-            for cid in members { server.send(frame, to: cid) }
+            server.send(frame, to: Array(members))
         }
         // A countdown changes no column of the row: skip the row work on the busiest event.
         if case .countdown = event { return }
@@ -334,14 +335,15 @@ public final class RealtimeEndpoint {
     /// every channel that has them (binding ids depend only on the binding, as Supabase's do).
     private func rowChange(session: String, type: String, record: [String: JSONValue], old: [String: JSONValue], now: Date) {
         var data: [UInt8]?
-        var frames: [String: WireFrame] = [:]
+        var frames: [String: (frame: WireFrame, to: [ConnectionID])] = [:]
+        defer { for (frame, to) in frames.values { server.send(frame, to: to) } }
         for (cid, c) in connections {
             guard let p = c.principal, p.canSee(session) else { continue }
             for ch in c.channels.values {
                 let ids = ch.bindings.filter { $0.matches(type: type, row: record) }.map(\.id)
                 guard !ids.isEmpty else { continue }
                 let key = ch.topic + "|" + ids.map(String.init).joined(separator: ",")
-                if let frame = frames[key] { server.send(frame, to: cid); continue }
+                if frames[key] != nil { frames[key]!.to.append(cid); continue }
                 if data == nil {
                     let o: [String: JSONValue] = ["schema": .string("public"), "table": .string(Self.table),
                                                   "commit_timestamp": .string(SessionEventEncoding.iso8601(now)), "type": .string(type),
@@ -351,9 +353,7 @@ public final class RealtimeEndpoint {
                 var b = Array(#"{"event":"postgres_changes","payload":{"data":"#.utf8) + data!
                 b += Array(#","ids":"#.utf8) + JSONValue.array(ids.map { .int($0) }).encoded()
                 b += Array(#"},"ref":null,"topic":"#.utf8) + JSONValue.string(ch.topic).encoded() + Array("}".utf8)
-                let frame = WireFrame(b)
-                frames[key] = frame
-                server.send(frame, to: cid)
+                frames[key] = (WireFrame(b), [cid])
             }
         }
     }

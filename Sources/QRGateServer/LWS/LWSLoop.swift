@@ -1,0 +1,267 @@
+internal import CWebSockets
+import QRGateCore
+import Foundation
+import Synchronization
+
+/// One libwebsockets context on its own thread, with its own listening socket on the server's port
+/// (SO_REUSEPORT: the kernel spreads new connections over the loops) and the connections it accepted.
+///
+/// A thin wrapper of the C context. `@unchecked Sendable` because lws's own rule is the guard: the
+/// connection table and the C objects are touched only on this loop's thread (inside lws callbacks or
+/// calls run by `executor`, which `LoopExecutor.checkIsolated` asserts); the cross-thread entry points
+/// (`stop()`, the executor's queue) go through `lock` and `lws_cancel_service`, the counters are atomics.
+final class LWSLoop: @unchecked Sendable {
+    let index: Int
+    let options: LWSServerOptions
+    /// Set once by the server that made it, before the loop starts.
+    weak var server: LWSServer?
+    /// Runs Swift jobs and posted calls on this loop's thread.
+    let executor = LoopExecutor()
+
+    // Service thread only.
+    var context: OpaquePointer?
+    private var vhost: OpaquePointer?
+    var connections: [ConnectionID: LWSConnection] = [:]
+    private var nextSerial: UInt64 = 1
+    private var timer: UnsafeMutablePointer<qg_timer_t>?
+    private var protocols: UnsafeMutablePointer<lws_protocols>?
+    private var cStrings: [UnsafeMutablePointer<CChar>] = []
+    private var retryPolicy: UnsafeMutablePointer<lws_retry_bo_t>?
+    private var listener: Int32 = -1
+
+    // Shared with other threads, under `lock`.
+    private let lock = NSLock()
+    private var stopping = false
+    private var sharedContext: OpaquePointer?
+    private var startFailure: Error?
+    private var thread: Thread?
+    private let finished = DispatchSemaphore(value: 0)
+
+    /// Frames dropped because a newer one with the same coalescing key replaced them.
+    let coalesced = Atomic<Int>(0)
+    /// Peers closed for reading too slowly.
+    let slowConsumersClosed = Atomic<Int>(0)
+    /// Connections accepted from this loop's listening socket.
+    let accepted = Atomic<Int>(0)
+
+    /// Connection ids carry their loop in the bits above `serialBits`, so any thread can route to it.
+    static let serialBits: UInt64 = 40
+    static func loopIndex(of id: ConnectionID) -> Int { Int(id >> serialBits) }
+
+    init(index: Int, options: LWSServerOptions) {
+        self.index = index
+        self.options = options
+    }
+
+    deinit {
+        protocols?.deallocate()
+        retryPolicy?.deallocate()
+        timer?.deallocate()
+        cStrings.forEach { free($0) }
+    }
+
+    // MARK: - Life cycle (any thread)
+
+    /// Opens this loop's listening socket on `port` (0: an ephemeral one) and starts its thread;
+    /// returns the bound port once the context serves.
+    func start(port: Int) throws -> Int {
+        var bound: Int32 = 0
+        let host = options.host == "localhost" ? "127.0.0.1" : options.host
+        let fd = qg_listen_reuseport(host, Int32(port), 1024, &bound)
+        guard fd >= 0 else {
+            throw LWSServerError.contextFailed("cannot listen on \(options.host):\(port): \(String(cString: strerror(-fd)))")
+        }
+        let ready = DispatchSemaphore(value: 0)
+        let t = Thread { [self] in
+            var failed = false
+            do { try createContext(listener: fd) } catch {
+                failed = true
+                lock.lock(); startFailure = error; lock.unlock()
+            }
+            ready.signal()
+            if !failed { runLoop() }
+            finished.signal()
+        }
+        t.name = "qrgate-lws-\(index)"
+        t.stackSize = 1 << 22
+        lock.lock()
+        thread = t
+        lock.unlock()
+        t.start()
+        ready.wait()
+        lock.lock()
+        let failure = startFailure
+        lock.unlock()
+        if let failure { throw failure }
+        return Int(bound)
+    }
+
+    /// Asks the loop to close every connection and end.
+    func requestStop() {
+        lock.lock()
+        stopping = true
+        let ctx = sharedContext
+        lock.unlock()
+        if let ctx { lws_cancel_service(ctx) }
+    }
+
+    /// Blocks until the service loop has ended. Any number of threads may wait: each waiter passes the
+    /// signal on to the next.
+    func waitUntilStopped() {
+        lock.lock()
+        let started = thread != nil
+        lock.unlock()
+        guard started else { return }
+        finished.wait()
+        finished.signal()
+    }
+
+    // MARK: - Loop (service thread)
+
+    private func createContext(listener fd: Int32) throws {
+        precondition(qg_lws_pre() > 0)
+        let name = strdup("qrgate.v1")!, accept = strdup("qrgate-internal-accept")!
+        cStrings += [name, accept]
+        // protocols[0] handles HTTP and WebSocket (a client offering no subprotocol binds to it);
+        // protocols[1] only watches the listening socket.
+        let protos = UnsafeMutablePointer<lws_protocols>.allocate(capacity: 3)
+        protos.initialize(repeating: lws_protocols(), count: 3)
+        protos[0].name = UnsafePointer(name)
+        protos[0].callback = qgLWSCallback
+        protos[0].per_session_data_size = MemoryLayout<UInt64>.size
+        // Small per-connection receive buffer: client messages are small and reassembled in Swift anyway;
+        // lws allocates this for every WebSocket, so it weighs on the footprint per idle subscriber.
+        protos[0].rx_buffer_size = 1024
+        protos[0].tx_packet_size = LWSServer.txPacketSize
+        protos[1].name = UnsafePointer(accept)
+        protos[1].callback = qgLWSCallback
+        protocols = protos
+
+        let retry = UnsafeMutablePointer<lws_retry_bo_t>.allocate(capacity: 1)
+        retry.initialize(to: lws_retry_bo_t())
+        retry.pointee.secs_since_valid_ping = UInt16(clamping: max(1, options.pingIntervalSeconds))
+        retry.pointee.secs_since_valid_hangup = UInt16(clamping: max(2, options.pingIntervalSeconds * 2))
+        retryPolicy = retry
+
+        var info = lws_context_creation_info()
+        // No listener of lws's own (it would not share the port): ours is adopted below. NO_LISTEN_SERVER
+        // rather than NO_LISTEN, so the vhost still sets up TLS for the sockets it adopts.
+        info.port = CONTEXT_PORT_NO_LISTEN_SERVER
+        info.protocols = UnsafePointer(protos)
+        info.user = Unmanaged.passUnretained(self).toOpaque()
+        info.retry_and_idle_policy = UnsafePointer(retry)
+        info.options = UInt64(LWS_SERVER_OPTION_HTTP_HEADERS_SECURITY_BEST_PRACTICES_ENFORCE)
+            | UInt64(LWS_SERVER_OPTION_VALIDATE_UTF8)
+            | UInt64(LWS_SERVER_OPTION_DISABLE_IPV6)
+        info.timeout_secs = 10
+        if let cert = options.tlsCertPath, let key = options.tlsKeyPath {
+            info.options |= UInt64(LWS_SERVER_OPTION_DO_SSL_GLOBAL_INIT)
+            let c = strdup(cert)!, k = strdup(key)!
+            cStrings.append(c); cStrings.append(k)
+            info.ssl_cert_filepath = UnsafePointer(c)
+            info.ssl_private_key_filepath = UnsafePointer(k)
+        }
+        // permessage-deflate stays off: no extensions are offered (see LWS-NOTES: lws 4.1.6 aborts under it).
+        info.extensions = nil
+
+        guard let ctx = lws_create_context(&info) else {
+            _ = qg_close_fd(fd)
+            throw LWSServerError.contextFailed("libwebsockets could not create loop \(index)'s context")
+        }
+        guard let vhost = lws_get_vhost_by_name(ctx, "default"), qg_adopt_listener(vhost, fd, accept) != nil else {
+            // lws closes an fd it failed to adopt.
+            lws_context_destroy(ctx)
+            throw LWSServerError.contextFailed("libwebsockets could not watch loop \(index)'s listening socket")
+        }
+        listener = fd
+        self.vhost = vhost
+
+        let t = UnsafeMutablePointer<qg_timer_t>.allocate(capacity: 1)
+        t.initialize(to: qg_timer_t())
+        t.pointee.owner = Unmanaged.passUnretained(self).toOpaque()
+        timer = t
+
+        context = ctx
+        lock.lock()
+        sharedContext = ctx
+        lock.unlock()
+        executor.attach(ctx)
+    }
+
+    private func runLoop() {
+        while true {
+            lock.lock()
+            let stop = stopping
+            lock.unlock()
+            if stop { break }
+            if lws_service(context, 0) < 0 { break }
+        }
+        closeAllForShutdown()
+        executor.detach()
+        if let t = timer { lws_sul_cancel(&t.pointee.sul) }
+        lock.lock()
+        sharedContext = nil
+        lock.unlock()
+        lws_context_destroy(context) // also closes the adopted listening socket
+        context = nil
+        vhost = nil
+        listener = -1
+        connections.removeAll()
+    }
+
+    /// Sends every WebSocket peer 1001 "going away" and serves until they are gone (at most ~1 s).
+    private func closeAllForShutdown() {
+        for c in connections.values where c.isWebSocket {
+            close(c.id, code: CloseCode.goingAway, reason: "server shutting down")
+        }
+        var rounds = 0
+        while connections.values.contains(where: { $0.isWebSocket }) && rounds < 20 {
+            wake(afterMicroseconds: 50_000)
+            if lws_service(context, 0) < 0 { break }
+            rounds += 1
+        }
+    }
+
+    /// Takes every connection waiting on the listening socket and hands it to this loop's vhost.
+    func acceptPending(_ listenerWSI: OpaquePointer) -> Int32 {
+        guard let vhost else { return 0 }
+        let fd = lws_get_socket_fd(listenerWSI)
+        while true {
+            let conn = qg_accept(fd)
+            if conn < 0 { break } // EAGAIN: none left (or a transient error: the next readiness retries)
+            accepted.add(1, ordering: .relaxed)
+            // On failure lws has closed the descriptor already.
+            _ = lws_adopt_socket_vhost(vhost, conn)
+        }
+        return 0
+    }
+
+    /// Arms this loop's timer; a later call replaces an earlier one.
+    func wake(afterMicroseconds us: Int64) {
+        guard let ctx = context, let t = timer else { return }
+        lws_sul_schedule(ctx, 0, &t.pointee.sul, qgLWSTimerCallback, max(0, us))
+    }
+
+    func timerFired() { server?.timerFired(on: self) }
+
+    // MARK: - Connections (service thread)
+
+    func connection(_ wsi: OpaquePointer, _ user: UnsafeMutableRawPointer?, create: Bool) -> LWSConnection? {
+        guard let user else { return nil }
+        let slot = user.assumingMemoryBound(to: UInt64.self)
+        if slot.pointee != 0, let c = connections[slot.pointee] { return c }
+        guard create else { return nil }
+        let c = LWSConnection(id: (UInt64(index) << Self.serialBits) | nextSerial, wsi: wsi)
+        nextSerial += 1
+        slot.pointee = c.id
+        connections[c.id] = c
+        return c
+    }
+
+    func forget(_ user: UnsafeMutableRawPointer?) -> LWSConnection? {
+        guard let user else { return nil }
+        let slot = user.assumingMemoryBound(to: UInt64.self)
+        defer { slot.pointee = 0 }
+        return connections.removeValue(forKey: slot.pointee)
+    }
+}
