@@ -1,6 +1,7 @@
 #ifndef QG_CWEBSOCKETS_SHIM_H
 #define QG_CWEBSOCKETS_SHIM_H
 #include <libwebsockets.h>
+#include <ev.h>
 #include <arpa/inet.h>
 #include <errno.h>
 #include <netinet/in.h>
@@ -61,4 +62,45 @@ static inline struct lws *qg_adopt_listener(struct lws_vhost *vh, int fd, const 
 }
 
 static inline int qg_close_fd(int fd) { return close(fd); }
+
+// libev as a loop's "foreign" event loop (epoll on Linux): lws registers its sockets, timers and its
+// cancel pipe on it and installs no signal watcher of its own (libev allows a signal on one loop only).
+static inline void *qg_ev_loop_new(void) { return ev_loop_new(EVFLAG_AUTO); }
+static inline void qg_ev_run(void *loop) { ev_run((struct ev_loop *)loop, 0); }
+static inline void qg_ev_run_once(void *loop) { ev_run((struct ev_loop *)loop, EVRUN_ONCE); }
+static inline void qg_ev_break(void *loop) { ev_break((struct ev_loop *)loop, EVBREAK_ALL); }
+static inline void qg_ev_loop_destroy(void *loop) { ev_loop_destroy((struct ev_loop *)loop); }
+
+// A timer of our own on a libev loop. lws 4.1.6's libev glue re-arms its one timer with ev_timer_set on
+// a watcher that may still be active, so a sul scheduled earlier than the armed deadline waits for that
+// deadline (seconds late). The loop's wake-ups therefore use this watcher, stopped before each re-arm.
+typedef void (*qg_owner_cb)(void *owner);
+typedef struct qg_ev_timer {
+    ev_timer watcher;
+    void *owner;
+    qg_owner_cb fired;
+} qg_ev_timer_t;
+
+static void qg_ev_timer_trampoline(struct ev_loop *loop, ev_timer *w, int revents) {
+    (void)loop; (void)revents;
+    qg_ev_timer_t *t = (qg_ev_timer_t *)w;
+    t->fired(t->owner);
+}
+
+static inline void qg_ev_timer_init(qg_ev_timer_t *t, void *owner, qg_owner_cb fired) {
+    memset(t, 0, sizeof *t);
+    ev_timer_init(&t->watcher, qg_ev_timer_trampoline, 0., 0.);
+    t->owner = owner;
+    t->fired = fired;
+}
+
+static inline void qg_ev_timer_arm(void *loop, qg_ev_timer_t *t, double seconds) {
+    ev_timer_stop((struct ev_loop *)loop, &t->watcher);
+    ev_timer_set(&t->watcher, seconds, 0.);
+    ev_timer_start((struct ev_loop *)loop, &t->watcher);
+}
+
+static inline void qg_ev_timer_stop(void *loop, qg_ev_timer_t *t) { ev_timer_stop((struct ev_loop *)loop, &t->watcher); }
+
+static inline int qg_ev_backend_is_epoll(void *loop) { return ev_backend((struct ev_loop *)loop) == EVBACKEND_EPOLL; }
 #endif

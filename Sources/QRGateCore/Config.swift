@@ -155,6 +155,9 @@ public struct Config: Codable, Sendable, Equatable {
         /// libwebsockets loops (threads), each owning the connections the kernel hands its listening socket;
         /// 0 = one per core. Sessions, timers and upstream work stay on the first; delivery spreads.
         public var loops = 0
+        /// How each loop waits for its sockets: `poll` (lws's own loop, `poll(2)` over every descriptor)
+        /// or `libev` (epoll on Linux, through Debian's libwebsockets-evlib-ev).
+        public var eventLoop: EventLoopKind = .libev
         /// Serves an echo endpoint at /ws/echo, for WebSocket conformance runs (Autobahn). Off in production.
         public var conformanceEcho = false
     }
@@ -275,6 +278,9 @@ public enum ConfigError: Error, Equatable, CustomStringConvertible {
 
 /// Where QR codes come from (`upstream.mode`).
 public enum UpstreamMode: String, Sendable, CaseIterable, ConfigChoice { case simulator, evolution }
+
+/// How the libwebsockets loops wait for their sockets (`server.eventLoop`).
+public enum EventLoopKind: String, Sendable, CaseIterable, ConfigChoice { case poll, libev }
 
 /// Where sessions are kept (`store.mode`).
 public enum StoreMode: String, Sendable, CaseIterable, ConfigChoice { case sqlite, memory }

@@ -48,7 +48,7 @@ public final class GatewayApp: Sendable {
             maxMessageBytes: config.server.maxMessageBytes, maxBodyBytes: config.server.maxBodyBytes,
             outboxLimit: config.server.outboxLimit, pingIntervalSeconds: config.server.pingIntervalSeconds,
             tlsCertPath: config.server.tlsCert.isEmpty ? nil : config.server.tlsCert,
-            tlsKeyPath: config.server.tlsKey.isEmpty ? nil : config.server.tlsKey, loops: config.effectiveLoops), logger: logger)
+            tlsKeyPath: config.server.tlsKey.isEmpty ? nil : config.server.tlsKey, loops: config.effectiveLoops, eventLoop: config.server.eventLoop), logger: logger)
         gateway = Gateway(config: config, server: server, staticFiles: files, http: http, demoMode: !auth.hasKeys,
                           auth: auth, credentials: credentials, store: store, metrics: metrics, logger: logger)
         if !auth.hasKeys {

@@ -7,7 +7,7 @@ extension LWSLoop {
                 _ input: UnsafeMutableRawPointer?, _ len: Int) -> Int32 {
         switch reason {
         case LWS_CALLBACK_EVENT_WAIT_CANCELLED:
-            executor.runQueued()
+            wokenForJobs()
             return 0
         case LWS_CALLBACK_RAW_RX_FILE:
             return acceptPending(wsi)
@@ -75,4 +75,9 @@ func qgLWSCallback(_ wsi: OpaquePointer?, _ reason: lws_callback_reasons, _ user
 func qgLWSTimerCallback(_ sul: UnsafeMutablePointer<lws_sorted_usec_list_t>?) {
     guard let sul, let raw = qg_timer_owner(sul) else { return }
     Unmanaged<LWSLoop>.fromOpaque(raw).takeUnretainedValue().timerFired()
+}
+
+func qgEVTimerCallback(_ owner: UnsafeMutableRawPointer?) {
+    guard let owner else { return }
+    Unmanaged<LWSLoop>.fromOpaque(owner).takeUnretainedValue().timerFired()
 }

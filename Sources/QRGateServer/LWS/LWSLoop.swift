@@ -28,6 +28,10 @@ final class LWSLoop: @unchecked Sendable {
     private var cStrings: [UnsafeMutablePointer<CChar>] = []
     private var retryPolicy: UnsafeMutablePointer<lws_retry_bo_t>?
     private var listener: Int32 = -1
+    /// The libev loop lws runs on (eventLoop = libev); nil with lws's own poll loop.
+    private var evLoop: UnsafeMutableRawPointer?
+    /// This loop's wake-up timer on libev (see `wake`).
+    private var evTimer: UnsafeMutablePointer<qg_ev_timer_t>?
 
     // Shared with other threads, under `lock`.
     private let lock = NSLock()
@@ -57,6 +61,7 @@ final class LWSLoop: @unchecked Sendable {
         protocols?.deallocate()
         retryPolicy?.deallocate()
         timer?.deallocate()
+        evTimer?.deallocate()
         cStrings.forEach { free($0) }
     }
 
@@ -164,13 +169,31 @@ final class LWSLoop: @unchecked Sendable {
         // permessage-deflate stays off: no extensions are offered (see LWS-NOTES: lws 4.1.6 aborts under it).
         info.extensions = nil
 
-        guard let ctx = lws_create_context(&info) else {
+        var foreign: [UnsafeMutableRawPointer?] = [nil]
+        if options.eventLoop == .libev {
+            guard let ev = qg_ev_loop_new() else {
+                _ = qg_close_fd(fd)
+                throw LWSServerError.contextFailed("libev could not create a loop")
+            }
+            evLoop = ev
+            foreign[0] = ev
+            info.options |= UInt64(LWS_SERVER_OPTION_LIBEV)
+        }
+        let created = foreign.withUnsafeMutableBufferPointer { loops -> OpaquePointer? in
+            // lws reads foreign_loops only while it creates the context.
+            if evLoop != nil { info.foreign_loops = loops.baseAddress }
+            return lws_create_context(&info)
+        }
+        guard let ctx = created else {
             _ = qg_close_fd(fd)
-            throw LWSServerError.contextFailed("libwebsockets could not create loop \(index)'s context")
+            if let ev = evLoop { qg_ev_loop_destroy(ev); evLoop = nil }
+            throw LWSServerError.contextFailed("libwebsockets could not create loop \(index)'s context"
+                + (options.eventLoop == .libev ? " on libev (is libwebsockets-evlib-ev installed?)" : ""))
         }
         guard let vhost = lws_get_vhost_by_name(ctx, "default"), qg_adopt_listener(vhost, fd, accept) != nil else {
             // lws closes an fd it failed to adopt.
             lws_context_destroy(ctx)
+            if let ev = evLoop { qg_ev_loop_destroy(ev); evLoop = nil }
             throw LWSServerError.contextFailed("libwebsockets could not watch loop \(index)'s listening socket")
         }
         listener = fd
@@ -180,6 +203,11 @@ final class LWSLoop: @unchecked Sendable {
         t.initialize(to: qg_timer_t())
         t.pointee.owner = Unmanaged.passUnretained(self).toOpaque()
         timer = t
+        if evLoop != nil {
+            let et = UnsafeMutablePointer<qg_ev_timer_t>.allocate(capacity: 1)
+            qg_ev_timer_init(et, Unmanaged.passUnretained(self).toOpaque(), qgEVTimerCallback)
+            evTimer = et
+        }
 
         context = ctx
         lock.lock()
@@ -188,22 +216,31 @@ final class LWSLoop: @unchecked Sendable {
         executor.attach(ctx)
     }
 
+    private var isStopping: Bool {
+        lock.lock()
+        defer { lock.unlock() }
+        return stopping
+    }
+
     private func runLoop() {
-        while true {
-            lock.lock()
-            let stop = stopping
-            lock.unlock()
-            if stop { break }
-            if lws_service(context, 0) < 0 { break }
+        if let ev = evLoop {
+            // Returns once `wokenForJobs` sees the stop request and breaks the loop.
+            if !isStopping { qg_ev_run(ev) }
+        } else {
+            while !isStopping {
+                if lws_service(context, 0) < 0 { break }
+            }
         }
         closeAllForShutdown()
         executor.detach()
         if let t = timer { lws_sul_cancel(&t.pointee.sul) }
+        if let ev = evLoop, let et = evTimer { qg_ev_timer_stop(ev, et) }
         lock.lock()
         sharedContext = nil
         lock.unlock()
         lws_context_destroy(context) // also closes the adopted listening socket
         context = nil
+        if let ev = evLoop { qg_ev_loop_destroy(ev); evLoop = nil }
         vhost = nil
         listener = -1
         connections.removeAll()
@@ -217,10 +254,20 @@ final class LWSLoop: @unchecked Sendable {
         var rounds = 0
         while connections.values.contains(where: { $0.isWebSocket }) && rounds < 20 {
             wake(afterMicroseconds: 50_000)
-            if lws_service(context, 0) < 0 { break }
+            if let ev = evLoop { qg_ev_run_once(ev) } else if lws_service(context, 0) < 0 { break }
             rounds += 1
         }
     }
+
+    /// `LWS_CALLBACK_EVENT_WAIT_CANCELLED`: run what other threads queued; on libev, also how a stop
+    /// request ends `ev_run` (lws's own loop checks the flag itself between services).
+    func wokenForJobs() {
+        executor.runQueued()
+        if let ev = evLoop, isStopping { qg_ev_break(ev) }
+    }
+
+    /// Whether this loop waits with epoll (libev's backend here) rather than poll.
+    var usesEpoll: Bool { evLoop.map { qg_ev_backend_is_epoll($0) != 0 } ?? false }
 
     /// Takes every connection waiting on the listening socket and hands it to this loop's vhost.
     func acceptPending(_ listenerWSI: OpaquePointer) -> Int32 {
@@ -236,8 +283,14 @@ final class LWSLoop: @unchecked Sendable {
         return 0
     }
 
-    /// Arms this loop's timer; a later call replaces an earlier one.
+    /// Arms this loop's timer; a later call replaces an earlier one. On libev it is an ev_timer of our
+    /// own, since lws 4.1.6's libev glue can fire a sul scheduled earlier than its armed deadline only at
+    /// that deadline.
     func wake(afterMicroseconds us: Int64) {
+        if let ev = evLoop, let et = evTimer {
+            qg_ev_timer_arm(ev, et, Double(max(0, us)) / 1_000_000)
+            return
+        }
         guard let ctx = context, let t = timer else { return }
         lws_sul_schedule(ctx, 0, &t.pointee.sul, qgLWSTimerCallback, max(0, us))
     }

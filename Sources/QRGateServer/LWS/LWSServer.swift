@@ -32,14 +32,17 @@ public struct LWSServerOptions: Sendable {
     public var tlsKeyPath: String?
     /// libwebsockets contexts, one thread each, all listening on `port`.
     public var loops: Int
+    /// `poll(2)` (lws's own loop) or libev (epoll).
+    public var eventLoop: EventLoopKind
 
     public init(host: String, port: Int, maxMessageBytes: Int = 65536, maxBodyBytes: Int = 1 << 20,
                 outboxLimit: Int = 64, pingIntervalSeconds: Int = 30, tlsCertPath: String? = nil, tlsKeyPath: String? = nil,
-                loops: Int = 1) {
+                loops: Int = 1, eventLoop: EventLoopKind = .libev) {
         self.host = host; self.port = port; self.maxMessageBytes = maxMessageBytes; self.maxBodyBytes = maxBodyBytes
         self.outboxLimit = outboxLimit; self.pingIntervalSeconds = pingIntervalSeconds
         self.tlsCertPath = tlsCertPath; self.tlsKeyPath = tlsKeyPath
         self.loops = max(1, loops)
+        self.eventLoop = eventLoop
     }
 }
 
@@ -114,6 +117,8 @@ public final class LWSServer: Sendable {
             }
         }
         bound.store(port, ordering: .relaxed)
+        let waits = options.eventLoop == .poll ? "poll" : loops.allSatisfy(\.usesEpoll) ? "libev (epoll)" : "libev"
+        logger.info("\(loops.count) libwebsockets loop\(loops.count == 1 ? "" : "s") on port \(port), waiting with \(waits)")
         return port
     }
 
