@@ -102,8 +102,11 @@ public struct Config: Codable, Sendable, Equatable {
         public var baseURL = ""
         /// Evolution's global API key (env EVOLUTION_API_KEY). Never logged.
         public var apiKey = ""
-        /// Upstream requests in flight at once.
-        public var concurrency = 32
+        /// Most upstream requests in flight at once. With `adaptiveConcurrency` the gateway starts at 16
+        /// and moves between 4 and this with the upstream's answers (see AdaptiveLimit); without, it is fixed.
+        public var concurrency = 256
+        /// Adapt the requests in flight to the upstream's latency and overload answers (429, 502–504, timeouts).
+        public var adaptiveConcurrency = true
         public var timeoutSeconds = 8.0
         /// Upstream bodies over this size are refused.
         public var maxResponseBytes = 512 * 1024
@@ -156,8 +159,9 @@ public struct Config: Codable, Sendable, Equatable {
         /// 0 = one per core. Sessions, timers and upstream work stay on the first; delivery spreads.
         public var loops = 0
         /// How each loop waits for its sockets: `poll` (lws's own loop, `poll(2)` over every descriptor)
-        /// or `libev` (epoll on Linux, through Debian's libwebsockets-evlib-ev).
-        public var eventLoop: EventLoopKind = .libev
+        /// or `libev` (epoll on Linux, through Debian's libwebsockets-evlib-ev). `poll` measured faster with
+        /// lws 4.1.6 at 10 000 and 19 000 connections (Benchmarks/results/NOTES.md).
+        public var eventLoop: EventLoopKind = .poll
         /// Serves an echo endpoint at /ws/echo, for WebSocket conformance runs (Autobahn). Off in production.
         public var conformanceEcho = false
     }

@@ -23,6 +23,7 @@ extension Gateway {
                     m.gauge("qrgate_upstream_credential_state", [("state", s)], status.state.rawValue == s ? 1 : 0)
                 }
                 m.syncTotals(coalesced: self.server.coalesced, slowConsumers: self.server.slowConsumersClosed)
+                m.gauge("qrgate_upstream_concurrency_limit", [], Double(self.http.currentLimit))
                 // A gauge of a monotonic per-loop count: how evenly the kernel spreads connections.
                 for (i, n) in self.server.acceptedPerLoop.enumerated() {
                     m.gauge("qrgate_loop_connections_accepted", [("loop", String(i))], Double(n))

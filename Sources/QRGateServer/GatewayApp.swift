@@ -28,7 +28,8 @@ public final class GatewayApp: Sendable {
         if !auth.hasKeys && !loopback {
             throw GatewayAppError.openOnNetwork(host: host)
         }
-        http = CurlMulti(maxConcurrent: config.upstream.concurrency)
+        http = CurlMulti(maxConcurrent: config.upstream.concurrency, adaptive: config.upstream.adaptiveConcurrency,
+                         slowSeconds: config.upstream.timeoutSeconds / 2)
         let simulated = config.upstream.mode == .simulator
         credentials = UpstreamCredentials(
             staticKey: config.upstream.apiKey.isEmpty && simulated ? config.simulator.apiKey : config.upstream.apiKey,

@@ -5,6 +5,7 @@ import collections
 import json
 import urllib.request
 
+import pytest
 import websockets
 
 TIMEOUT = 10
@@ -15,8 +16,9 @@ async def recv_json(ws):
     return json.loads(await asyncio.wait_for(ws.recv(), TIMEOUT))
 
 
-def test_subscribers_on_every_loop_see_the_same_seq_order(gateway_factory):
-    g = gateway_factory({"server": {"loops": LOOPS}, "refresh": {"minIntervalSeconds": 0}})
+@pytest.mark.parametrize("event_loop", ["poll", "libev"])
+def test_subscribers_on_every_loop_see_the_same_seq_order(gateway_factory, event_loop):
+    g = gateway_factory({"server": {"loops": LOOPS, "eventLoop": event_loop}, "refresh": {"minIntervalSeconds": 0}})
     with urllib.request.urlopen(g.http + "/healthz", timeout=10) as r:
         assert json.loads(r.read())["loops"] == LOOPS
 
@@ -67,8 +69,9 @@ def test_subscribers_on_every_loop_see_the_same_seq_order(gateway_factory):
     asyncio.run(asyncio.wait_for(main(), 90))
 
 
-def test_http_is_answered_on_every_loop(gateway_factory):
-    g = gateway_factory({"server": {"loops": LOOPS}})
+@pytest.mark.parametrize("event_loop", ["poll", "libev"])
+def test_http_is_answered_on_every_loop(gateway_factory, event_loop):
+    g = gateway_factory({"server": {"loops": LOOPS, "eventLoop": event_loop}})
     # Plenty of short connections: each lands on some loop; every one is answered, static files included.
     for i in range(30):
         with urllib.request.urlopen(g.http + ("/healthz" if i % 2 else "/"), timeout=10) as r:

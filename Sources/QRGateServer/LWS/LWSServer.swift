@@ -37,7 +37,7 @@ public struct LWSServerOptions: Sendable {
 
     public init(host: String, port: Int, maxMessageBytes: Int = 65536, maxBodyBytes: Int = 1 << 20,
                 outboxLimit: Int = 64, pingIntervalSeconds: Int = 30, tlsCertPath: String? = nil, tlsKeyPath: String? = nil,
-                loops: Int = 1, eventLoop: EventLoopKind = .libev) {
+                loops: Int = 1, eventLoop: EventLoopKind = .poll) {
         self.host = host; self.port = port; self.maxMessageBytes = maxMessageBytes; self.maxBodyBytes = maxBodyBytes
         self.outboxLimit = outboxLimit; self.pingIntervalSeconds = pingIntervalSeconds
         self.tlsCertPath = tlsCertPath; self.tlsKeyPath = tlsKeyPath
