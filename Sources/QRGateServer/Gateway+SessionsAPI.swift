@@ -32,13 +32,35 @@ extension Gateway {
             case (.post, "/api/v1/upstream/token"): return APIResult(response: try installUpstreamToken(request, connection))
             default:
                 let parts = path.split(separator: "/").map(String.init) // api v1 sessions ID token
-                if request.method == .post, parts.count == 5, parts[4] == "token" {
+                if request.method == .post, parts.count == 5, parts[2] == "sessions", parts[4] == "token" {
                     return APIResult(response: try browserToken(request, session: parts[3]))
+                }
+                if let allowed = Self.allowedMethods(path), !allowed.contains(request.method) {
+                    return APIResult(response: .methodNotAllowed(request, allowed: allowed))
                 }
                 return APIResult(response: .error(404, "no such endpoint: \(request.method.rawValue) \(path.prefix(200))"))
             }
         } catch {
             return APIResult(response: error.response)
+        }
+    }
+
+    /// The methods each known path answers (without its trailing slash); nil for an unknown path.
+    static func allowedMethods(_ path: String) -> [HTTPRequest.Method]? {
+        switch path {
+        case "/api/v1/sessions/init", "/api/v1/sessions/refresh-qr", "/api/v1/sessions/disconnect",
+             "/api/v1/upstream/refresh-token", "/api/v1/upstream/token", "/functions/v1/refresh-qr-codes", "/webhooks/evolution":
+            return [.post]
+        case "/api/v1/sessions/status", "/api/v1/upstream/token-status", "/metrics", "/readyz", "/api/v1/qr":
+            return [.get]
+        case "/api/v1/sessions":
+            return [.get, .post]
+        case "/healthz":
+            return [.get, .head]
+        default:
+            let parts = path.split(separator: "/")
+            if parts.count == 5, parts[0] == "api", parts[1] == "v1", parts[2] == "sessions", parts[4] == "token" { return [.post] }
+            return nil
         }
     }
 
@@ -78,7 +100,7 @@ extension Gateway {
             return nil
         }
         guard case let .string(s) = v else { throw APIError(status: 400, reason: "\"\(key)\" must be a string") }
-        guard s.utf8.count <= 1024 else { throw APIError(status: 400, reason: "\"\(key)\" is longer than 1024 bytes") }
+        guard s.unicodeScalars.count <= 1024 else { throw APIError(status: 400, reason: "\"\(key)\" is longer than 1024 characters") }
         if id && !ClientMessage.isValidSessionID(s) {
             throw APIError(status: 400, reason: "\"\(key)\" must be 1–128 characters of A–Z a–z 0–9 . _ : @ -")
         }
@@ -122,6 +144,10 @@ extension Gateway {
             guard let s = self.runtime.registry[id] else { return }
             let response: HTTPResponse
             switch event {
+            case let .upstreamError(reason)? where reason == UpstreamError.unauthorized.description && s.instanceToken != nil,
+                 let .error(reason)? where reason == UpstreamError.unauthorized.description && s.instanceToken != nil:
+                // The upstream refused the instanceToken the client gave for this session: the caller's credential, not ours.
+                response = .error(403, "the upstream refused this session's instanceToken: \(reason)")
             case let .upstreamError(reason)?: response = .error(502, reason)
             case let .error(reason)?: response = .error(502, reason)
             case .connected?: response = .json(200, ["success": true, "data": self.sessionData(s, message: "Session already connected.")])
@@ -150,10 +176,12 @@ extension Gateway {
     }
 
     private func status(_ request: HTTPRequest) throws(APIError) -> HTTPResponse {
-        guard let id = request.query["sessionId"], ClientMessage.isValidSessionID(id) else {
-            throw APIError(status: 400, reason: "query parameter sessionId is required")
+        // Credentials first: a request without any is 401 whatever else is wrong with it.
+        guard let p = try principal(request) else { throw APIError(status: 401, reason: "missing credentials (Authorization: Bearer KEY, or ?token=)") }
+        guard let id = request.query["sessionId"] else { throw APIError(status: 400, reason: "query parameter sessionId is required") }
+        guard ClientMessage.isValidSessionID(id) else {
+            throw APIError(status: 400, reason: "sessionId must be 1–128 characters of A–Z a–z 0–9 . _ : @ -")
         }
-        guard let p = try principal(request) else { throw APIError(status: 401, reason: "missing credentials") }
         guard p.canSee(id) else { throw APIError(status: 403, reason: "this token does not open session \(id)") }
         let s = try session(id)
         var d = sessionData(s)
@@ -227,7 +255,9 @@ extension Gateway {
 
     private func browserToken(_ request: HTTPRequest, session id: String) throws(APIError) -> HTTPResponse {
         _ = try require(request, .service)
-        guard ClientMessage.isValidSessionID(id) else { throw APIError(status: 400, reason: "invalid session id") }
+        guard ClientMessage.isValidSessionID(id) else {
+            throw APIError(status: 400, reason: "the session id in the path must be 1–128 characters of A–Z a–z 0–9 . _ : @ -")
+        }
         _ = try session(id)
         let (token, exp) = auth.issueBrowserToken(session: id)
         return .json(200, ["success": true, "data": ["sessionId": id, "role": "browser", "token": token,
@@ -244,7 +274,8 @@ extension Gateway {
 
     private func renewUpstreamToken(_ request: HTTPRequest, _ connection: ConnectionID) throws(APIError) -> HTTPResponse? {
         _ = try require(request, .admin)
-        guard !config.upstream.tokenURL.isEmpty else { throw APIError(status: 400, reason: "no upstream.tokenURL configured: the key is static") }
+        // A state of the gateway, not a fault of the request: 409.
+        guard !config.upstream.tokenURL.isEmpty else { throw APIError(status: 409, reason: "no upstream.tokenURL configured: the key is static") }
         respondWithCredentialStatus(connection) { await $0.renewNow() }
         return nil
     }
@@ -253,7 +284,7 @@ extension Gateway {
         _ = try require(request, .admin)
         let o = try body(request, allowed: ["accessToken", "appSecret", "expiresIn"])
         let token = try string(o, "accessToken", required: true)!
-        guard token.utf8.count >= 8 else { throw APIError(status: 400, reason: "accessToken is too short") }
+        guard token.unicodeScalars.count >= 8 else { throw APIError(status: 400, reason: "accessToken is too short") }
         let secret = try string(o, "appSecret")
         var expiresIn: Double?
         if let v = o["expiresIn"] {

@@ -165,11 +165,13 @@ public actor Gateway: LWSServerDelegate {
         if let simulatorHost, EvolutionSimulator.handles(request.path) {
             return simulatorHost.http(request, connection: connection, isolation: self)
         }
+        let bare = request.path.count > 1 && request.path.hasSuffix("/") ? String(request.path.dropLast()) : request.path
+        if let allowed = Self.allowedMethods(bare), !allowed.contains(request.method) { return .methodNotAllowed(request, allowed: allowed) }
         if request.path.hasPrefix("/api/") {
             return .error(404, "no such endpoint: \(request.method.rawValue) \(request.path.prefix(200))")
         }
         guard request.method == .get || request.method == .head else {
-            return .error(405, "method \(request.method.rawValue) not allowed on \(request.path.prefix(200))")
+            return .methodNotAllowed(request, allowed: [.get, .head])
         }
         guard let file = staticFiles.resolve(request.path) else {
             return .error(404, "not found: \(request.path.prefix(200))")

@@ -47,6 +47,13 @@ public struct HTTPResponse: Sendable {
         json(status, ["success": false, "error": reason], headers: headers)
     }
 
+    /// 405 for a known path asked with a method it does not answer, naming the ones it does (`Allow`).
+    public static func methodNotAllowed(_ request: HTTPRequest, allowed: [HTTPRequest.Method]) -> HTTPResponse {
+        let names = allowed.map(\.rawValue).joined(separator: ", ")
+        return error(405, "method \(request.method.rawValue) not allowed on \(request.path.prefix(200)); use \(names)",
+                     headers: [("Allow", names)])
+    }
+
     public static func text(_ status: Int, _ text: String, contentType: String = "text/plain; charset=utf-8") -> HTTPResponse {
         HTTPResponse(status: status, contentType: contentType, body: .bytes(Array(text.utf8)))
     }

@@ -30,7 +30,8 @@ import QRGateHTTP
         let s = try TestServer()
         let r = try HTTPClient.perform(ClientRequest(method: "POST", url: s.base + "/api/v1/qr", headers: [("Content-Type", "application/json")],
                                                      body: Array("{}".utf8))).get()
-        #expect(r.status == 404) // no POST route: answered, not hung, body read
+        #expect(r.status == 405) // GET only: answered with the methods it takes, not hung, body read
+        #expect(r.text.contains("use GET"))
         let bad = HTTPClient.perform(ClientRequest(url: s.base + "/", headers: [("X-Evil", "a\r\nInjected: yes")]))
         #expect(bad.failure == .invalidRequest("header X-Evil contains a line break"))
         #expect(HTTPClient.perform(ClientRequest(url: "ftp://127.0.0.1/")).failure == .invalidRequest("URL must start with http:// or https://"))

@@ -11,6 +11,10 @@ final class LWSConnection {
     var pendingBody: [UInt8] = []
     var bodyOffset = 0
     var bodyTooLarge = false
+    /// Dispatch waits for LWS_CALLBACK_HTTP_BODY_COMPLETION.
+    var awaitingBody = false
+    /// Body completions lws reported for the current request (one is normal).
+    var completions = 0
     var responding = false
     // WebSocket
     var rx: [UInt8] = []

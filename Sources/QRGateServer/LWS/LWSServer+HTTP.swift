@@ -39,12 +39,22 @@ extension LWSLoop {
         let req = HTTPRequest(method: method, path: path, query: queryArgs(wsi), headers: headers, peer: peer(wsi))
         c.request = req
         c.bodyTooLarge = false
+        c.awaitingBody = false
+        c.completions = 0
         if let cl = header(wsi, WSI_TOKEN_HTTP_CONTENT_LENGTH), let n = Int(cl), n > options.maxBodyBytes {
             return startResponse(c, .error(413, "request body over \(options.maxBodyBytes) bytes"))
         }
-        if method == .post || method == .put || method == .patch || method == .delete,
-           lws_hdr_total_length(wsi, WSI_TOKEN_HTTP_CONTENT_LENGTH) > 0 || lws_hdr_total_length(wsi, WSI_TOKEN_HTTP_TRANSFER_ENCODING) > 0 {
-            return 0 // wait for LWS_CALLBACK_HTTP_BODY_COMPLETION
+        // lws reads a request body only with a Content-Length (not chunked): refuse chunked bodies plainly.
+        if lws_hdr_total_length(wsi, WSI_TOKEN_HTTP_TRANSFER_ENCODING) > 0 {
+            return startResponse(c, .error(411, "chunked request bodies are not supported; send Content-Length"))
+        }
+        // Wait for LWS_CALLBACK_HTTP_BODY_COMPLETION when lws will send one: a body (any method), or a POST
+        // with an explicit "Content-Length: 0". Otherwise there is no completion to wait for.
+        let lengthHeader = header(wsi, WSI_TOKEN_HTTP_CONTENT_LENGTH)
+        let contentLength = lengthHeader.flatMap { Int($0.trimmingCharacters(in: .whitespaces)) } ?? 0
+        if contentLength > 0 || (method == .post && lengthHeader != nil) {
+            c.awaitingBody = true
+            return 0
         }
         return dispatchHTTP(c, req)
     }
@@ -57,6 +67,12 @@ extension LWSLoop {
     }
 
     func bodyComplete(_ c: LWSConnection) -> Int32 {
+        // lws completes a body once per request; a second completion means the client sent more bytes than
+        // it declared, and lws would call this again for every read: end the connection.
+        c.completions += 1
+        if c.completions > 1 { return -1 }
+        guard c.awaitingBody else { return 0 } // answered already (413, or no body was expected)
+        c.awaitingBody = false
         guard let req = c.request else { return 0 }
         if c.bodyTooLarge {
             return startResponse(c, .error(413, "request body over \(options.maxBodyBytes) bytes"))
