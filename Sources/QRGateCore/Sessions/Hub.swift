@@ -83,8 +83,6 @@ public final class Hub {
 
     public func isSubscribed(_ subscriber: UInt64, to session: String) -> Bool { bySubscriber[subscriber]?.contains(session) == true }
 
-    public func formats(of subscriber: UInt64, for session: String) -> QRFormats? { bySession[session]?[subscriber] }
-
     /// Direct subscribers of the session and subscribers of every session, each once, grouped by the
     /// formats they asked for (a direct subscription's formats win over the same peer's "*").
     public func audience(of session: String) -> [QRFormats: [UInt64]] {

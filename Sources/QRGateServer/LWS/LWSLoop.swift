@@ -27,7 +27,6 @@ final class LWSLoop: @unchecked Sendable {
     private var protocols: UnsafeMutablePointer<lws_protocols>?
     private var cStrings: [UnsafeMutablePointer<CChar>] = []
     private var retryPolicy: UnsafeMutablePointer<lws_retry_bo_t>?
-    private var listener: Int32 = -1
     /// The libev loop lws runs on (eventLoop = libev); nil with lws's own poll loop.
     private var evLoop: UnsafeMutableRawPointer?
     /// This loop's wake-up timer on libev (see `wake`).
@@ -196,7 +195,6 @@ final class LWSLoop: @unchecked Sendable {
             if let ev = evLoop { qg_ev_loop_destroy(ev); evLoop = nil }
             throw LWSServerError.contextFailed("libwebsockets could not watch loop \(index)'s listening socket")
         }
-        listener = fd
         self.vhost = vhost
 
         let t = UnsafeMutablePointer<qg_timer_t>.allocate(capacity: 1)
@@ -242,7 +240,6 @@ final class LWSLoop: @unchecked Sendable {
         context = nil
         if let ev = evLoop { qg_ev_loop_destroy(ev); evLoop = nil }
         vhost = nil
-        listener = -1
         connections.removeAll()
     }
 

@@ -28,7 +28,9 @@ extension LWSServer {
             let i = LWSLoop.loopIndex(of: id)
             if i < loops.count { shares[i].append(id) }
         }
-        let order = loops.indices.sorted { a, b in !loops[a].executor.isLoopThread && loops[b].executor.isLoopThread }
+        // The calling loop (if any) goes last, once the others have their share.
+        let here = loops.firstIndex { $0.executor.isLoopThread }
+        let order = loops.indices.filter { $0 != here } + (here.map { [$0] } ?? [])
         for i in order where !shares[i].isEmpty {
             let share = shares[i]
             on(loops[i]) { loop, local in

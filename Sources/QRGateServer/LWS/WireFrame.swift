@@ -30,7 +30,8 @@ public final class WireFrame: @unchecked Sendable {
         count = other.count
         let pre = Int(qg_lws_pre())
         storage = .allocate(byteCount: pre + max(count, 1), alignment: 16)
-        storage.initializeMemory(as: UInt8.self, repeating: 0)
+        // The head-room is zeroed; the payload is written once, by the copy.
+        UnsafeMutableRawBufferPointer(rebasing: storage[..<pre]).initializeMemory(as: UInt8.self, repeating: 0)
         UnsafeMutableRawBufferPointer(rebasing: storage[pre...])
             .copyMemory(from: UnsafeRawBufferPointer(rebasing: other.storage[pre..<(pre + max(count, 1))]))
     }
