@@ -1,8 +1,14 @@
 /* QRGate dashboard: /admin[?token=KEY].
  *
- * Subscribes to "*" (a service or admin key; everyone in demo mode): one snapshot per session, then every
- * session's events. Lists each session with its status, the age of its QR and its last error, live, with a
- * link to its page and (admins) a refresh button that shows the rate limit's wait.
+ * Subscribes to "*" (a service or admin key; everyone in demo mode; a tenant's key sees its own sessions):
+ * the snapshots arrive as `snapshots` batches paced by the gateway, then every session's events. Lists
+ * the sessions with status, QR age and last error, live, with a link to each page and (admins) a refresh
+ * button that shows the rate limit's wait.
+ *
+ * Built for thousands of sessions: events only update the model and mark the session dirty; one render
+ * per animation frame touches the rows of the page on screen (50 at a time) and the counts. Status
+ * filters, search by id and pages narrow what is drawn; the full list is re-sorted only when the set of
+ * sessions, a status, the filter or the search changes.
  */
 "use strict";
 (function () {
@@ -12,7 +18,9 @@
     dash: $("dash"), conn: $("conn"), connText: $("conn-text"), roleBadge: $("role-badge"), summary: $("summary"),
     table: $("sessions"), rows: $("rows"), empty: $("empty"), hint: $("hint"),
     tokenForm: $("token-form"), tokenReason: $("token-reason"), tokenInput: $("token-input"), enterKey: $("enter-key"),
+    filters: $("filters"), search: $("search"), pager: $("pager"), prev: $("prev"), next: $("next"), range: $("range"),
   };
+  const PAGE = 50;
 
   const S = {
     token: L.takeToken(),
@@ -21,9 +29,16 @@
     subscribed: false,
     refused: null,
     sessions: new Map(), // id → row model
+    dirty: new Set(),    // ids changed since the last render
     seen: null,          // ids confirmed by the snapshots after the last `subscribed`
-    sweepTimer: null,
+    stream: null,        // the snapshot stream of the current subscription
     hint: "",
+    filter: "",          // status shown ("" = all)
+    query: "",           // search by id (substring, case-insensitive)
+    page: 0,
+    list: [],            // ids matching filter and search, sorted
+    listDirty: true,     // `list` must be rebuilt (sessions, statuses, filter or search changed)
+    frame: 0,            // a render is scheduled
   };
 
   const live = new L.Connection({
@@ -31,7 +46,7 @@
       S.role = hello.role;
       S.subscribed = false;
       subscribe();
-      render();
+      schedule();
     },
     onMessage: handle,
     onStatus(status) {
@@ -40,7 +55,7 @@
         S.subscribed = false;
         for (const s of S.sessions.values()) s.busy = false;
       }
-      render();
+      schedule();
     },
   });
 
@@ -54,7 +69,7 @@
   function row(id) {
     let s = S.sessions.get(id);
     if (!s) {
-      s = { id, status: "idle", hasQR: false, qrExpiresAt: null, qrUpdatedAt: null, attempt: 0, maxAttempts: null,
+      s = { id, seq: -1, status: "idle", hasQR: false, qrExpiresAt: null, qrUpdatedAt: null, attempt: 0, maxAttempts: null,
             lastError: null, connectedAt: null, phase: null, note: "", retryUntil: 0, busy: false, dom: null };
       S.sessions.set(id, s);
     }
@@ -68,20 +83,39 @@
       S.role = msg.role || S.role;
       S.subscribed = true;
       S.refused = null;
+      S.stream = msg.stream;
       el.tokenForm.hidden = true;
-      // Snapshots follow at once; rows they do not mention are gone.
+      // Numbers may restart with the gateway: what the snapshots say is the truth from here on.
+      for (const s of S.sessions.values()) s.seq = -1;
+      // Snapshots follow in batches; rows they do not mention are gone once the last batch is in.
       S.seen = new Set();
-      clearTimeout(S.sweepTimer);
-      S.sweepTimer = setTimeout(() => {
+      return schedule();
+    }
+    if (msg.action === "snapshots") {
+      if (msg.stream !== S.stream) return;
+      for (const item of msg.items || []) apply(item);
+      if (msg.done && S.seen) {
         for (const id of [...S.sessions.keys()]) if (!S.seen.has(id)) drop(id);
         S.seen = null;
-        render();
-      }, 1500);
-      return render();
+        S.listDirty = true;
+      }
+      return schedule();
     }
+    apply(msg);
+  }
+
+  /** One frame about one session: the model changes, the session is marked for the next render. */
+  function apply(msg) {
     const id = msg.sessionId;
     if (!id || id === "*") return;
+    if (!S.sessions.has(id)) S.listDirty = true;
     const s = row(id);
+    // A frame older than what the row already shows (a live event can overtake its snapshot) is skipped.
+    if (typeof msg.seq === "number") {
+      if (msg.seq < s.seq || (msg.seq === s.seq && msg.action !== "snapshot")) { if (S.seen && msg.action === "snapshot") S.seen.add(id); return; }
+      s.seq = msg.seq;
+    }
+    const before = s.status;
     switch (msg.action) {
       case "snapshot":
         if (S.seen) S.seen.add(id);
@@ -154,7 +188,9 @@
       default:
         return;
     }
-    render();
+    if (s.status !== before) S.listDirty = true;
+    S.dirty.add(id);
+    schedule();
   }
 
   function refusal(msg) {
@@ -186,13 +222,15 @@
       default:
         if (s) { s.busy = false; s.note = msg.reason || msg.code; } else S.hint = msg.reason || msg.code;
     }
-    render();
+    if (s) S.dirty.add(s.id);
+    schedule();
   }
 
   function drop(id) {
     const s = S.sessions.get(id);
     if (s && s.dom) s.dom.tr.remove();
     S.sessions.delete(id);
+    S.listDirty = true;
   }
 
   function showTokenForm(reason) {
@@ -283,14 +321,43 @@
     if (!s || !live.send({ op: "refresh", session: id })) return;
     s.busy = true;
     s.note = "";
-    setTimeout(() => { if (s.busy) { s.busy = false; render(); } }, 10000);
-    render();
+    setTimeout(() => { if (s.busy) { s.busy = false; schedule(); } }, 10000);
+    schedule();
   }
 
   function setText(node, text) {
     if (node.textContent !== text) node.textContent = text;
   }
 
+  /** One render per animation frame, however many events arrived. */
+  function schedule() {
+    if (S.frame) return;
+    S.frame = requestAnimationFrame(() => { S.frame = 0; render(); });
+  }
+
+  function matches(s) {
+    return (!S.filter || s.status === S.filter) && (!S.query || s.id.toLowerCase().includes(S.query));
+  }
+
+  function paint(s, now, admin, online) {
+    const [kind, label, detail] = describe(s, now);
+    s.dom.tr.dataset.status = s.status;
+    s.dom.pill.className = "pill pill-" + kind;
+    setText(s.dom.pill, label);
+    setText(s.dom.sub, detail);
+    setText(s.dom.age, s.qrUpdatedAt && s.status !== "connected" ? age(now - s.qrUpdatedAt) : "—");
+    s.dom.err.className = "last-error" + (s.lastError ? "" : " none");
+    setText(s.dom.err, s.lastError || "—");
+    const wait = Math.ceil((s.retryUntil - Date.now()) / 1000);
+    setText(s.dom.refresh, wait > 0 ? "Try again in " + wait + "s" : s.busy ? "Refreshing…" : "Refresh");
+    s.dom.refresh.disabled = !admin || !online || s.busy || wait > 0;
+    s.dom.refresh.title = admin ? "Request a new QR code for " + s.id : "Needs an admin key";
+    s.dom.refresh.setAttribute("aria-label", (wait > 0 ? "Try again in " + wait + " seconds: refresh " : "Refresh ") + s.id);
+    if (wait <= 0 && s.note === "Refreshed moments ago.") s.note = "";
+    setText(s.dom.note, s.note);
+  }
+
+  /** Draws the page on screen: only its rows are in the DOM; the clock-driven texts are redrawn on every tick. */
   function render() {
     const now = live.serverNow();
     const online = S.conn === "online" && S.subscribed;
@@ -302,32 +369,32 @@
     setText(el.roleBadge, S.role || "");
     el.table.classList.toggle("is-stale", !online);
 
-    const ids = [...S.sessions.keys()].sort();
-    let before = null;
-    for (let i = ids.length - 1; i >= 0; i--) {
-      const s = S.sessions.get(ids[i]);
-      const tr = s.dom ? s.dom.tr : build(s);
-      if (tr.nextSibling !== before || tr.parentNode !== el.rows) el.rows.insertBefore(tr, before);
-      before = tr;
-      const [kind, label, detail] = describe(s, now);
-      s.dom.tr.dataset.status = s.status;
-      s.dom.pill.className = "pill pill-" + kind;
-      setText(s.dom.pill, label);
-      setText(s.dom.sub, detail);
-      setText(s.dom.age, s.qrUpdatedAt && s.status !== "connected" ? age(now - s.qrUpdatedAt) : "—");
-      s.dom.err.className = "last-error" + (s.lastError ? "" : " none");
-      setText(s.dom.err, s.lastError || "—");
-      const wait = Math.ceil((s.retryUntil - Date.now()) / 1000);
-      setText(s.dom.refresh, wait > 0 ? "Try again in " + wait + "s" : s.busy ? "Refreshing…" : "Refresh");
-      s.dom.refresh.disabled = !admin || !online || s.busy || wait > 0;
-      s.dom.refresh.title = admin ? "Request a new QR code for " + s.id : "Needs an admin key";
-      s.dom.refresh.setAttribute("aria-label", (wait > 0 ? "Try again in " + wait + " seconds: refresh " : "Refresh ") + s.id);
-      if (wait <= 0 && s.note === "Refreshed moments ago.") s.note = "";
-      setText(s.dom.note, s.note);
+    if (S.listDirty) {
+      S.list = [];
+      for (const s of S.sessions.values()) if (matches(s)) S.list.push(s.id);
+      S.list.sort();
+      S.listDirty = false;
     }
+    const pages = Math.max(1, Math.ceil(S.list.length / PAGE));
+    S.page = Math.min(S.page, pages - 1);
+    const first = S.page * PAGE;
+    const shown = S.list.slice(first, first + PAGE);
+    // Rows of the page, in order; rows of other pages leave the DOM (their models stay).
+    let at = el.rows.firstChild;
+    const keep = new Set(shown);
+    for (const id of shown) {
+      const s = S.sessions.get(id);
+      const tr = s.dom ? s.dom.tr : build(s);
+      if (tr !== at) el.rows.insertBefore(tr, at); else at = at.nextSibling;
+      paint(s, now, admin, online);
+    }
+    while (at) { const nextRow = at.nextSibling; if (!keep.has(at.dataset.session)) at.remove(); at = nextRow; }
+    S.dirty.clear();
 
-    const counts = {};
+    const counts = { "": S.sessions.size };
     for (const s of S.sessions.values()) counts[s.status] = (counts[s.status] || 0) + 1;
+    for (const span of el.filters.querySelectorAll("[data-count]")) setText(span, String(counts[span.dataset.count] || 0));
+    for (const chip of el.filters.querySelectorAll(".chip")) chip.setAttribute("aria-pressed", String(chip.dataset.status === S.filter));
     const n = S.sessions.size;
     const parts = [n + (n === 1 ? " session" : " sessions")];
     if (counts.connected) parts.push(counts.connected + " linked");
@@ -335,19 +402,41 @@
     if (counts.failed) parts.push(counts.failed + " failed");
     if (counts.disconnected) parts.push(counts.disconnected + " disconnected");
     setText(el.summary, S.subscribed || n ? parts.join(" · ") : "");
-    el.empty.hidden = n > 0;
-    setText(el.empty, S.refused ? S.refused : !S.subscribed ? (S.conn === "reconnecting" ? "Reconnecting…" : "Connecting to the gateway…") : "No sessions yet.");
+    el.pager.hidden = S.list.length <= PAGE;
+    setText(el.range, S.list.length ? (first + 1) + "–" + (first + shown.length) + " of " + S.list.length : "");
+    el.prev.disabled = S.page === 0;
+    el.next.disabled = S.page >= pages - 1;
+    el.empty.hidden = n > 0 && S.list.length > 0;
+    setText(el.empty, S.refused ? S.refused : !S.subscribed && !n ? (S.conn === "reconnecting" ? "Reconnecting…" : "Connecting to the gateway…")
+      : n ? "No session matches." : "No sessions yet.");
     setText(el.hint, !online && n ? "Reconnecting… the list is not live." : S.hint);
   }
+
+  el.filters.addEventListener("click", (ev) => {
+    const chip = ev.target.closest(".chip");
+    if (!chip) return;
+    S.filter = chip.dataset.status;
+    S.page = 0;
+    S.listDirty = true;
+    schedule();
+  });
+  el.search.addEventListener("input", () => {
+    S.query = el.search.value.trim().toLowerCase();
+    S.page = 0;
+    S.listDirty = true;
+    schedule();
+  });
+  el.prev.addEventListener("click", () => { S.page = Math.max(0, S.page - 1); schedule(); });
+  el.next.addEventListener("click", () => { S.page += 1; schedule(); });
 
   L.onTokenForm(el.tokenForm, el.tokenInput, el.enterKey, showTokenForm, (token) => {
     S.token = token;
     S.refused = null;
     subscribe();
-    render();
+    schedule();
   });
 
-  setInterval(render, 500);
+  setInterval(schedule, 500);
   render();
   live.start();
 })();

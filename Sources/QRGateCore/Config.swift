@@ -37,9 +37,10 @@ public struct Config: Codable, Sendable, Equatable {
     }
 
     public struct Auth: Codable, Sendable, Equatable {
-        /// Keys as given, or `sha256:<hex>` of the key (then only the hash is kept in config).
-        public var serviceKeys: [String] = []
-        public var adminKeys: [String] = []
+        /// Keys as given, or `sha256:<hex>` of the key (then only the hash is kept in config); an entry
+        /// may be `{"key": "…", "prefix": "shop-"}`: that key sees only sessions whose id starts so.
+        public var serviceKeys: [APIKey] = []
+        public var adminKeys: [APIKey] = []
         /// HMAC secret of browser tokens; empty: a random one per process (tokens die with a restart).
         public var tokenSecret = ""
         public var browserTokenTTLSeconds = 900
@@ -56,6 +57,44 @@ public struct Config: Codable, Sendable, Equatable {
         /// `sqlite` (durable, the default) or `memory`.
         public var mode = StoreMode.sqlite
         public var path = "data/qrgate.sqlite"
+    }
+
+    /// One API key of `auth.serviceKeys` / `auth.adminKeys`: a string, or an object scoping it to the
+    /// sessions whose id starts with `prefix` (one tenant's key).
+    public struct APIKey: Codable, Sendable, Equatable, ExpressibleByStringLiteral {
+        public var key: String
+        public var prefix: String?
+
+        enum CodingKeys: String, CodingKey, CaseIterable { case key, prefix }
+
+        public init(key: String, prefix: String? = nil) { self.key = key; self.prefix = prefix }
+        public init(stringLiteral value: String) { self.init(key: value) }
+
+        public init(from decoder: Decoder) throws {
+            if let plain = try? decoder.singleValueContainer().decode(String.self) {
+                self.init(key: plain)
+                return
+            }
+            let any = try decoder.container(keyedBy: AnyKey.self)
+            let known = Set(CodingKeys.allCases.map(\.rawValue))
+            if let extra = any.allKeys.map(\.stringValue).sorted().first(where: { !known.contains($0) }) {
+                throw DecodingError.dataCorrupted(.init(codingPath: decoder.codingPath + [AnyKey(stringValue: extra)],
+                                                        debugDescription: "unknown configuration key"))
+            }
+            let c = try decoder.container(keyedBy: CodingKeys.self)
+            self.init(key: try c.decode(String.self, forKey: .key), prefix: try c.decodeIfPresent(String.self, forKey: .prefix))
+        }
+
+        public func encode(to encoder: Encoder) throws {
+            if let prefix {
+                var c = encoder.container(keyedBy: CodingKeys.self)
+                try c.encode(key, forKey: .key)
+                try c.encode(prefix, forKey: .prefix)
+            } else {
+                var c = encoder.singleValueContainer()
+                try c.encode(key)
+            }
+        }
     }
 
     /// A session listed in the configuration.
@@ -142,8 +181,16 @@ public struct Config: Codable, Sendable, Equatable {
         public var maxMessageBytes = 65536
         /// Largest HTTP request body accepted; bigger answers 413.
         public var maxBodyBytes = 1 << 20
-        /// Frames waiting for one slow peer before it is closed (4008).
-        public var outboxLimit = 64
+        /// Unsent bytes one peer may hold for `slowConsumerSeconds` before it is closed (4008); past four
+        /// times this it is closed at once. 4 MiB is about 350 full QR frames or 15 000 countdowns: a
+        /// firehose reader of thousands of sessions getting its snapshots stays well under it (they are
+        /// paced by what it reads), while a page's single session never comes near.
+        public var outboxBytes = 4 << 20
+        /// How long a peer may stay over `outboxBytes` (a mobile network stall, a GC pause) before it is
+        /// closed. Behind, it still gets the newest countdown and QR of each session, not a backlog.
+        public var slowConsumerSeconds = 10.0
+        /// Sessions one connection may subscribe to one by one or in lists ("*" and a prefix count as one).
+        public var maxSubscriptionsPerConnection = 10_000
         /// Idle WebSocket peers are pinged after this many seconds and dropped after twice that.
         public var pingIntervalSeconds = 30
         /// Browser origins allowed to open a WebSocket; empty allows any.
@@ -194,7 +241,11 @@ public struct Config: Codable, Sendable, Equatable {
         }
         try positive(server.maxMessageBytes, "server.maxMessageBytes")
         try positive(server.maxBodyBytes, "server.maxBodyBytes")
-        try positive(server.outboxLimit, "server.outboxLimit")
+        if server.outboxBytes < 16 * 1024 { throw .invalid(key: "server.outboxBytes", reason: "must be at least 16384, got \(server.outboxBytes)") }
+        if !(server.slowConsumerSeconds > 0 && server.slowConsumerSeconds <= 3600) {
+            throw .invalid(key: "server.slowConsumerSeconds", reason: "must be in (0, 3600], got \(server.slowConsumerSeconds)")
+        }
+        try positive(server.maxSubscriptionsPerConnection, "server.maxSubscriptionsPerConnection")
         try positive(server.pingIntervalSeconds, "server.pingIntervalSeconds")
         guard (0...64).contains(server.loops) else {
             throw .invalid(key: "server.loops", reason: "must be 0 (one per core) to 64, got \(server.loops)")
@@ -205,7 +256,14 @@ public struct Config: Codable, Sendable, Equatable {
         try positive(server.messagesPerSecond, "server.messagesPerSecond")
         try positive(server.maxConnectionsPerIP, "server.maxConnectionsPerIP")
         try positive(auth.browserTokenTTLSeconds, "auth.browserTokenTTLSeconds")
-        for (i, k) in (auth.serviceKeys + auth.adminKeys).enumerated() {
+        for (list, keys) in [("auth.serviceKeys", auth.serviceKeys), ("auth.adminKeys", auth.adminKeys)] {
+            for (i, entry) in keys.enumerated() {
+                if let p = entry.prefix, !ClientMessage.isValidSessionID(p) {
+                    throw .invalid(key: "\(list)[\(i)].prefix", reason: "must be 1–128 characters of A–Z a–z 0–9 . _ : @ -")
+                }
+            }
+        }
+        for (i, k) in (auth.serviceKeys + auth.adminKeys).map(\.key).enumerated() {
             if k.hasPrefix("sha256:") {
                 let hex = k.dropFirst(7)
                 if hex.count != 64 || !hex.allSatisfy(\.isHexDigit) { throw .invalid(key: "auth keys[\(i)]", reason: "sha256: must be followed by 64 hex digits") }

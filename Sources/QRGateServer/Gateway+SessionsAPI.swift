@@ -82,6 +82,23 @@ extension Gateway {
         return p
     }
 
+    /// For what concerns the whole gateway (upstream credentials, the refresh cycle): a tenant's key is refused.
+    func requireUnscoped(_ request: HTTPRequest, _ role: Role) throws(APIError) -> Principal {
+        let p = try require(request, role)
+        if let prefix = p.prefix {
+            throw APIError(status: 403, reason: "this key covers the sessions starting with \(prefix) only; this needs a key for every session")
+        }
+        return p
+    }
+
+    /// A tenant's key acts on its own sessions only.
+    func check(_ p: Principal, opens id: String) throws(APIError) {
+        guard p.canSee(id) else {
+            let why = p.prefix.map { "this key covers the sessions starting with \($0) only, not \(id)" } ?? "this token does not open session \(id)"
+            throw APIError(status: 403, reason: why)
+        }
+    }
+
     // MARK: Bodies
 
     func body(_ request: HTTPRequest, allowed: Set<String>) throws(APIError) -> [String: JSONValue] {
@@ -115,9 +132,10 @@ extension Gateway {
     // MARK: Endpoints
 
     private func initSession(_ request: HTTPRequest, _ connection: ConnectionID) throws(APIError) -> HTTPResponse? {
-        _ = try require(request, .service)
+        let p = try require(request, .service)
         let o = try body(request, allowed: ["sessionId", "numberId", "instanceName", "instanceToken"])
         let id = try string(o, "sessionId", required: true, id: true)!
+        try check(p, opens: id)
         let instance = try string(o, "instanceName", id: true) ?? id
         let token = try string(o, "instanceToken"), number = try string(o, "numberId")
         if runtime.registry[id] == nil {
@@ -182,7 +200,7 @@ extension Gateway {
         guard ClientMessage.isValidSessionID(id) else {
             throw APIError(status: 400, reason: "sessionId must be 1–128 characters of A–Z a–z 0–9 . _ : @ -")
         }
-        guard p.canSee(id) else { throw APIError(status: 403, reason: "this token does not open session \(id)") }
+        try check(p, opens: id)
         let s = try session(id)
         var d = sessionData(s)
         d["phoneNumber"] = s.numberId ?? NSNull()
@@ -193,9 +211,10 @@ extension Gateway {
     }
 
     private func refreshQR(_ request: HTTPRequest, _ connection: ConnectionID) throws(APIError) -> HTTPResponse? {
-        _ = try require(request, .service)
+        let p = try require(request, .service)
         let o = try body(request, allowed: ["sessionId"])
         let id = try string(o, "sessionId", required: true, id: true)!
+        try check(p, opens: id)
         _ = try session(id)
         switch runtime.refresh(id, isolation: self) {
         case .alreadyConnected?:
@@ -209,9 +228,10 @@ extension Gateway {
     }
 
     private func disconnect(_ request: HTTPRequest, _ connection: ConnectionID) throws(APIError) -> HTTPResponse? {
-        _ = try require(request, .service)
+        let p = try require(request, .service)
         let o = try body(request, allowed: ["sessionId"])
         let id = try string(o, "sessionId", required: true, id: true)!
+        try check(p, opens: id)
         _ = try session(id)
         runtime.feed(id, .disconnect, isolation: self)
         respondWhenDurable(id, connection, .json(200, ["success": true, "data": sessionData(try session(id), message: "Session disconnected.")]))
@@ -219,14 +239,14 @@ extension Gateway {
     }
 
     private func list(_ request: HTTPRequest) throws(APIError) -> HTTPResponse {
-        _ = try require(request, .admin)
+        let p = try require(request, .service)
         var stale: Double?
         if let raw = request.query["stale"] {
             guard let v = Double(raw), v >= 0, v < 1e9 else { throw APIError(status: 400, reason: "stale must be a number of seconds") }
             stale = v
         }
         let now = clock.now()
-        let rows = runtime.registry.sessions.values.sorted { $0.id < $1.id }.compactMap { s -> [String: Any]? in
+        let rows = runtime.registry.sessions.values.filter { p.canSee($0.id) }.sorted { $0.id < $1.id }.compactMap { s -> [String: Any]? in
             let qrAge = now.timeIntervalSince(s.machine.qrUpdatedAt ?? s.createdAt)
             if let stale, !(s.machine.status == .pending && qrAge > stale) { return nil }
             var d = sessionData(s)
@@ -241,9 +261,10 @@ extension Gateway {
     }
 
     func createSession(_ request: HTTPRequest, _ connection: ConnectionID) throws(APIError) -> HTTPResponse? {
-        _ = try require(request, .admin)
+        let p = try require(request, .admin)
         let o = try body(request, allowed: ["sessionId", "instanceName", "instanceToken", "numberId"])
         let id = try string(o, "sessionId", required: true, id: true)!
+        try check(p, opens: id)
         let instance = try string(o, "instanceName", id: true) ?? id
         guard runtime.add(id: id, instanceName: instance, instanceToken: try string(o, "instanceToken"), numberId: try string(o, "numberId"),
                           isolation: self) else {
@@ -254,10 +275,11 @@ extension Gateway {
     }
 
     private func browserToken(_ request: HTTPRequest, session id: String) throws(APIError) -> HTTPResponse {
-        _ = try require(request, .service)
+        let p = try require(request, .service)
         guard ClientMessage.isValidSessionID(id) else {
             throw APIError(status: 400, reason: "the session id in the path must be 1–128 characters of A–Z a–z 0–9 . _ : @ -")
         }
+        try check(p, opens: id)
         _ = try session(id)
         let (token, exp) = auth.issueBrowserToken(session: id)
         return .json(200, ["success": true, "data": ["sessionId": id, "role": "browser", "token": token,
@@ -267,13 +289,13 @@ extension Gateway {
     // MARK: Upstream credentials (admin)
 
     private func tokenStatus(_ request: HTTPRequest, _ connection: ConnectionID) throws(APIError) -> HTTPResponse? {
-        _ = try require(request, .admin)
+        _ = try requireUnscoped(request, .admin)
         respondWithCredentialStatus(connection) { await $0.status() }
         return nil
     }
 
     private func renewUpstreamToken(_ request: HTTPRequest, _ connection: ConnectionID) throws(APIError) -> HTTPResponse? {
-        _ = try require(request, .admin)
+        _ = try requireUnscoped(request, .admin)
         // A state of the gateway, not a fault of the request: 409.
         guard !config.upstream.tokenURL.isEmpty else { throw APIError(status: 409, reason: "no upstream.tokenURL configured: the key is static") }
         respondWithCredentialStatus(connection) { await $0.renewNow() }
@@ -281,7 +303,7 @@ extension Gateway {
     }
 
     private func installUpstreamToken(_ request: HTTPRequest, _ connection: ConnectionID) throws(APIError) -> HTTPResponse? {
-        _ = try require(request, .admin)
+        _ = try requireUnscoped(request, .admin)
         let o = try body(request, allowed: ["accessToken", "appSecret", "expiresIn"])
         let token = try string(o, "accessToken", required: true)!
         guard token.unicodeScalars.count >= 8 else { throw APIError(status: 400, reason: "accessToken is too short") }
@@ -314,7 +336,7 @@ extension Gateway {
 extension Gateway {
     /// POST /functions/v1/refresh-qr-codes: one refresh cycle now, answered with the old cron job's JSON.
     func refreshCycle(_ request: HTTPRequest, connection: ConnectionID) -> HTTPResponse? {
-        do { _ = try require(request, .service) } catch { return error.response }
+        do { _ = try requireUnscoped(request, .service) } catch { return error.response }
         runtime.runCycle(isolation: self) { [server] results in
             let body: [String: Any] = [
                 "success": true, "total_instances": results.count,

@@ -2,9 +2,6 @@ import Foundation
 import QRGateCore
 
 extension Gateway {
-    /// Subscriptions one connection may hold.
-    static let maxSubscriptionsPerConnection = 64
-
     /// Runs on the loop that owns the handshake: config, the key table and the per-address counts only.
     /// Two loops may each let one more handshake from an address through before either is counted.
     nonisolated func shouldAccept(_ info: WebSocketInfo) -> (status: Int, reason: String)? {
@@ -25,16 +22,15 @@ extension Gateway {
         if info.path == "/ws/echo" { echoSockets.insert(connection); return }
         socketsPerIP.withLock { $0[info.peer, default: 0] += 1 }
         if info.path == RealtimeEndpoint.path {
-            sockets[connection] = Peer(info: info, role: .browser, tokens: Double(config.server.messagesPerSecond * 2), lastRefill: clock.now())
+            sockets[connection] = Peer(info: info, tokens: Double(config.server.messagesPerSecond * 2), lastRefill: clock.now())
             realtime.opened(connection, info: info)
             return
         }
-        var peer = Peer(info: info, role: demoMode ? .admin : .browser, tokens: Double(config.server.messagesPerSecond * 2),
-                        lastRefill: clock.now())
+        var peer = Peer(info: info, tokens: Double(config.server.messagesPerSecond * 2), lastRefill: clock.now())
+        if demoMode { peer.grant(Principal(role: .admin)) }
         if let presented = info.query["token"] ?? info.authorization.flatMap(Self.bearer),
            case let .success(p) = auth.authenticate(presented) {
-            peer.role = max(peer.role, p.role)
-            if let s = p.session { peer.sessions.insert(s) }
+            peer.grant(p)
         }
         sockets[connection] = peer
         send(ServerMessage.hello(connectionID: connection, now: clock.now(), maxMessageBytes: config.server.maxMessageBytes, role: peer.role.rawValue,
@@ -58,13 +54,10 @@ extension Gateway {
         switch parsed {
         case .ping:
             send(ServerMessage.pong(now: clock.now()), to: connection)
-        case let .subscribe(session, token, since, formats):
-            subscribe(connection, session: session, token: token, since: since, formats: formats ?? .standard)
-        case let .unsubscribe(session):
-            guard hub.unsubscribe(connection, from: session) else {
-                return reject(ProtocolError(.notSubscribed, "not subscribed to \(session)"), to: connection)
-            }
-            send(ServerMessage.encode(["action": .string("unsubscribed"), "sessionId": .string(session), "timestamp": .int(ServerMessage.milliseconds(clock.now()))]), to: connection)
+        case let .subscribe(selector, token, since, formats):
+            subscribe(connection, selector, token: token, since: since, formats: formats ?? .standard)
+        case let .unsubscribe(selector):
+            unsubscribe(connection, selector)
         case let .refresh(session):
             refresh(connection, session: session)
         }
@@ -99,50 +92,11 @@ extension Gateway {
         return true
     }
 
-    private func subscribe(_ connection: ConnectionID, session: String, token: String?, since: Int?, formats: QRFormats) {
-        guard var peer = sockets[connection] else { return }
-        if let token {
-            switch auth.authenticate(token) {
-            case let .failure(e):
-                return reject(ProtocolError(.unauthorized, e.description), to: connection, session: session)
-            case let .success(p):
-                peer.role = max(peer.role, p.role)
-                if let s = p.session { peer.sessions.insert(s) }
-                sockets[connection] = peer
-            }
-        }
-        if session == Hub.everySession {
-            guard peer.role >= .service else {
-                return reject(ProtocolError(.forbidden, "subscribing to every session needs a service or admin key"), to: connection, session: session)
-            }
-        } else {
-            guard peer.role >= .service || peer.sessions.contains(session) else {
-                return reject(ProtocolError(.unauthorized, "this session needs a browser token for it, or a service key"), to: connection, session: session)
-            }
-            guard runtime.registry[session] != nil else {
-                return reject(ProtocolError(.unknownSession, "no session \(session)"), to: connection, session: session)
-            }
-        }
-        if !hub.isSubscribed(connection, to: session), hub.subscriptions(of: connection).count >= Self.maxSubscriptionsPerConnection {
-            return reject(ProtocolError(.tooManySubscriptions, "at most \(Self.maxSubscriptionsPerConnection) subscriptions per connection"), to: connection, session: session)
-        }
-        hub.subscribe(connection, to: session, formats: formats)
-        let now = clock.now()
-        send(ServerMessage.encode(["action": .string("subscribed"), "sessionId": .string(session), "role": .string(peer.role.rawValue),
-                                   "formats": .array(formats.wireNames.map { .string($0) }),
-                                   "timestamp": .int(ServerMessage.milliseconds(now))]), to: connection)
-        let ids = session == Hub.everySession ? runtime.registry.sessions.keys.sorted() : [session]
-        for id in ids {
-            for frame in runtime.registry.welcome(session: id, since: session == Hub.everySession ? nil : since, now: now, formats: formats) {
-                send(frame, to: connection)
-            }
-        }
-    }
-
     private func refresh(_ connection: ConnectionID, session: String) {
         guard let peer = sockets[connection] else { return }
-        guard peer.role == .admin else {
-            return reject(ProtocolError(.forbidden, "refresh needs an admin key"), to: connection, session: session)
+        guard peer.can(.admin, session) else {
+            let why = peer.role == .admin ? "this admin key covers other sessions (its prefix), not \(session)" : "refresh needs an admin key"
+            return reject(ProtocolError(.forbidden, why), to: connection, session: session)
         }
         let now = clock.now()
         switch runtime.refresh(session, isolation: self) {

@@ -38,19 +38,45 @@ public actor Gateway: LWSServerDelegate {
     let http: CurlMulti
     var sockets: [ConnectionID: Peer] = [:]
     var echoSockets: Set<ConnectionID> = []
+    /// Numbers the snapshot streams of firehose subscriptions.
+    var nextStream = 0
     /// Open WebSockets per peer address: counted here, read by every loop's handshakes.
     nonisolated let socketsPerIP = Mutex<[String: Int]>([:])
 
     public nonisolated var unownedExecutor: UnownedSerialExecutor { server.executor.asUnownedSerialExecutor() }
 
-    /// One WebSocket peer: who it is and how fast it talks.
+    /// One WebSocket peer: who it is, what it may see, how fast it talks, and its snapshot streams.
     struct Peer {
         var info: WebSocketInfo
-        var role: Role
-        /// Sessions opened by browser tokens.
-        var sessions: Set<String> = []
+        /// What its credentials grant (keys and browser tokens presented so far; none: a browser).
+        var grants: [Principal] = []
         var tokens: Double
         var lastRefill: Date
+        /// Prefixes subscribed for a tenant key's "*" (an unscoped "*" is the hub's own key).
+        var starPrefixes: [String] = []
+        var streams: [Int: SnapshotStream] = [:]
+        /// The stream of each batch in flight, oldest first (their writes are reported in this order).
+        var batchesInFlight: [Int] = []
+
+        var role: Role { grants.map(\.role).max() ?? .browser }
+        func canSee(_ session: String) -> Bool { grants.contains { $0.canSee(session) } }
+        func can(_ role: Role, _ session: String) -> Bool { grants.contains { $0.can(role, session) } }
+
+        /// What "*" means for these credentials: nil for every session, else the tenant prefixes.
+        var everySessionScope: [String]? {
+            let keys = grants.filter { $0.role >= .service }
+            if keys.contains(where: { $0.prefix == nil }) { return nil }
+            return Array(Set(keys.compactMap(\.prefix))).sorted()
+        }
+
+        /// Whether a key lets it watch every session starting with `prefix`.
+        func covers(prefix: String) -> Bool {
+            grants.contains { $0.role >= .service && ($0.prefix.map { prefix.hasPrefix($0) } ?? true) }
+        }
+
+        mutating func grant(_ p: Principal) {
+            if !grants.contains(p), grants.count < 16 { grants.append(p) }
+        }
     }
 
     public init(config: Config, server: LWSServer, staticFiles: StaticFiles, http: CurlMulti, demoMode: Bool, auth: Authenticator,
@@ -134,6 +160,10 @@ public actor Gateway: LWSServerDelegate {
 
     public nonisolated func webSocketClosed(_ connection: ConnectionID) {
         assumeIsolated { $0.closed(connection) }
+    }
+
+    public nonisolated func webSocketWritten(_ connection: ConnectionID) {
+        assumeIsolated { $0.batchWritten(connection) }
     }
 
     public nonisolated func timerFired() {

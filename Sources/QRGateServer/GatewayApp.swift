@@ -47,7 +47,7 @@ public final class GatewayApp: Sendable {
         server = LWSServer(options: LWSServerOptions(
             host: host, port: port,
             maxMessageBytes: config.server.maxMessageBytes, maxBodyBytes: config.server.maxBodyBytes,
-            outboxLimit: config.server.outboxLimit, pingIntervalSeconds: config.server.pingIntervalSeconds,
+            outboxBytes: config.server.outboxBytes, slowConsumerSeconds: config.server.slowConsumerSeconds, pingIntervalSeconds: config.server.pingIntervalSeconds,
             tlsCertPath: config.server.tlsCert.isEmpty ? nil : config.server.tlsCert,
             tlsKeyPath: config.server.tlsKey.isEmpty ? nil : config.server.tlsKey, loops: config.effectiveLoops, eventLoop: config.server.eventLoop), logger: logger)
         gateway = Gateway(config: config, server: server, staticFiles: files, http: http, demoMode: !auth.hasKeys,

@@ -9,12 +9,12 @@ import Testing
 
     @Test func parsesEveryOp() throws {
         #expect(try parse(#"{"op":"ping"}"#) == .ping)
-        #expect(try parse(#"{"op":"subscribe","session":"abc-1","token":"t","since":4}"#) == .subscribe(session: "abc-1", token: "t", since: 4, formats: nil))
-        #expect(try parse(#"{"op":"subscribe","session":"*"}"#) == .subscribe(session: "*", token: nil, since: nil, formats: nil))
-        #expect(try parse(#"{"op":"subscribe","session":"a","formats":["svg"]}"#) == .subscribe(session: "a", token: nil, since: nil, formats: .svg))
+        #expect(try parse(#"{"op":"subscribe","session":"abc-1","token":"t","since":4}"#) == .subscribe(.one("abc-1"), token: "t", since: .seq(4), formats: nil))
+        #expect(try parse(#"{"op":"subscribe","session":"*"}"#) == .subscribe(.all, token: nil, since: nil, formats: nil))
+        #expect(try parse(#"{"op":"subscribe","session":"a","formats":["svg"]}"#) == .subscribe(.one("a"), token: nil, since: nil, formats: .svg))
         #expect(try parse(#"{"op":"subscribe","session":"a","formats":["png","code","png"]}"#)
-            == .subscribe(session: "a", token: nil, since: nil, formats: [.png, .code]))
-        #expect(try parse(#"{"op":"unsubscribe","session":"abc"}"#) == .unsubscribe(session: "abc"))
+            == .subscribe(.one("a"), token: nil, since: nil, formats: [.png, .code]))
+        #expect(try parse(#"{"op":"unsubscribe","session":"abc"}"#) == .unsubscribe(.one("abc")))
         #expect(try parse(#"{"op":"refresh","session":"abc"}"#) == .refresh(session: "abc"))
     }
 

@@ -1,6 +1,7 @@
 import Foundation
 import Testing
 import QRGateHTTP
+import QRGateCore
 @testable import QRGateServer
 import QRGateTestSupport
 
@@ -66,5 +67,23 @@ import QRGateTestSupport
         #expect((try s.json(long)["error"] as? String)?.contains("limit is 100") == true)
         #expect(try s.get("/api/v1/qr").status == 400)
         #expect(try s.get("/api/v1/qr?text=a&format=gif").status == 400)
+    }
+}
+
+@Suite struct ScopedKeyTests {
+    @Test func aTenantKeySeesOnlyItsPrefix() {
+        var c = Config()
+        c.auth.serviceKeys = [Config.APIKey(key: "shop-key-0123456789", prefix: "shop-"), "all-key-0123456789"]
+        c.auth.adminKeys = [Config.APIKey(key: "cafe-admin-0123456789", prefix: "cafe-")]
+        let auth = Authenticator(config: c.auth)
+        guard case let .success(shop) = auth.authenticate("shop-key-0123456789"),
+              case let .success(all) = auth.authenticate("all-key-0123456789"),
+              case let .success(cafe) = auth.authenticate("cafe-admin-0123456789") else { Issue.record("keys refused"); return }
+        #expect(shop.role == .service && shop.prefix == "shop-" && shop.canSee("shop-1") && !shop.canSee("cafe-1") && !shop.isUnscoped)
+        #expect(all.canSee("cafe-1") && all.isUnscoped)
+        #expect(cafe.can(.admin, "cafe-9") && !cafe.can(.admin, "shop-1") && !cafe.canSee("shop-1"))
+        let token = auth.issueBrowserToken(session: "shop-1").token
+        guard case let .success(browser) = auth.authenticate(token) else { Issue.record("token refused"); return }
+        #expect(browser.canSee("shop-1") && !browser.canSee("shop-2"))
     }
 }

@@ -17,7 +17,7 @@ EXPECTED_FAILURES = {"2.10", "2.11"}
 def test_autobahn_cases_pass(gateway_factory, tmp_path):
     kosoku = shutil.which("kosoku")
     assert kosoku, "kosoku (PyPI) is not installed: run scripts/test, which installs it"
-    g = gateway_factory({"server": {"conformanceEcho": True, "maxMessageBytes": 20_000_000, "outboxLimit": 100_000}})
+    g = gateway_factory({"server": {"conformanceEcho": True, "maxMessageBytes": 20_000_000, "outboxBytes": 64 << 20}})
     out = tmp_path / "autobahn"
     r = subprocess.run([kosoku, "-x", "12.*", "-x", "13.*", "-p", "1", "-o", str(out),
                         f"ws://127.0.0.1:{g.port}/ws/echo"], capture_output=True, text=True, timeout=600)

@@ -173,7 +173,7 @@ def test_a_slow_reader_is_closed_and_the_others_are_unaffected(gateway_factory):
     outbox bound (frames of one session coalesce, different sessions do not) and it is closed; a browser
     on one session keeps getting its frames."""
     sessions = [{"sessionId": f"s{i}"} for i in range(40)]
-    g = gateway_factory({"qr": {"ttlSeconds": 60}, "refresh": {"minIntervalSeconds": 0}, "server": {"outboxLimit": 8, "messagesPerSecond": 5000},
+    g = gateway_factory({"qr": {"ttlSeconds": 60}, "refresh": {"minIntervalSeconds": 0}, "server": {"outboxBytes": 16384, "slowConsumerSeconds": 1, "messagesPerSecond": 5000},
                          "sessions": sessions})
 
     async def main():

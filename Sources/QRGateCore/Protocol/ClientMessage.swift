@@ -1,9 +1,30 @@
 /// A request a WebSocket peer sends (docs/PROTOCOL.md, "Client → server").
 public enum ClientMessage: Equatable, Sendable {
     case ping
-    case subscribe(session: String, token: String?, since: Int?, formats: QRFormats?)
-    case unsubscribe(session: String)
+    case subscribe(SessionSelector, token: String?, since: Since?, formats: QRFormats?)
+    case unsubscribe(SessionSelector)
     case refresh(session: String)
+}
+
+/// Which sessions a subscription covers.
+public enum SessionSelector: Equatable, Sendable, Hashable {
+    /// `"session": "id"`: one session (frames as they are, a `snapshot` first).
+    case one(String)
+    /// `"session": "*"`: every session the credentials see.
+    case all
+    /// `"sessions": [ids]`.
+    case list([String])
+    /// `"prefix": "shop-"`: every session whose id starts so, now or later.
+    case prefix(String)
+
+    /// Firehose selectors get their snapshots as a paced stream of `snapshots` batches.
+    public var isStream: Bool { if case .one = self { false } else { true } }
+}
+
+/// Where a resubscribing client stands: the last seq it has of one session, or of each session.
+public enum Since: Equatable, Sendable {
+    case seq(Int)
+    case map([String: Int])
 }
 
 /// A request the gateway refuses, answered with an `error` frame.
@@ -31,6 +52,8 @@ public enum ErrorCode: String, Sendable, CaseIterable {
 extension ClientMessage {
     /// Longest session id accepted; ids are printable ASCII without spaces.
     public static let maxSessionIDLength = 128
+    /// Most ids in one `sessions` list or `since` map (a message stays under `server.maxMessageBytes` too).
+    public static let maxListLength = 10_000
     /// Deepest JSON nesting accepted in a client message.
     public static let maxDepth = 8
 
@@ -48,21 +71,52 @@ extension ClientMessage {
                 throw ProtocolError(.invalidMessage, "unknown field \"\(extra.prefix(40))\" for op \"\(op)\"")
             }
         }
+        func validID(_ s: String, _ what: String) throws(ProtocolError) {
+            guard isValidSessionID(s) else {
+                throw ProtocolError(.invalidMessage, "\(what) must be 1–\(maxSessionIDLength) characters of A–Z a–z 0–9 . _ : @ -")
+            }
+        }
         func session() throws(ProtocolError) -> String {
             guard let v = o["session"] else { throw ProtocolError(.invalidMessage, "missing \"session\"") }
             guard case let .string(s) = v else { throw ProtocolError(.invalidMessage, "\"session\" must be a string") }
-            guard isValidSessionID(s) || s == "*" else {
-                throw ProtocolError(.invalidMessage, "\"session\" must be 1–\(maxSessionIDLength) characters of A–Z a–z 0–9 . _ : @ -")
-            }
+            if s != "*" { try validID(s, "\"session\"") }
             return s
+        }
+        /// Exactly one of `session`, `sessions` and `prefix`.
+        func selector() throws(ProtocolError) -> SessionSelector {
+            let given = ["session", "sessions", "prefix"].filter { o[$0] != nil }
+            guard given.count == 1 else {
+                throw ProtocolError(.invalidMessage, given.isEmpty ? "missing \"session\" (or \"sessions\", or \"prefix\")"
+                                                                   : "give one of \"session\", \"sessions\" and \"prefix\", not several")
+            }
+            switch given[0] {
+            case "session":
+                let s = try session()
+                return s == "*" ? .all : .one(s)
+            case "sessions":
+                guard case let .array(items) = o["sessions"]! else { throw ProtocolError(.invalidMessage, "\"sessions\" must be an array of session ids") }
+                guard !items.isEmpty else { throw ProtocolError(.invalidMessage, "\"sessions\" is empty") }
+                guard items.count <= maxListLength else { throw ProtocolError(.invalidMessage, "\"sessions\" lists at most \(maxListLength) ids") }
+                var ids: [String] = [], seen = Set<String>()
+                for item in items {
+                    guard case let .string(id) = item else { throw ProtocolError(.invalidMessage, "\"sessions\" must be an array of session ids") }
+                    try validID(id, "each of \"sessions\"")
+                    if seen.insert(id).inserted { ids.append(id) }
+                }
+                return .list(ids)
+            default:
+                guard case let .string(p) = o["prefix"]! else { throw ProtocolError(.invalidMessage, "\"prefix\" must be a string") }
+                try validID(p, "\"prefix\"")
+                return .prefix(p)
+            }
         }
         switch op {
         case "ping":
             try allow([])
             return .ping
         case "subscribe":
-            try allow(["session", "token", "since", "formats"])
-            let s = try session()
+            try allow(["session", "sessions", "prefix", "token", "since", "formats"])
+            let selector = try selector()
             var token: String?
             if let t = o["token"] {
                 switch t {
@@ -71,12 +125,26 @@ extension ClientMessage {
                 default: throw ProtocolError(.invalidMessage, "\"token\" must be a string")
                 }
             }
-            var since: Int?
+            var since: Since?
             if let v = o["since"] {
                 switch v {
-                case let .int(i) where i >= 0: since = i
+                case let .int(i) where i >= 0:
+                    guard case .one = selector else {
+                        throw ProtocolError(.invalidMessage, "\"since\" for several sessions is an object of session id → seq")
+                    }
+                    since = .seq(i)
                 case .null: since = nil
-                default: throw ProtocolError(.invalidMessage, "\"since\" must be a non-negative integer")
+                case let .object(m):
+                    guard selector.isStream else { throw ProtocolError(.invalidMessage, "\"since\" for one session is a non-negative integer") }
+                    guard m.count <= maxListLength else { throw ProtocolError(.invalidMessage, "\"since\" names at most \(maxListLength) sessions") }
+                    var out: [String: Int] = [:]
+                    for (id, seq) in m {
+                        try validID(id, "each key of \"since\"")
+                        guard case let .int(n) = seq, n >= 0 else { throw ProtocolError(.invalidMessage, "\"since\" values must be non-negative integers") }
+                        out[id] = n
+                    }
+                    since = .map(out)
+                default: throw ProtocolError(.invalidMessage, "\"since\" must be a non-negative integer, or an object of session id → seq")
                 }
             }
             var formats: QRFormats?
@@ -95,10 +163,10 @@ extension ClientMessage {
                     throw ProtocolError(.invalidMessage, "\"formats\" must be an array of strings: code, svg, png")
                 }
             }
-            return .subscribe(session: s, token: token, since: since, formats: formats)
+            return .subscribe(selector, token: token, since: since, formats: formats)
         case "unsubscribe":
-            try allow(["session"])
-            return .unsubscribe(session: try session())
+            try allow(["session", "sessions", "prefix"])
+            return .unsubscribe(try selector())
         case "refresh":
             try allow(["session"])
             let s = try session()

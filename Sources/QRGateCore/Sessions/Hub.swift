@@ -46,13 +46,15 @@ public protocol HubConsumer: AnyObject {
     func sessionAdded(_ session: String)
 }
 
-/// Subscriptions: session → subscribers with the formats each asked for, plus subscribers of every
-/// session ("*"), plus consumers that take every event. Single-threaded: owned by the loop that owns
-/// the sessions.
+/// Subscriptions: session → subscribers with the formats each asked for, subscribers of every session
+/// ("*"), subscribers of every session whose id starts with a prefix, plus consumers that take every
+/// event. Single-threaded: owned by the loop that owns the sessions.
 public final class Hub {
     public static let everySession = "*"
     private var bySession: [String: [UInt64: QRFormats]] = [:]
     private var bySubscriber: [UInt64: Set<String>] = [:]
+    private var byPrefix: [String: [UInt64: QRFormats]] = [:]
+    private var prefixesOf: [UInt64: Set<String>] = [:]
     public weak var transport: HubTransport?
     private var consumers: [HubConsumer] = []
 
@@ -64,11 +66,27 @@ public final class Hub {
         bySubscriber[subscriber, default: []].insert(session)
     }
 
+    /// Subscribes to every session whose id starts with `prefix`, present and future.
+    public func subscribe(_ subscriber: UInt64, prefix: String, formats: QRFormats = .standard) {
+        byPrefix[prefix, default: [:]][subscriber] = formats
+        prefixesOf[subscriber, default: []].insert(prefix)
+    }
+
     @discardableResult
     public func unsubscribe(_ subscriber: UInt64, from session: String) -> Bool {
         guard bySubscriber[subscriber]?.remove(session) != nil else { return false }
         bySession[session]?[subscriber] = nil
         if bySession[session]?.isEmpty == true { bySession[session] = nil }
+        if bySubscriber[subscriber]?.isEmpty == true { bySubscriber[subscriber] = nil }
+        return true
+    }
+
+    @discardableResult
+    public func unsubscribe(_ subscriber: UInt64, prefix: String) -> Bool {
+        guard prefixesOf[subscriber]?.remove(prefix) != nil else { return false }
+        byPrefix[prefix]?[subscriber] = nil
+        if byPrefix[prefix]?.isEmpty == true { byPrefix[prefix] = nil }
+        if prefixesOf[subscriber]?.isEmpty == true { prefixesOf[subscriber] = nil }
         return true
     }
 
@@ -77,25 +95,49 @@ public final class Hub {
             bySession[s]?[subscriber] = nil
             if bySession[s]?.isEmpty == true { bySession[s] = nil }
         }
+        for p in prefixesOf.removeValue(forKey: subscriber) ?? [] {
+            byPrefix[p]?[subscriber] = nil
+            if byPrefix[p]?.isEmpty == true { byPrefix[p] = nil }
+        }
     }
 
+    /// Sessions (and "*") the subscriber is subscribed to one by one.
     public func subscriptions(of subscriber: UInt64) -> Set<String> { bySubscriber[subscriber] ?? [] }
+    public func prefixes(of subscriber: UInt64) -> Set<String> { prefixesOf[subscriber] ?? [] }
 
     public func isSubscribed(_ subscriber: UInt64, to session: String) -> Bool { bySubscriber[subscriber]?.contains(session) == true }
 
-    /// Direct subscribers of the session and subscribers of every session, each once, grouped by the
-    /// formats they asked for (a direct subscription's formats win over the same peer's "*").
+    /// Whether an event of `session` reaches the subscriber (directly, through "*" or a prefix).
+    public func reaches(_ subscriber: UInt64, session: String) -> Bool {
+        if isSubscribed(subscriber, to: session) || isSubscribed(subscriber, to: Hub.everySession) { return true }
+        return prefixesOf[subscriber]?.contains { session.hasPrefix($0) } ?? false
+    }
+
+    /// Direct subscribers of the session, subscribers of every session and of matching prefixes, each
+    /// once, grouped by the formats they asked for (a direct subscription's formats win).
     public func audience(of session: String) -> [QRFormats: [UInt64]] {
         var out: [QRFormats: [UInt64]] = [:]
         let direct = bySession[session] ?? [:]
         for (id, f) in direct { out[f, default: []].append(id) }
-        if session != Hub.everySession {
-            for (id, f) in bySession[Hub.everySession] ?? [:] where direct[id] == nil { out[f, default: []].append(id) }
+        guard session != Hub.everySession else { return out }
+        let star = bySession[Hub.everySession]
+        var matching: [[UInt64: QRFormats]] = []
+        for (p, subs) in byPrefix where session.hasPrefix(p) { matching.append(subs) }
+        if matching.isEmpty {
+            // The common case: no prefix subscriber, so "*" needs no de-duplication beyond `direct`.
+            for (id, f) in star ?? [:] where direct[id] == nil { out[f, default: []].append(id) }
+            return out
         }
+        var extra: [UInt64: QRFormats] = [:]
+        for subs in matching { for (id, f) in subs where direct[id] == nil { extra[id] = f } }
+        for (id, f) in star ?? [:] where direct[id] == nil { extra[id] = f }
+        for (id, f) in extra { out[f, default: []].append(id) }
         return out
     }
 
-    public var subscriptionCount: Int { bySubscriber.values.reduce(0) { $0 + $1.count } }
+    public var subscriptionCount: Int {
+        bySubscriber.values.reduce(0) { $0 + $1.count } + prefixesOf.values.reduce(0) { $0 + $1.count }
+    }
 
     public func add(consumer: HubConsumer) { consumers.append(consumer) }
 

@@ -79,12 +79,21 @@ public final class SessionRegistry {
     /// What a new subscriber gets first: the missed events when `since` can be served, else a snapshot
     /// (flagged `recovered:false` when `since` was asked for and cannot be).
     public func welcome(session id: String, since: Int?, now: Date, formats: QRFormats = .standard) -> [[UInt8]] {
-        guard let s = sessions[id] else { return [] }
-        if let since, let missed = s.log.after(since, lastSeq: s.seq), let frames = replay(missed, of: s, formats: formats) {
-            return frames
-        }
-        return [SessionEventEncoding.snapshot(session: id, machine: s.machine, seq: s.seq, now: now,
-                                              recovered: since == nil ? nil : false, numberId: s.numberId, formats: formats)]
+        if let since, let frames = replay(session: id, since: since, formats: formats) { return frames }
+        return snapshot(session: id, now: now, formats: formats, recovered: since == nil ? nil : false).map { [$0] } ?? []
+    }
+
+    /// The session's state as one `snapshot` frame.
+    public func snapshot(session id: String, now: Date, formats: QRFormats = .standard, recovered: Bool? = nil) -> [UInt8]? {
+        guard let s = sessions[id] else { return nil }
+        return SessionEventEncoding.snapshot(session: id, machine: s.machine, seq: s.seq, now: now, recovered: recovered,
+                                             numberId: s.numberId, formats: formats)
+    }
+
+    /// The events after `since`, or nil when the log no longer holds them all (then a snapshot is due).
+    public func replay(session id: String, since: Int, formats: QRFormats = .standard) -> [[UInt8]]? {
+        guard let s = sessions[id], let missed = s.log.after(since, lastSeq: s.seq) else { return nil }
+        return replay(missed, of: s, formats: formats)
     }
 
     /// The missed frames in the subscriber's formats, or nil when one of them cannot be re-encoded

@@ -2,14 +2,31 @@ import Crypto
 import Foundation
 import QRGateCore
 
-/// Who presented what: a role, and for browser tokens the one session it opens.
+/// Who presented what: a role; for browser tokens the one session it opens; for a tenant's key the
+/// prefix of the session ids it may see.
 public struct Principal: Sendable, Equatable {
     public var role: Role
     /// Set for browser tokens: the only session this principal may see.
     public var session: String?
+    /// Set for keys scoped to one tenant (`{"key":…,"prefix":…}`): only sessions whose id starts so.
+    public var prefix: String?
 
-    /// Whether this principal may see `session` (service and admin see all).
-    public func canSee(_ session: String) -> Bool { role >= .service || self.session == session }
+    public init(role: Role, session: String? = nil, prefix: String? = nil) {
+        self.role = role; self.session = session; self.prefix = prefix
+    }
+
+    /// Whether this principal may see `session`: service and admin keys see all (or their prefix's).
+    public func canSee(_ session: String) -> Bool {
+        if self.session == session { return true }
+        guard role >= .service else { return false }
+        return prefix.map { session.hasPrefix($0) } ?? true
+    }
+
+    /// Whether this principal may act on `session` with at least `role`.
+    public func can(_ role: Role, _ session: String) -> Bool { self.role >= role && canSee(session) }
+
+    /// True for a key that sees every session (not a tenant's, not a browser token).
+    public var isUnscoped: Bool { role >= .service && prefix == nil }
 }
 
 /// Why presented credentials were refused (reasons safe to show).
@@ -29,8 +46,8 @@ public enum AuthError: Error, Equatable, CustomStringConvertible {
 /// signed with swift-crypto's HMAC.
 /// Immutable after init; SymmetricKey is a value swift-crypto does not mark Sendable.
 public final class Authenticator: @unchecked Sendable {
-    private let serviceKeys: [String]
-    private let adminKeys: [String]
+    private let serviceKeys: [Config.APIKey]
+    private let adminKeys: [Config.APIKey]
     private let secret: SymmetricKey
     public let browserTokenTTL: TimeInterval
     /// True when the token secret was generated for this process.
@@ -53,8 +70,8 @@ public final class Authenticator: @unchecked Sendable {
 
     /// The principal a presented credential stands for (an API key, or a browser token).
     public func authenticate(_ presented: String, now: Date = Date()) -> Result<Principal, AuthError> {
-        if Self.matches(presented, adminKeys) { return .success(Principal(role: .admin)) }
-        if Self.matches(presented, serviceKeys) { return .success(Principal(role: .service)) }
+        if let k = Self.match(presented, adminKeys) { return .success(Principal(role: .admin, prefix: k.prefix)) }
+        if let k = Self.match(presented, serviceKeys) { return .success(Principal(role: .service, prefix: k.prefix)) }
         if presented.split(separator: ".").count == 3 { return verify(presented, now: now) }
         return .failure(.unknownKey)
     }
@@ -84,13 +101,15 @@ public final class Authenticator: @unchecked Sendable {
         return .success(Principal(role: .browser, session: sub))
     }
 
-    static func matches(_ presented: String, _ keys: [String]) -> Bool {
-        var hit = false
-        let hashed = keys.contains { $0.hasPrefix("sha256:") } ? SHA256.hash(data: Data(presented.utf8)).map { String(format: "%02x", $0) }.joined() : ""
+    /// The entry the presented key is, if any.
+    static func match(_ presented: String, _ keys: [Config.APIKey]) -> Config.APIKey? {
+        var hit: Config.APIKey?
+        let hashed = keys.contains { $0.key.hasPrefix("sha256:") } ? SHA256.hash(data: Data(presented.utf8)).map { String(format: "%02x", $0) }.joined() : ""
         // Every key is compared, so the time taken does not reveal which one matched.
-        for k in keys {
+        for entry in keys {
+            let k = entry.key
             let equal = k.hasPrefix("sha256:") ? constantTimeEquals(String(k.dropFirst(7)).lowercased(), hashed) : constantTimeEquals(k, presented)
-            hit = hit || equal
+            if equal && hit == nil { hit = entry }
         }
         return hit
     }

@@ -19,8 +19,9 @@ final class LWSConnection {
     // WebSocket
     var rx: [UInt8] = []
     var rxOversize = false
-    var outbox: [WireFrame] = []
-    var outboxKeys: [String?] = []
+    var outbox = Outbox<WireFrame>()
+    /// Since when (monotonic µs) the outbox has held more than `outboxBytes`; 0 when it does not.
+    var overSince: Int64 = 0
     var closeCode: Int32 = 0
     var closeReason = ""
 

@@ -6,10 +6,11 @@ import QRGateCore
 
 extension LWSServer {
     /// Queues a frame for one peer, on the loop that owns it. With a `coalesceKey`, an unsent frame with
-    /// the same key is replaced (only the newest matters).
-    public func send(_ frame: WireFrame, to id: ConnectionID, coalesceKey: String? = nil) {
+    /// the same key is replaced (only the newest matters). With `notifyWhenWritten`, the delegate hears
+    /// `webSocketWritten` once this frame has been handed to the kernel (pacing of long streams).
+    public func send(_ frame: WireFrame, to id: ConnectionID, coalesceKey: String? = nil, notifyWhenWritten: Bool = false) {
         guard let l = loop(of: id) else { return }
-        on(l) { loop, local in loop.send(local ? frame : WireFrame(copying: frame), to: id, coalesceKey: coalesceKey) }
+        on(l) { loop, local in loop.send(local ? frame : WireFrame(copying: frame), to: id, coalesceKey: coalesceKey, marker: notifyWhenWritten) }
     }
 
     /// The same frame to many peers: each loop gets one call with its share of the peers and makes (at
@@ -48,36 +49,50 @@ extension LWSServer {
 }
 
 extension LWSLoop {
-    /// Queues a frame made for (or copied to) this loop. Returns false when the peer is gone or its
-    /// outbox was full and it was closed.
+    /// Queues a frame made for (or copied to) this loop. Returns false when the peer is gone or was
+    /// closed as a slow consumer.
+    ///
+    /// Flow control is by bytes and time: a peer is closed (4008) when its unsent bytes have stayed over
+    /// `outboxBytes` for `slowConsumerSeconds`, checked as frames arrive for it, or at once past four
+    /// times `outboxBytes`. Coalescing keeps a reader that is behind at one countdown and one QR per session.
     @discardableResult
-    func send(_ frame: WireFrame, to id: ConnectionID, coalesceKey: String?) -> Bool {
+    func send(_ frame: WireFrame, to id: ConnectionID, coalesceKey: String?, marker: Bool = false) -> Bool {
         guard let c = connections[id], c.isWebSocket, c.closeCode == 0 else { return false }
-        if let key = coalesceKey, let i = c.outboxKeys.firstIndex(of: key) {
-            // The older unsent frame is dropped and the new one queued last, so seq order holds.
-            c.outbox.remove(at: i)
-            c.outboxKeys.remove(at: i)
+        if c.outbox.push(frame, size: frame.count, key: coalesceKey, marker: marker) {
             coalesced.add(1, ordering: .relaxed)
         }
-        if c.outbox.count >= options.outboxLimit {
-            slowConsumersClosed.add(1, ordering: .relaxed)
-            close(id, code: CloseCode.slowConsumer, reason: "slow consumer: outbox over \(options.outboxLimit) frames")
-            return false
+        let limit = options.outboxBytes
+        if c.outbox.bytes > limit {
+            let now = lws_now_usecs()
+            if c.overSince == 0 { c.overSince = now }
+            let over = Double(now - c.overSince) / 1e6
+            if c.outbox.bytes > limit * 4 || over >= options.slowConsumerSeconds {
+                slowConsumersClosed.add(1, ordering: .relaxed)
+                let why = c.outbox.bytes > limit * 4
+                    ? "slow consumer: \(c.outbox.bytes) bytes unsent, over 4 × server.outboxBytes"
+                    : "slow consumer: over \(limit) bytes unsent for \(Int(over)) s"
+                close(id, code: CloseCode.slowConsumer, reason: why)
+                return false
+            }
         }
-        c.outbox.append(frame)
-        c.outboxKeys.append(coalesceKey)
         lws_callback_on_writable(c.wsi)
         return true
     }
 
+    /// Closes once what lws already holds is out: the close frame goes at the next WRITEABLE. A peer
+    /// that never reads again is cut by lws after `closeGraceSeconds`.
     func close(_ id: ConnectionID, code: Int, reason: String) {
         guard let c = connections[id], c.closeCode == 0 else { return }
         c.closeCode = Int32(code)
         c.closeReason = String(reason.utf8.prefix(120)) ?? ""
         c.outbox.removeAll()
-        c.outboxKeys.removeAll()
+        c.overSince = 0
+        lws_set_timeout(c.wsi, PENDING_TIMEOUT_CLOSE_SEND, Int32(Self.closeGraceSeconds))
         lws_callback_on_writable(c.wsi)
     }
+
+    /// How long a closing peer has to take its close frame before lws drops the connection.
+    static let closeGraceSeconds = 10
 
     func receive(_ c: LWSConnection, _ input: UnsafeMutableRawPointer?, _ len: Int) -> Int32 {
         if c.closeCode != 0 { return 0 }
@@ -109,10 +124,13 @@ extension LWSLoop {
             lws_close_reason(c.wsi, lws_close_status(rawValue: UInt32(c.closeCode)), &bytes, bytes.count)
             return -1
         }
-        guard !c.outbox.isEmpty else { return 0 }
-        let frame = c.outbox.removeFirst()
-        c.outboxKeys.removeFirst()
+        guard let (frame, marker) = c.outbox.pop() else { return 0 }
         if frame.write(to: c.wsi) < 0 { return -1 }
+        if c.overSince != 0, c.outbox.bytes <= options.outboxBytes { c.overSince = 0 }
+        if marker {
+            let id = c.id
+            server?.toDelegate(from: self) { $0.webSocketWritten(id) }
+        }
         if !c.outbox.isEmpty { lws_callback_on_writable(c.wsi) }
         return 0
     }

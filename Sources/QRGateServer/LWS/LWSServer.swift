@@ -16,6 +16,8 @@ public protocol LWSServerDelegate: AnyObject, Sendable {
     func webSocketOpened(_ connection: ConnectionID, info: WebSocketInfo)
     func webSocketReceived(_ connection: ConnectionID, message: [UInt8], binary: Bool)
     func webSocketClosed(_ connection: ConnectionID)
+    /// A frame sent with `notifyWhenWritten` has been handed to the kernel (flow control of long streams).
+    func webSocketWritten(_ connection: ConnectionID)
     /// The timer armed with `LWSServer.wake(afterMicroseconds:)` fired.
     func timerFired()
 }
@@ -26,7 +28,9 @@ public struct LWSServerOptions: Sendable {
     public var port: Int
     public var maxMessageBytes: Int
     public var maxBodyBytes: Int
-    public var outboxLimit: Int
+    /// Unsent bytes one peer may have for `slowConsumerSeconds` before it is closed (4008).
+    public var outboxBytes: Int
+    public var slowConsumerSeconds: Double
     public var pingIntervalSeconds: Int
     public var tlsCertPath: String?
     public var tlsKeyPath: String?
@@ -36,10 +40,10 @@ public struct LWSServerOptions: Sendable {
     public var eventLoop: EventLoopKind
 
     public init(host: String, port: Int, maxMessageBytes: Int = 65536, maxBodyBytes: Int = 1 << 20,
-                outboxLimit: Int = 64, pingIntervalSeconds: Int = 30, tlsCertPath: String? = nil, tlsKeyPath: String? = nil,
+                outboxBytes: Int = 4 << 20, slowConsumerSeconds: Double = 10, pingIntervalSeconds: Int = 30, tlsCertPath: String? = nil, tlsKeyPath: String? = nil,
                 loops: Int = 1, eventLoop: EventLoopKind = .poll) {
         self.host = host; self.port = port; self.maxMessageBytes = maxMessageBytes; self.maxBodyBytes = maxBodyBytes
-        self.outboxLimit = outboxLimit; self.pingIntervalSeconds = pingIntervalSeconds
+        self.outboxBytes = outboxBytes; self.slowConsumerSeconds = slowConsumerSeconds; self.pingIntervalSeconds = pingIntervalSeconds
         self.tlsCertPath = tlsCertPath; self.tlsKeyPath = tlsKeyPath
         self.loops = max(1, loops)
         self.eventLoop = eventLoop

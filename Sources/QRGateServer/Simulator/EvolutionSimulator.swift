@@ -1,4 +1,5 @@
 import Foundation
+import HeapModule
 import QRGateCore
 import QRGateQR
 import QRGateUpstream
@@ -37,6 +38,12 @@ public final class EvolutionSimulator {
         public var tokenEndpointDown = false
     }
 
+    struct Deadline: Comparable {
+        let at: Date
+        let name: String
+        static func < (a: Deadline, b: Deadline) -> Bool { a.at < b.at }
+    }
+
     struct Instance {
         var name: String
         var token: String
@@ -56,6 +63,10 @@ public final class EvolutionSimulator {
     var instanceFaults: [String: Faults] = [:]
     var tokens: [String: Date] = [:]
     var pendingWebhooks: [SimulatorWebhook] = []
+    /// Every QR expiry ever armed, soonest first. An entry whose instance has moved on (new code,
+    /// linked, deleted) no longer matches its `qrExpiresAt` and is skipped: each request and each
+    /// rotation costs O(log n), whatever the number of instances.
+    private var deadlines = Heap<Deadline>()
     private var rng = SystemRandomNumberGenerator()
 
     public init(config: Config.Simulator, renderer: QRRenderer) {
@@ -68,34 +79,43 @@ public final class EvolutionSimulator {
 
     // MARK: Clock
 
-    /// Rotates QR codes and ends attempts that ran out of refs; returns webhooks to deliver.
+    /// Rotates the QR codes that are due and ends attempts that ran out of refs; returns webhooks to deliver.
     public func advance(now: Date) -> [SimulatorWebhook] {
-        for name in instances.keys {
-            guard var i = instances[name], i.state == .connecting else { continue }
-            while let expiry = i.qrExpiresAt, now >= expiry {
-                if i.refs < config.maxRefs {
-                    i.refs += 1
-                    issueCode(&i)
-                    i.qrExpiresAt = expiry.addingTimeInterval(config.nextQrSeconds)
-                    webhookQR(i)
-                } else {
-                    // Baileys: "QR refs attempts ended" (408), then the instance closes.
-                    i.state = .close
-                    i.code = nil
-                    i.qrExpiresAt = nil
-                    webhook(i, event: "qrcode.updated", data: ["message": .string("QR code limit reached, please login again"), "statusCode": .int(500)])
-                    webhook(i, event: "connection.update", data: ["instance": .string(i.name), "state": .string("close"), "statusReason": .int(408)])
-                }
+        while let top = deadlines.min, top.at <= now {
+            deadlines.removeMin()
+            guard var i = instances[top.name], i.state == .connecting, i.qrExpiresAt == top.at else { continue }
+            if i.refs < config.maxRefs {
+                i.refs += 1
+                issueCode(&i)
+                arm(&i, at: top.at.addingTimeInterval(config.nextQrSeconds))
+                webhookQR(i)
+            } else {
+                // Baileys: "QR refs attempts ended" (408), then the instance closes.
+                i.state = .close
+                i.code = nil
+                i.qrExpiresAt = nil
+                webhook(i, event: "qrcode.updated", data: ["message": .string("QR code limit reached, please login again"), "statusCode": .int(500)])
+                webhook(i, event: "connection.update", data: ["instance": .string(i.name), "state": .string("close"), "statusReason": .int(408)])
             }
-            instances[name] = i
+            instances[top.name] = i
         }
         defer { pendingWebhooks.removeAll() }
         return pendingWebhooks
     }
 
+    /// Sets when the instance's current code expires.
+    private func arm(_ i: inout Instance, at: Date) {
+        i.qrExpiresAt = at
+        deadlines.insert(Deadline(at: at, name: i.name))
+    }
+
     /// When `advance` next has work.
     public func nextDeadline() -> Date? {
-        instances.values.compactMap { $0.state == .connecting ? $0.qrExpiresAt : nil }.min()
+        while let top = deadlines.min {
+            if let i = instances[top.name], i.state == .connecting, i.qrExpiresAt == top.at { return top.at }
+            deadlines.removeMin()
+        }
+        return nil
     }
 
     // MARK: HTTP
@@ -167,7 +187,7 @@ public final class EvolutionSimulator {
                 i.state = .connecting
                 i.refs = 1
                 issueCode(&i)
-                i.qrExpiresAt = now.addingTimeInterval(config.firstQrSeconds)
+                arm(&i, at: now.addingTimeInterval(config.firstQrSeconds))
                 webhook(i, event: "connection.update", data: ["instance": .string(i.name), "state": .string("connecting"), "statusReason": .int(200)])
                 webhookQR(i)
             }

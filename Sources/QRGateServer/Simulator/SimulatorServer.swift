@@ -46,5 +46,6 @@ public actor SimulatorServer: LWSServerDelegate {
     public nonisolated func webSocketOpened(_ connection: ConnectionID, info: WebSocketInfo) {}
     public nonisolated func webSocketReceived(_ connection: ConnectionID, message: [UInt8], binary: Bool) {}
     public nonisolated func webSocketClosed(_ connection: ConnectionID) {}
+    public nonisolated func webSocketWritten(_ connection: ConnectionID) {}
     public nonisolated func timerFired() { assumeIsolated { $0.timers.fire() } }
 }
