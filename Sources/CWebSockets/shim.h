@@ -48,6 +48,24 @@ static inline int qg_listen_reuseport(const char *host, int port, int backlog, i
     return fd;
 }
 
+// Whether another socket already listens on host:port. Our listeners share the port with SO_REUSEPORT,
+// so a second gateway started on the same port would silently share the traffic instead of failing:
+// a plain bind (no SO_REUSEPORT) is refused while any listener holds it. 1: in use, 0: free, <0: -errno.
+static inline int qg_port_in_use(const char *host, int port) {
+    int fd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+    if (fd < 0) return -errno;
+    int one = 1;
+    setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof one);
+    struct sockaddr_in a;
+    memset(&a, 0, sizeof a);
+    a.sin_family = AF_INET;
+    a.sin_port = htons((unsigned short)port);
+    if (inet_pton(AF_INET, host, &a.sin_addr) != 1) { close(fd); return -EINVAL; }
+    int r = bind(fd, (struct sockaddr *)&a, sizeof a) < 0 ? (errno == EADDRINUSE ? 1 : -errno) : 0;
+    close(fd);
+    return r;
+}
+
 // One pending connection from a non-blocking listener, non-blocking itself; -1 when none is waiting.
 static inline int qg_accept(int listener) {
     return accept4(listener, NULL, NULL, SOCK_NONBLOCK | SOCK_CLOEXEC);

@@ -15,6 +15,7 @@ extension Gateway {
                     m.gauge("qrgate_connections", [("role", role.rawValue)], Double(self.sockets.values.filter { $0.role == role }.count))
                 }
                 m.gauge("qrgate_subscriptions", [], Double(self.hub.subscriptionCount))
+                m.gauge("qrgate_outbox_bytes", [], Double(self.server.unsentBytes))
                 let statuses = self.runtime.registry.sessions.values.map(\.machine.status)
                 for s in [SessionMachine.Status.idle, .pending, .connected, .failed, .disconnected] {
                     m.gauge("qrgate_sessions", [("status", s.rawValue)], Double(statuses.filter { $0 == s }.count))

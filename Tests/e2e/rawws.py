@@ -20,8 +20,13 @@ def frame(opcode, payload=b"", fin=True, mask=True, rsv=0):
     return head + key + bytes(b ^ key[i % 4] for i, b in enumerate(payload))
 
 
-def connect(host, port, path="/ws", timeout=10):
-    s = socket.create_connection((host, port), timeout=timeout)
+def connect(host, port, path="/ws", timeout=10, rcvbuf=None):
+    s = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    if rcvbuf:
+        # Before connect, so the window the server sees is small from the start.
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, rcvbuf)
+    s.settimeout(timeout)
+    s.connect((host, port))
     key = base64.b64encode(os.urandom(16)).decode()
     s.sendall((f"GET {path} HTTP/1.1\r\nHost: {host}\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
                f"Sec-WebSocket-Key: {key}\r\nSec-WebSocket-Version: 13\r\n\r\n").encode())

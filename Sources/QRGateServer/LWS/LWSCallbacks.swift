@@ -53,6 +53,7 @@ extension LWSLoop {
             return writeFrame(c)
         case LWS_CALLBACK_CLOSED:
             if let c = forget(user) {
+                unsentBytes.subtract(c.outbox.bytes, ordering: .relaxed)
                 let id = c.id
                 server?.toDelegate(from: self) { $0.webSocketClosed(id) }
             }

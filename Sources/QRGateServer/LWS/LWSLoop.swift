@@ -42,6 +42,8 @@ final class LWSLoop: @unchecked Sendable {
 
     /// Frames dropped because a newer one with the same coalescing key replaced them.
     let coalesced = Atomic<Int>(0)
+    /// Bytes queued for this loop's peers and not yet handed to the kernel (all outboxes).
+    let unsentBytes = Atomic<Int>(0)
     /// Peers closed for reading too slowly.
     let slowConsumersClosed = Atomic<Int>(0)
     /// Connections accepted from this loop's listening socket.

@@ -58,9 +58,11 @@ extension LWSLoop {
     @discardableResult
     func send(_ frame: WireFrame, to id: ConnectionID, coalesceKey: String?, marker: Bool = false) -> Bool {
         guard let c = connections[id], c.isWebSocket, c.closeCode == 0 else { return false }
+        let before = c.outbox.bytes
         if c.outbox.push(frame, size: frame.count, key: coalesceKey, marker: marker) {
             coalesced.add(1, ordering: .relaxed)
         }
+        unsentBytes.add(c.outbox.bytes - before, ordering: .relaxed)
         let limit = options.outboxBytes
         if c.outbox.bytes > limit {
             let now = lws_now_usecs()
@@ -85,11 +87,16 @@ extension LWSLoop {
         guard let c = connections[id], c.closeCode == 0 else { return }
         c.closeCode = Int32(code)
         c.closeReason = String(reason.utf8.prefix(120)) ?? ""
+        unsentBytes.subtract(c.outbox.bytes, ordering: .relaxed)
         c.outbox.removeAll()
         c.overSince = 0
         lws_set_timeout(c.wsi, PENDING_TIMEOUT_CLOSE_SEND, Int32(Self.closeGraceSeconds))
         lws_callback_on_writable(c.wsi)
     }
+
+    /// At most this many frames, or bytes, leave for one peer per WRITEABLE turn.
+    static let framesPerWrite = 64
+    static let bytesPerWrite = 256 * 1024
 
     /// How long a closing peer has to take its close frame before lws drops the connection.
     static let closeGraceSeconds = 10
@@ -124,14 +131,24 @@ extension LWSLoop {
             lws_close_reason(c.wsi, lws_close_status(rawValue: UInt32(c.closeCode)), &bytes, bytes.count)
             return -1
         }
-        guard let (frame, marker) = c.outbox.pop() else { return 0 }
-        if frame.write(to: c.wsi) < 0 { return -1 }
-        if c.overSince != 0, c.outbox.bytes <= options.outboxBytes { c.overSince = 0 }
-        if marker {
-            let id = c.id
-            server?.toDelegate(from: self) { $0.webSocketWritten(id) }
+        // Several frames per WRITEABLE while the kernel takes them: a peer watching thousands of sessions
+        // gets thousands of small frames a second, and one frame per turn of the loop (a poll over every
+        // descriptor) would never keep up. A bound keeps one busy peer from starving the others.
+        var frames = 0, bytes = 0
+        while let (frame, marker) = c.outbox.pop() {
+            unsentBytes.subtract(frame.count, ordering: .relaxed)
+            if frame.write(to: c.wsi) < 0 { return -1 }
+            frames += 1
+            bytes += frame.count
+            if marker {
+                let id = c.id
+                server?.toDelegate(from: self) { $0.webSocketWritten(id) }
+            }
+            if c.closeCode != 0 || c.outbox.isEmpty || frames >= Self.framesPerWrite || bytes >= Self.bytesPerWrite
+                || lws_send_pipe_choked(c.wsi) != 0 { break }
         }
-        if !c.outbox.isEmpty { lws_callback_on_writable(c.wsi) }
+        if c.overSince != 0, c.outbox.bytes <= options.outboxBytes { c.overSince = 0 }
+        if !c.outbox.isEmpty || c.closeCode != 0 { lws_callback_on_writable(c.wsi) }
         return 0
     }
 }

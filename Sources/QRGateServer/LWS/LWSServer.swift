@@ -82,6 +82,8 @@ public final class LWSServer: Sendable {
     }
 
     /// Frames dropped because a newer one with the same coalescing key replaced them (all loops).
+    /// Bytes waiting in every peer's outbox, all loops.
+    public var unsentBytes: Int { loops.reduce(0) { $0 + $1.unsentBytes.load(ordering: .relaxed) } }
     public var coalesced: Int { loops.reduce(0) { $0 + $1.coalesced.load(ordering: .relaxed) } }
     /// Peers closed for reading too slowly (all loops).
     public var slowConsumersClosed: Int { loops.reduce(0) { $0 + $1.slowConsumersClosed.load(ordering: .relaxed) } }
@@ -111,6 +113,13 @@ public final class LWSServer: Sendable {
     public func start() throws -> Int {
         LWSLog.install(logger)
         var port = options.port
+        if port != 0 {
+            // SO_REUSEPORT would let this process share a port another one listens on: refuse instead.
+            let host = options.host == "localhost" ? "127.0.0.1" : options.host
+            if qg_port_in_use(host, Int32(port)) == 1 {
+                throw LWSServerError.contextFailed("cannot listen on \(options.host):\(port): address already in use")
+            }
+        }
         for (i, loop) in loops.enumerated() {
             do {
                 port = try loop.start(port: port)
