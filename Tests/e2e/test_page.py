@@ -3,12 +3,14 @@
 Assertions are on what a person sees: texts, classes, and the QR image as painted, decoded by zbarimg and
 compared with the simulator's current code. Every wait has a deadline.
 """
+import json
 import re
 import signal
 import time
 
 import pytest
 from selenium.webdriver.common.by import By
+from websockets.sync.client import connect as ws_connect
 
 from pagekit import (MMSS, browser_token, by_id, chrome, classes, clear_faults, decode_qr, faults, free_port, request,
                      restart_on, scan, seconds, sim_code, state, text, visible, wait)
@@ -309,3 +311,64 @@ def test_dashboard_lists_every_session_live(driver, gateway_factory):
     wait(driver, lambda d: cell(d, "demo", "pill") == "Linked", 5)
     assert cell(driver, "demo", "cell-age") == "—"
     wait(driver, lambda d: text(d, "summary") == "3 sessions · 1 linked · 2 pending", 3)
+
+
+def test_dashboard_at_scale_pages_searches_filters_and_stays_live(driver, gateway_factory):
+    """2 000 sessions: the dashboard loads them (a page of 50 rows at a time), shows the counts per status,
+    narrows by search and by status, and a session linked on the phone shows as linked within a second."""
+    n = 2000
+    port = free_port()
+    g = gateway_factory({**config(sessions=[{"sessionId": f"shop-{i:04d}"} for i in range(n)], demoSession="", poll={"intervalSeconds": 5},
+                                  store={"mode": "memory"}, log={"level": "warning"}, qr={"ttlSeconds": 600},
+                                  simulator={"firstQrSeconds": 600, "nextQrSeconds": 600,
+                                             "webhookURL": f"http://127.0.0.1:{port}/webhooks/evolution"})},
+                        extra_args=("--port", str(port)))
+    # The sessions come up (2 000 QR renders in a debug build) before the page is judged.
+    deadline = time.monotonic() + 120
+    while True:
+        _, body = request(g, "GET", "/api/v1/sessions")
+        if sum(1 for s in body["data"]["sessions"] if s["qrExpiresAt"]) == n:
+            break
+        assert time.monotonic() < deadline, "sessions never all had a QR"
+        time.sleep(1)
+
+    driver.get(g.http + "/admin")
+    count = lambda d, status="": d.find_element(By.CSS_SELECTOR, f"[data-count='{status}']").text
+    wait(driver, lambda d: count(d) == str(n) and count(d, "pending") == str(n), 20, "the counts never reached 2 000")
+    rows = lambda d: [r.get_attribute("data-session") for r in d.find_elements(By.CSS_SELECTOR, "#rows tr")]
+    assert rows(driver) == [f"shop-{i:04d}" for i in range(50)]
+    assert text(driver, "range") == f"1–50 of {n}" and text(driver, "summary") == f"{n} sessions · {n} pending"
+    by_id(driver, "next").click()
+    wait(driver, lambda d: rows(d)[:1] == ["shop-0050"] and text(d, "range") == f"51–100 of {n}", 3, "next page")
+
+    # Search narrows the list; the row stays live.
+    by_id(driver, "search").send_keys("shop-1234")
+    wait(driver, lambda d: rows(d) == ["shop-1234"] and text(d, "range") == "", 3, "search did not narrow")
+    row = lambda d: d.find_element(By.CSS_SELECTOR, "tr[data-session='shop-1234']")
+    assert row(driver).find_element(By.CSS_SELECTOR, ".pill").text == "Pending"
+    # The gateway's own `connected` frame, seen by a socket of the test, starts the clock for the page.
+    with ws_connect(g.http.replace("http", "ws") + "/ws", max_size=None) as ws:
+        json.loads(ws.recv(timeout=5))
+        ws.send(json.dumps({"op": "subscribe", "session": "shop-1234", "formats": ["code"]}))
+        status, _ = request(g, "POST", "/simulator/scan/shop-1234")
+        assert status == 200
+        deadline = time.monotonic() + 20
+        while json.loads(ws.recv(timeout=max(0.1, deadline - time.monotonic())))["action"] != "connected":
+            pass
+        linked = time.monotonic()
+    wait(driver, lambda d: row(d).find_element(By.CSS_SELECTOR, ".pill").text == "Linked", 3, "link not shown")
+    took = time.monotonic() - linked
+    assert took < 1.0, f"the dashboard showed the link {took:.2f} s after the gateway announced it"
+    assert count(driver, "connected") == "1" and count(driver, "pending") == str(n - 1)
+
+    # A status filter: only the linked one, whatever the search says once it is cleared.
+    by_id(driver, "search").clear()
+    by_id(driver, "search").send_keys(" ")  # an input event with an empty query
+    driver.find_element(By.CSS_SELECTOR, ".chip[data-status='connected']").click()
+    wait(driver, lambda d: rows(d) == ["shop-1234"], 3, "the linked filter")
+    assert driver.find_element(By.CSS_SELECTOR, ".chip[data-status='connected']").get_attribute("aria-pressed") == "true"
+    driver.find_element(By.CSS_SELECTOR, ".chip[data-status='pending']").click()
+    wait(driver, lambda d: len(rows(d)) == 50 and "shop-1234" not in rows(d) and text(d, "range") == f"1–50 of {n - 1}", 3,
+         "the pending filter")
+    # No full re-render per event: with 2 000 sessions ticking, the table holds one page of rows.
+    assert len(driver.find_elements(By.CSS_SELECTOR, "#rows tr")) == 50
