@@ -7,7 +7,7 @@ struct Bench: ParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "qrgate-bench",
         abstract: "Load generator: WebSocket subscribers on libwebsockets, latency from each event's timestamp to receipt.",
-        subcommands: [Fanout.self, Countdown.self, Footprint.self, Refresh.self])
+        subcommands: [Fanout.self, Countdown.self, Firehose.self, Footprint.self, Refresh.self])
 }
 
 struct Common: ParsableArguments {
@@ -242,6 +242,40 @@ struct Countdown: ParsableCommand {
         r.merge(["scenario": "countdown", "clients": total, "sessions": sessions, "delivered": t.received,
                  "expected": Int(Double(total) * duration), "messages_per_s": Double(t.received) / duration, "connections_per_s": rate]) { $1 }
         if let c0 = cpu0, let c1 = common.serverCPUSeconds() { r["server_cpu_share"] = (c1 - c0) / duration }
+        client.stop()
+        try common.emit(r)
+    }
+}
+
+/// One subscriber of every session while S pending sessions tick once a second: what a backend service
+/// watching the whole fleet on one socket gets.
+struct Firehose: ParsableCommand {
+    static let configuration = CommandConfiguration(abstract: "One \"*\" subscriber of S pending sessions with 1 Hz countdowns: events/s and latency.")
+    @OptionGroup var common: Common
+    @Option(help: "Pending sessions the gateway holds (for the expected count).") var sessions = 10_000
+    @Option(help: "Seconds to measure, after the snapshots are in.") var duration: Double = 20
+    @Option(help: "Seconds allowed for the snapshot stream before measuring.") var settle: Double = 5
+    @Option(help: "The subscription's formats, comma-separated.") var formats = "code"
+
+    func run() throws {
+        let names = formats.split(separator: ",").map { "\"\($0)\"" }.joined(separator: ",")
+        let client = LoadClient(target: try common.target(), match: "\"countdown\"") { _ in
+            Array(#"{"op":"subscribe","session":"*","formats":[\#(names)]}"#.utf8)
+        }
+        _ = try common.connect(client, clients: 1)
+        Thread.sleep(forTimeInterval: settle)
+        _ = client.take()
+        let cpu0 = common.serverCPUSeconds()
+        Thread.sleep(forTimeInterval: duration)
+        let t = client.take()
+        var r: [String: Any] = Stats.summary(t.latencies)
+        r.merge(["scenario": "firehose", "clients": 1, "sessions": sessions, "delivered": t.received,
+                 "expected": Int(Double(sessions) * duration), "messages_per_s": Double(t.received) / duration,
+                 "bytes_per_message": t.received > 0 ? t.bytes / t.received : 0, "client_cpu_s": Stats.selfCPUSeconds()]) { $1 }
+        if let c0 = cpu0, let c1 = common.serverCPUSeconds() {
+            r["server_cpu_share"] = (c1 - c0) / duration
+            if t.received > 0 { r["server_us_per_message"] = (c1 - c0) * 1e6 / Double(t.received) }
+        }
         client.stop()
         try common.emit(r)
     }
