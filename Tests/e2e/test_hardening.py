@@ -161,7 +161,7 @@ def test_random_frames_never_crash_the_server(gateway):
 
 def test_message_rate_subscription_and_connection_limits(gateway_factory):
     sessions = [{"sessionId": f"s{i}"} for i in range(66)]
-    g = gateway_factory({"server": {"messagesPerSecond": 10, "maxConnectionsPerIP": 4}, "sessions": sessions,
+    g = gateway_factory({"server": {"messagesPerSecond": 10, "maxConnectionsPerIP": 4, "maxSubscriptionsPerConnection": 64}, "sessions": sessions,
                          "qr": {"ttlSeconds": 60}, "poll": {"intervalSeconds": 30}})
 
     async def main():
@@ -174,7 +174,7 @@ def test_message_rate_subscription_and_connection_limits(gateway_factory):
                 while True:
                     await recv(ws)
             assert closed.value.rcvd.code == 4029
-        # Subscriptions: 64 per connection.
+        # Subscriptions: server.maxSubscriptionsPerConnection (64 here), one by one or in a list.
         async with websockets.connect(g.ws) as ws:
             await recv(ws)
             codes = []
@@ -188,6 +188,12 @@ def test_message_rate_subscription_and_connection_limits(gateway_factory):
                 if i % 8 == 7:
                     await asyncio.sleep(1)  # stay under the message rate
             assert codes[:64] == ["ok"] * 64 and codes[64] == "too_many_subscriptions"
+            await asyncio.sleep(1)
+            await ws.send(json.dumps({"op": "subscribe", "sessions": ["s0", "s65"]}))
+            m = await recv(ws)
+            while m["action"] not in ("subscribed", "error"):
+                m = await recv(ws)
+            assert m.get("code") == "too_many_subscriptions" and "maxSubscriptionsPerConnection" in m["reason"]
         # Connections per IP: the fifth is refused at the handshake; the first four work.
         conns = [await websockets.connect(g.ws) for _ in range(4)]
         with pytest.raises(Exception):
