@@ -180,6 +180,10 @@ public final class SessionRuntime {
         for id in byInstance[event.instance] ?? [] {
             switch event.kind {
             case let .qr(qr):
+                if let current = registry[id]?.machine.qr, current.code == qr.code {
+                    feed(id, .upstreamQR(current), isolation: isolation)
+                    continue
+                }
                 if let hit = frames.cached(qr) {
                     feed(id, .upstreamQR(hit), isolation: isolation)
                     continue
@@ -251,6 +255,11 @@ public final class SessionRuntime {
                 }
                 result = await upstream.connect(instance, instanceToken: created.token ?? token)
             }
+        }
+        // The code the session already shows (a poll while nothing rotated): no render, whatever the
+        // factory's cache still holds (it is smaller than a fleet of thousands of sessions).
+        if case let .success(.qr(qr)) = result, let current = registry[id]?.machine.qr, current.code == qr.code {
+            return .upstreamQR(current)
         }
         return await Self.input(from: result, frames: frames)
     }

@@ -95,7 +95,7 @@ extension LWSLoop {
     }
 
     /// At most this many frames, or bytes, leave for one peer per WRITEABLE turn.
-    static let framesPerWrite = 64
+    static let framesPerWrite = 1024
     static let bytesPerWrite = 256 * 1024
 
     /// How long a closing peer has to take its close frame before lws drops the connection.
