@@ -111,6 +111,8 @@
     if (!S.sessions.has(id)) S.listDirty = true;
     const s = row(id);
     // A frame older than what the row already shows (a live event can overtake its snapshot) is skipped.
+    // Any numbered frame proves the session exists (one created during the snapshot stream is in no batch).
+    if (typeof msg.seq === "number" && S.seen) S.seen.add(id);
     if (typeof msg.seq === "number") {
       if (msg.seq < s.seq || (msg.seq === s.seq && msg.action !== "snapshot")) { if (S.seen && msg.action === "snapshot") S.seen.add(id); return; }
       s.seq = msg.seq;

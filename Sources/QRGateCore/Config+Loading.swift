@@ -49,6 +49,11 @@ extension Config {
         return try load(fileContents: data, path: path, environment: environment)
     }
 
+    /// Keys of earlier versions: an old configuration gets told what replaced them.
+    static let renamedKeys: [String: String] = [
+        "server.outboxLimit": "was replaced by server.outboxBytes (unsent bytes, default 4194304) and server.slowConsumerSeconds (default 10)",
+    ]
+
     static func defaultsTree() -> JSONValue {
         // Encoding the defaults gives every key, so the file and the environment are checked against them.
         (try? JSONDecoder().decode(JSONValue.self, from: JSONEncoder().encode(Config()))) ?? .object([:])
@@ -60,7 +65,11 @@ extension Config {
         case let (.object(b), .object(v)):
             var out = b
             for (k, sub) in v {
-                guard let existing = b[k] else { throw .unknownKey((path + [k]).joined(separator: ".")) }
+                guard let existing = b[k] else {
+                    let key = (path + [k]).joined(separator: ".")
+                    if let replaced = renamedKeys[key] { throw .invalid(key: key, reason: replaced) }
+                    throw .unknownKey(key)
+                }
                 out[k] = try merge(sub, into: existing, at: path + [k])
             }
             return .object(out)

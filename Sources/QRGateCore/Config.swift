@@ -182,7 +182,7 @@ public struct Config: Codable, Sendable, Equatable {
         /// Largest HTTP request body accepted; bigger answers 413.
         public var maxBodyBytes = 1 << 20
         /// Unsent bytes one peer may hold for `slowConsumerSeconds` before it is closed (4008); past four
-        /// times this it is closed at once. 4 MiB is about 350 full QR frames or 15 000 countdowns: a
+        /// times this it is closed at once. 4 MiB is about 350 full QR frames or 20 000 countdowns: a
         /// firehose reader of thousands of sessions getting its snapshots stays well under it (they are
         /// paced by what it reads), while a page's single session never comes near.
         public var outboxBytes = 4 << 20

@@ -91,6 +91,14 @@ extension Gateway {
         return p
     }
 
+    /// A tenant's key binds its sessions to upstream instances in its own namespace only: another tenant's
+    /// instance would hand it that tenant's QR codes, webhooks and phone.
+    func check(_ p: Principal, instance: String) throws(APIError) {
+        if let prefix = p.prefix, !instance.hasPrefix(prefix) {
+            throw APIError(status: 403, reason: "this key covers the sessions starting with \(prefix) only: instanceName must start with it too")
+        }
+    }
+
     /// A tenant's key acts on its own sessions only.
     func check(_ p: Principal, opens id: String) throws(APIError) {
         guard p.canSee(id) else {
@@ -137,6 +145,7 @@ extension Gateway {
         let id = try string(o, "sessionId", required: true, id: true)!
         try check(p, opens: id)
         let instance = try string(o, "instanceName", id: true) ?? id
+        try check(p, instance: instance)
         let token = try string(o, "instanceToken"), number = try string(o, "numberId")
         if runtime.registry[id] == nil {
             runtime.add(id: id, instanceName: instance, instanceToken: token, numberId: number, isolation: self)
@@ -266,6 +275,7 @@ extension Gateway {
         let id = try string(o, "sessionId", required: true, id: true)!
         try check(p, opens: id)
         let instance = try string(o, "instanceName", id: true) ?? id
+        try check(p, instance: instance)
         guard runtime.add(id: id, instanceName: instance, instanceToken: try string(o, "instanceToken"), numberId: try string(o, "numberId"),
                           isolation: self) else {
             throw APIError(status: 409, reason: "session \(id) already exists")

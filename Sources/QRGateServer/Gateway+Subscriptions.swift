@@ -9,6 +9,10 @@ struct SnapshotStream {
     let ids: [String]
     var next = 0
     let since: [String: Int]
+    /// For sessions named in `since`: their seq when the subscription began. One that moved on has had
+    /// live events sent already, so replaying what came before them would arrive out of order: it gets
+    /// a snapshot instead.
+    let seqAtStart: [String: Int]
     let formats: QRFormats
     var inFlight = 0
     var done: Bool { next >= ids.count }
@@ -21,6 +25,10 @@ extension Gateway {
     static let batchBytes = 64 * 1024
     /// Batches written ahead of the subscriber's reading: two keep the socket busy without a burst.
     static let batchesAhead = 2
+    /// Snapshot streams one connection may have running at once.
+    static let maxStreams = 8
+    /// Prefixes one connection may subscribe to by name (each is checked against every event).
+    static let maxPrefixes = 64
 
     func subscribe(_ connection: ConnectionID, _ selector: SessionSelector, token: String?, since: Since?, formats: QRFormats) {
         guard var peer = sockets[connection] else { return }
@@ -35,6 +43,10 @@ extension Gateway {
             }
         }
         let registry = runtime.registry
+        if selector.isStream, peer.streams.values.filter({ $0.selector != selector }).count >= Self.maxStreams {
+            return reject(ProtocolError(.tooManySubscriptions, "at most \(Self.maxStreams) snapshot streams at once; wait for a \"done\" batch"),
+                          to: connection, session: label)
+        }
         var ids: [String]
         var echo: [String: JSONValue] = [:]
         switch selector {
@@ -77,7 +89,13 @@ extension Gateway {
                                                 : "subscribing to a prefix needs a service or admin key"
                 return reject(ProtocolError(.forbidden, why), to: connection)
             }
+            if peer.explicitPrefixes.contains(prefix) {
+                hub.unsubscribe(connection, prefix: prefix) // subscribed again: the new formats replace the old
+            } else if peer.explicitPrefixes.count >= Self.maxPrefixes {
+                return reject(ProtocolError(.tooManySubscriptions, "at most \(Self.maxPrefixes) prefixes per connection"), to: connection)
+            }
             hub.subscribe(connection, prefix: prefix, formats: formats)
+            peer.explicitPrefixes.insert(prefix)
             ids = registry.sessions.keys.filter { $0.hasPrefix(prefix) }
             echo = ["prefix": .string(prefix)]
         case let .list(list):
@@ -102,7 +120,10 @@ extension Gateway {
         let sinceMap: [String: Int] = if case let .map(m)? = since { m } else { [:] }
         // A new subscription with the same selector replaces the stream still running for it.
         for (sid, st) in peer.streams where st.selector == selector { peer.streams[sid] = nil }
-        peer.streams[nextStream] = SnapshotStream(id: nextStream, selector: selector, ids: ids, since: sinceMap, formats: formats)
+        var seqAtStart: [String: Int] = [:]
+        for id in sinceMap.keys { if let s = registry[id] { seqAtStart[id] = s.seq } }
+        peer.streams[nextStream] = SnapshotStream(id: nextStream, selector: selector, ids: ids, since: sinceMap, seqAtStart: seqAtStart,
+                                                  formats: formats)
         sockets[connection] = peer
         echo["stream"] = .int(nextStream)
         echo["count"] = .int(ids.count)
@@ -126,9 +147,10 @@ extension Gateway {
             guard had else { return reject(ProtocolError(.notSubscribed, "not subscribed to *"), to: connection) }
             echo = ["sessionId": .string("*")]
         case let .prefix(prefix):
-            guard hub.unsubscribe(connection, prefix: prefix) else {
+            guard peer.explicitPrefixes.remove(prefix) != nil else {
                 return reject(ProtocolError(.notSubscribed, "not subscribed to prefix \(prefix)"), to: connection)
             }
+            hub.unsubscribe(connection, prefix: prefix)
             echo = ["prefix": .string(prefix)]
         case let .list(list):
             let dropped = list.filter { hub.unsubscribe(connection, from: $0) }
@@ -180,7 +202,11 @@ extension Gateway {
         while !st.done, n < Self.batchItems, items.count + replayed < Self.batchBytes {
             let id = st.ids[st.next]
             st.next += 1
-            if let since = st.since[id] {
+            // Unsubscribed meanwhile (one of a list, or the whole subscription): nothing more for it.
+            guard hub.reaches(connection, session: id) else { continue }
+            // Nothing missed before the subscription, and live events since: the client is current.
+            if let since = st.since[id], since == st.seqAtStart[id] { continue }
+            if let since = st.since[id], registry[id]?.seq == st.seqAtStart[id] {
                 if let frames = registry.replay(session: id, since: since, formats: st.formats) {
                     for f in frames { send(f, to: connection); replayed += f.count }
                     continue

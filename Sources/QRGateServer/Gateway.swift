@@ -54,6 +54,8 @@ public actor Gateway: LWSServerDelegate {
         var lastRefill: Date
         /// Prefixes subscribed for a tenant key's "*" (an unscoped "*" is the hub's own key).
         var starPrefixes: [String] = []
+        /// Prefixes subscribed by name (`"prefix"`); the hub counts them apart from `starPrefixes`.
+        var explicitPrefixes: Set<String> = []
         var streams: [Int: SnapshotStream] = [:]
         /// The stream of each batch in flight, oldest first (their writes are reported in this order).
         var batchesInFlight: [Int] = []

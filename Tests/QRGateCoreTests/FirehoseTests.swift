@@ -46,6 +46,16 @@ import Testing
         #expect(o.isEmpty && o.bytes == 0 && none == nil)
     }
 
+    @Test func aReaderThatTakesNothingKeepsTheOutboxPacked() {
+        var o = Outbox<Int>()
+        for round in 0..<200 { for s in 0..<100 { o.push(round, size: 10, key: "cd:\(s)") } }
+        o.push(-1, size: 5) // a state event: kept
+        #expect(o.count == 101 && o.bytes == 1005 && o.capacityInUse <= 2 * 101 + 64)
+        var seen: [Int] = []
+        while let (f, _) = o.pop() { seen.append(f) }
+        #expect(seen.count == 101 && seen.dropLast().allSatisfy { $0 == 199 } && seen.last == -1)
+    }
+
     @Test func hubReachesPrefixSubscribersOnceWithDirectFormatsWinning() {
         let hub = Hub()
         hub.subscribe(1, prefix: "shop-", formats: .code)
@@ -59,6 +69,10 @@ import Testing
         #expect(other.count == 1 && other[.code] == [3])
         #expect(hub.reaches(2, session: "shop-zz") && !hub.reaches(2, session: "cafe-1"))
         #expect(hub.unsubscribe(2, prefix: "shop-") && !hub.unsubscribe(2, prefix: "shop-"))
+        // Two references (a tenant's "*" and the same prefix asked for explicitly): one left keeps it.
+        hub.subscribe(5, prefix: "cafe-"); hub.subscribe(5, prefix: "cafe-")
+        #expect(hub.unsubscribe(5, prefix: "cafe-") && hub.reaches(5, session: "cafe-1"))
+        #expect(hub.unsubscribe(5, prefix: "cafe-") && !hub.reaches(5, session: "cafe-1"))
         #expect(hub.audience(of: "shop-b")[.svg] == nil)
         hub.remove(1)
         #expect(hub.audience(of: "shop-x")[.code] == [3] && hub.subscriptionCount == 2)
@@ -98,6 +112,11 @@ import Testing
         #expect(throws: ConfigError.self) { try Config.load(fileContents: Data(unknown.utf8)) }
         let env = try Config.load(fileContents: nil, environment: ["QRGATE_AUTH_SERVICEKEYS": "one-key-0123456789abc,two-key-0123456789abc"])
         #expect(env.auth.serviceKeys.map(\.key) == ["one-key-0123456789abc", "two-key-0123456789abc"])
+        let old = #"{"server":{"outboxLimit":64}}"#
+        #expect(throws: ConfigError.invalid(key: "server.outboxLimit",
+                                            reason: "was replaced by server.outboxBytes (unsent bytes, default 4194304) and server.slowConsumerSeconds (default 10)")) {
+            try Config.load(fileContents: Data(old.utf8))
+        }
         let small = #"{"server":{"outboxBytes":1000}}"#
         #expect(throws: ConfigError.self) { try Config.load(fileContents: Data(small.utf8)) }
     }

@@ -305,6 +305,8 @@ def test_a_tenant_key_sees_only_its_prefix_everywhere(gateway_factory):
                                ("POST", "/api/v1/sessions/refresh-qr", {"sessionId": "cafe-1"}),
                                ("POST", "/api/v1/sessions/disconnect", {"sessionId": "cafe-1"}),
                                ("POST", "/api/v1/sessions/init", {"sessionId": "cafe-2"}),
+                               # its own session id, but another tenant's upstream instance
+                               ("POST", "/api/v1/sessions/init", {"sessionId": "shop-5", "instanceName": "cafe-1"}),
                                ("POST", "/api/v1/sessions/cafe-1/token", None),
                                ("POST", "/functions/v1/refresh-qr-codes", None)):
         status, _, answer = call(g, method, path, body, key=shop)
@@ -349,4 +351,25 @@ def test_a_tenant_key_sees_only_its_prefix_everywhere(gateway_factory):
                 assert m["payload"]["status"] == "error" and "cafe-1" in m["payload"]["response"]["reason"], m
                 break
         await ws.close()
+
+        # Broadcast topics are per tenant: the same topic name joined with another tenant's key is another room.
+        async def joined(key):
+            c = await websockets.connect(f"ws://{g.host}:{g.port}/realtime/v1/websocket?apikey={key}&vsn=1.0.0", max_size=None)
+            await c.send(json.dumps({"topic": "realtime:lobby", "event": "phx_join", "ref": "1", "join_ref": "1", "payload": {"config": {}}}))
+            while (m := await recv(c, 5))["event"] != "phx_reply":
+                pass
+            assert m["payload"]["status"] == "ok"
+            return c
+        shop_a, shop_b, other = await joined(shop), await joined(shop), await joined(cafe_admin)
+        await shop_a.send(json.dumps({"topic": "realtime:lobby", "event": "broadcast", "ref": None,
+                                      "payload": {"type": "broadcast", "event": "hi", "payload": {"from": "shop"}}}))
+        m = await recv(shop_b, 5)
+        assert m["event"] == "broadcast" and m["payload"]["payload"] == {"from": "shop"}
+        try:
+            leaked = await recv(other, 1)
+        except asyncio.TimeoutError:
+            leaked = None
+        assert leaked is None, leaked
+        for c in (shop_a, shop_b, other):
+            await c.close()
     run(supabase(), 30)

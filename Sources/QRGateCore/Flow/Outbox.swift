@@ -50,7 +50,26 @@ public struct Outbox<Frame> {
         if let key { positions[key] = base + slots.count - 1 }
         bytes += size
         count += 1
+        // Coalescing leaves holes that only `pop` reclaims; a reader that takes nothing would grow the
+        // array by one slot per event. Past as many holes as frames, the live slots are packed.
+        if slots.count - head - count > max(64, count) { pack() }
         return coalesced
+    }
+
+    /// Slots in use, holes included (for tests: stays within twice the frames, plus a little).
+    public var capacityInUse: Int { slots.count - head }
+
+    private mutating func pack() {
+        var packed: [Slot?] = []
+        packed.reserveCapacity(count)
+        positions.removeAll(keepingCapacity: true)
+        for case let slot? in slots[head...] {
+            if let key = slot.key { positions[key] = packed.count }
+            packed.append(slot)
+        }
+        slots = packed
+        head = 0
+        base = 0
     }
 
     /// The oldest unsent frame, and whether its owner asked to hear when it is written.

@@ -54,7 +54,9 @@ public final class Hub {
     private var bySession: [String: [UInt64: QRFormats]] = [:]
     private var bySubscriber: [UInt64: Set<String>] = [:]
     private var byPrefix: [String: [UInt64: QRFormats]] = [:]
-    private var prefixesOf: [UInt64: Set<String>] = [:]
+    /// Prefix subscriptions per subscriber, counted: a tenant's "*" and its explicit subscription to the
+    /// same prefix are two references to one entry, and dropping one keeps the other.
+    private var prefixesOf: [UInt64: [String: Int]] = [:]
     public weak var transport: HubTransport?
     private var consumers: [HubConsumer] = []
 
@@ -66,10 +68,10 @@ public final class Hub {
         bySubscriber[subscriber, default: []].insert(session)
     }
 
-    /// Subscribes to every session whose id starts with `prefix`, present and future.
+    /// Subscribes to every session whose id starts with `prefix`, present and future (one more reference).
     public func subscribe(_ subscriber: UInt64, prefix: String, formats: QRFormats = .standard) {
         byPrefix[prefix, default: [:]][subscriber] = formats
-        prefixesOf[subscriber, default: []].insert(prefix)
+        prefixesOf[subscriber, default: [:]][prefix, default: 0] += 1
     }
 
     @discardableResult
@@ -81,9 +83,12 @@ public final class Hub {
         return true
     }
 
+    /// Drops one reference; the subscription ends with the last.
     @discardableResult
     public func unsubscribe(_ subscriber: UInt64, prefix: String) -> Bool {
-        guard prefixesOf[subscriber]?.remove(prefix) != nil else { return false }
+        guard let n = prefixesOf[subscriber]?[prefix] else { return false }
+        if n > 1 { prefixesOf[subscriber]?[prefix] = n - 1; return true }
+        prefixesOf[subscriber]?[prefix] = nil
         byPrefix[prefix]?[subscriber] = nil
         if byPrefix[prefix]?.isEmpty == true { byPrefix[prefix] = nil }
         if prefixesOf[subscriber]?.isEmpty == true { prefixesOf[subscriber] = nil }
@@ -95,7 +100,7 @@ public final class Hub {
             bySession[s]?[subscriber] = nil
             if bySession[s]?.isEmpty == true { bySession[s] = nil }
         }
-        for p in prefixesOf.removeValue(forKey: subscriber) ?? [] {
+        for p in (prefixesOf.removeValue(forKey: subscriber) ?? [:]).keys {
             byPrefix[p]?[subscriber] = nil
             if byPrefix[p]?.isEmpty == true { byPrefix[p] = nil }
         }
@@ -103,14 +108,14 @@ public final class Hub {
 
     /// Sessions (and "*") the subscriber is subscribed to one by one.
     public func subscriptions(of subscriber: UInt64) -> Set<String> { bySubscriber[subscriber] ?? [] }
-    public func prefixes(of subscriber: UInt64) -> Set<String> { prefixesOf[subscriber] ?? [] }
+    public func prefixes(of subscriber: UInt64) -> Set<String> { Set((prefixesOf[subscriber] ?? [:]).keys) }
 
     public func isSubscribed(_ subscriber: UInt64, to session: String) -> Bool { bySubscriber[subscriber]?.contains(session) == true }
 
     /// Whether an event of `session` reaches the subscriber (directly, through "*" or a prefix).
     public func reaches(_ subscriber: UInt64, session: String) -> Bool {
         if isSubscribed(subscriber, to: session) || isSubscribed(subscriber, to: Hub.everySession) { return true }
-        return prefixesOf[subscriber]?.contains { session.hasPrefix($0) } ?? false
+        return prefixesOf[subscriber]?.keys.contains { session.hasPrefix($0) } ?? false
     }
 
     /// Direct subscribers of the session, subscribers of every session and of matching prefixes, each

@@ -38,6 +38,9 @@ public final class RealtimeEndpoint {
 
     struct Channel {
         let topic: String
+        /// Where its members are kept: the topic itself for a session's topic (access is checked at join),
+        /// else the topic within the joiner's scope, so one tenant's broadcast topics never reach another's.
+        var memberKey: String = ""
         let joinRef: JSONValue
         var bindings: [Binding]
         var broadcastSelf: Bool
@@ -98,7 +101,7 @@ public final class RealtimeEndpoint {
 
     func closed(_ id: ConnectionID) {
         guard let c = connections.removeValue(forKey: id) else { return }
-        for topic in c.channels.keys { removeMember(id, from: topic) }
+        for ch in c.channels.values { removeMember(id, ch) }
         for ch in c.channels.values where ch.tracked != nil { presenceLeave(ch, from: id) }
     }
 
@@ -155,19 +158,23 @@ public final class RealtimeEndpoint {
                 }
             }
         }
-        let channel = Channel(topic: topic, joinRef: joinRef, bindings: bindings,
+        var channel = Channel(topic: topic, joinRef: joinRef, bindings: bindings,
                               broadcastSelf: config["broadcast"]?["self"] == .bool(true),
                               presenceKey: config["presence"]?["key"]?.stringValue.flatMap { $0.isEmpty ? nil : $0 } ?? UUID().uuidString.lowercased(),
                               tracked: nil)
         if let s = channel.session, !principal.canSee(s) {
             return reply(id, topic: topic, ref: ref, joinRef: joinRef, error: "Unauthorized: this token does not open session \(s)")
         }
-        if let old = connections[id]?.channels[topic], old.tracked != nil { presenceLeave(old, from: id) }
+        channel.memberKey = channel.session != nil ? topic : Self.scope(of: principal) + topic
+        if let old = connections[id]?.channels[topic] {
+            if old.tracked != nil { presenceLeave(old, from: id) }
+            removeMember(id, old)
+        }
         if connections[id]?.channels[topic] == nil, (connections[id]?.channels.count ?? 0) >= Self.maxChannels {
             return reply(id, topic: topic, ref: ref, joinRef: joinRef, error: "at most \(Self.maxChannels) channels per socket")
         }
         connections[id]?.channels[topic] = channel
-        members[topic, default: []].insert(id)
+        members[channel.memberKey, default: []].insert(id)
         reply(id, topic: topic, ref: ref, joinRef: joinRef, ok: ["postgres_changes": .array(bindings.map(\.json))])
         if !bindings.isEmpty {
             send(id, topic: topic, event: "system", payload: ["channel": .string(String(topic.dropFirst("realtime:".count))),
@@ -206,7 +213,7 @@ public final class RealtimeEndpoint {
         guard let ch = connections[id]?.channels.removeValue(forKey: topic) else {
             return reply(id, topic: topic, ref: ref, joinRef: nil, error: "unmatched topic")
         }
-        removeMember(id, from: topic)
+        removeMember(id, ch)
         if ch.tracked != nil { presenceLeave(ch, from: id) }
         reply(id, topic: topic, ref: ref, joinRef: ch.joinRef, ok: [:])
         send(id, topic: topic, event: "phx_close", payload: [:], ref: ref, joinRef: ch.joinRef)
@@ -223,7 +230,7 @@ public final class RealtimeEndpoint {
             // Channels the new credential no longer opens are closed.
             for (t, ch) in connections[id]?.channels ?? [:] where ch.session.map({ !p.canSee($0) }) ?? false {
                 connections[id]?.channels[t] = nil
-                removeMember(id, from: t)
+                removeMember(id, ch)
                 send(id, topic: t, event: "phx_close", payload: [:], ref: .null, joinRef: ch.joinRef)
             }
         case let .failure(e):
@@ -232,7 +239,7 @@ public final class RealtimeEndpoint {
                                                              "message": .string("Invalid JWT: \(e)"), "status": .string("error")], ref: .null)
                 send(id, topic: t, event: "phx_close", payload: [:], ref: .null, joinRef: ch.joinRef)
             }
-            for t in connections[id].map({ Array($0.channels.keys) }) ?? [] { removeMember(id, from: t) }
+            for ch in connections[id].map({ Array($0.channels.values) }) ?? [] { removeMember(id, ch) }
             connections[id]?.channels.removeAll()
             connections[id]?.principal = nil
         }
@@ -240,15 +247,21 @@ public final class RealtimeEndpoint {
 
     private func clientBroadcast(_ id: ConnectionID, topic: String, payload: [String: JSONValue], ref: JSONValue) {
         guard let ch = connections[id]?.channels[topic] else { return reply(id, topic: topic, ref: ref, joinRef: nil, error: "unmatched topic") }
-        for other in members[topic] ?? [] where other != id || ch.broadcastSelf {
+        for other in members[ch.memberKey] ?? [] where other != id || ch.broadcastSelf {
             send(other, topic: topic, event: "broadcast", payload: payload, ref: .null)
         }
         if ref != .null { reply(id, topic: topic, ref: ref, joinRef: ch.joinRef, ok: [:]) }
     }
 
-    private func removeMember(_ id: ConnectionID, from topic: String) {
-        members[topic]?.remove(id)
-        if members[topic]?.isEmpty == true { members[topic] = nil }
+    private func removeMember(_ id: ConnectionID, _ ch: Channel) {
+        members[ch.memberKey]?.remove(id)
+        if members[ch.memberKey]?.isEmpty == true { members[ch.memberKey] = nil }
+    }
+
+    /// The broadcast scope of a credential: every unscoped key shares one; a tenant's key its prefix's.
+    /// Browser tokens share the unscoped one (their session topics are checked at join anyway).
+    static func scope(of p: Principal) -> String {
+        p.prefix.map { "tenant:\($0)|" } ?? ""
     }
 
     // MARK: Presence
