@@ -87,3 +87,39 @@ import QRGateTestSupport
         #expect(browser.canSee("shop-1") && !browser.canSee("shop-2"))
     }
 }
+
+@Suite struct RealtimeWireTests {
+    @Test func aUserBroadcastPushDecodesAndIsRelayedAsAUserBroadcast() throws {
+        // [3, joinRef, ref, topic, event, meta lengths, encoding 1] + strings + JSON, as realtime-js builds it.
+        let topic = Array("realtime:lobby".utf8), event = Array("cursör".utf8), body = Array(#"{"x":1}"#.utf8)
+        let push: [UInt8] = [3, 1, 2, UInt8(topic.count), UInt8(event.count), 0, 1] + Array("4".utf8) + Array("12".utf8) + topic + event + body
+        guard case let .success(p) = RealtimeWire.decodeUserBroadcastPush(push) else { Issue.record("refused"); return }
+        #expect(p == RealtimeWire.Push(joinRef: "4", ref: "12", topic: "realtime:lobby", event: "cursör", payload: .json(.object(["x": .int(1)]))))
+        let out = try #require(RealtimeWire.userBroadcast(topic: p.topic, event: p.event, payload: p.payload))
+        #expect(Array(out.prefix(5)) == [4, UInt8(topic.count), UInt8(event.count), 0, 1])
+        #expect(Array(out.dropFirst(5)) == topic + event + body)
+        let binary = RealtimeWire.userBroadcast(topic: "t", event: "e", payload: .binary([0, 255]))
+        #expect(binary == [4, 1, 1, 0, 0, UInt8(ascii: "t"), UInt8(ascii: "e"), 0, 255])
+    }
+
+    @Test func malformedPushesAreRefusedWithAReason() {
+        func reason(_ b: [UInt8]) -> String? {
+            if case let .failure(e) = RealtimeWire.decodeUserBroadcastPush(b) { return e.description }
+            return nil
+        }
+        #expect(reason([3, 0, 0]) == "shorter than its header")
+        #expect(reason([4, 0, 0, 1, 1, 0, 1, 0x61, 0x62]) == "kind 4 is not a user broadcast push (3)")
+        #expect(reason([3, 0, 0, 9, 1, 0, 1, 0x61]) == "header lengths run past the frame")
+        #expect(reason([3, 0, 0, 1, 1, 0, 7, 0x61, 0x62]) == "unknown payload encoding 7")
+        #expect(reason([3, 0, 0, 1, 1, 0, 1, 0x61, 0x62] + Array("{nope".utf8)) == "the JSON payload does not parse")
+        #expect(reason([3, 0, 0, 1, 1, 0, 1, 0xff, 0x62, 0x7b, 0x7d]) == "a header field is not UTF-8")
+        #expect(reason([3, 0, 0, 0, 1, 0, 1, 0x62, 0x7b, 0x7d]) == "empty topic")
+    }
+
+    @Test func framesOfBothSerializers() {
+        #expect(String(decoding: RealtimeWire.arrayFrame(topic: "realtime:a", event: "broadcast", payload: Array("{}".utf8)), as: UTF8.self)
+            == #"[null,null,"realtime:a","broadcast",{}]"#)
+        #expect(String(decoding: RealtimeWire.objectFrame(topic: "realtime:a", event: "broadcast", payload: Array("{}".utf8)), as: UTF8.self)
+            == #"{"event":"broadcast","payload":{},"ref":null,"topic":"realtime:a"}"#)
+    }
+}

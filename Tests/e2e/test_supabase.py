@@ -37,7 +37,7 @@ def zbar(data_url):
 
 def current_code(g, instance):
     with urllib.request.urlopen(g.http + "/simulator/state", timeout=5) as r:
-        return next(i["code"] for i in json.loads(r.read())["instances"] if i["name"] == instance)
+        return next((i["code"] for i in json.loads(r.read())["instances"] if i["name"] == instance), None)
 
 
 def client(g, key=SERVICE, **kw):
@@ -192,3 +192,187 @@ def test_refusals_and_errors_leave_other_channels_working(gateway_factory):
             assert m["topic"] == "realtime:ok" and m["payload"]["ids"] == [good["payload"]["response"]["postgres_changes"][0]["id"]]
             assert "instance_token" not in json.dumps(m)
     run(main())
+
+
+def test_a_refresh_is_one_update_carrying_the_new_qr_and_presence_only_where_enabled(gateway_factory):
+    """An admin refresh replaces the QR with exactly one UPDATE whose qr_code is the new code (no row with a null
+    qr_code in between); presence messages reach only the channels that enabled presence."""
+    g = gateway_factory({**CFG, "qr": {"ttlSeconds": 60}, "refresh": {"minIntervalSeconds": 0}})
+
+    async def main():
+        async def socket(key=ADMIN):
+            return await websockets.connect(f"ws://{g.host}:{g.port}/realtime/v1/websocket?apikey={key}&vsn=1.0.0", max_size=None)
+
+        async def join(ws, topic, config, ref):
+            await ws.send(json.dumps({"topic": topic, "event": "phx_join", "ref": ref, "join_ref": ref, "payload": {"config": config}}))
+            while True:
+                m = json.loads(await asyncio.wait_for(ws.recv(), 5))
+                if m["event"] == "phx_reply" and m["ref"] == ref:
+                    assert m["payload"]["status"] == "ok", m
+                    return
+
+        rows = await socket()
+        await join(rows, "realtime:rows", {"postgres_changes": [{"event": "UPDATE", "schema": "public", "table": "evolution_instances",
+                                                                  "filter": "instance_name=eq.demo"}]}, "1")
+        # The session's first QR (its own UPDATE), then quiet.
+        deadline = time.monotonic() + 15
+        while True:
+            m = json.loads(await asyncio.wait_for(rows.recv(), max(0.1, deadline - time.monotonic())))
+            if m["event"] == "postgres_changes" and m["payload"]["data"]["record"]["qr_code"]:
+                break
+        before = current_code(g, "demo")
+        status, _, _ = call(g, "POST", "/api/v1/sessions/refresh-qr", {"sessionId": "demo"}, key=ADMIN)
+        assert status == 200
+        after = current_code(g, "demo")
+        assert after and after != before
+        updates = []
+        deadline = time.monotonic() + 3
+        while time.monotonic() < deadline:
+            try:
+                m = json.loads(await asyncio.wait_for(rows.recv(), max(0.1, deadline - time.monotonic())))
+            except asyncio.TimeoutError:
+                break
+            if m["event"] == "postgres_changes":
+                updates.append(m["payload"]["data"]["record"])
+        assert len(updates) == 1, [(u["instance_status"], bool(u["qr_code"])) for u in updates]
+        assert updates[0]["qr_code"] and zbar(updates[0]["qr_code"]) == after and updates[0]["attempt"] == 0
+
+        # Presence: a channel with presence disabled gets neither the state nor the diffs.
+        quiet, loud, tracker = await socket(), await socket(), await socket()
+        await join(quiet, "realtime:session:demo", {"presence": {"key": "q", "enabled": False}}, "2")
+        await join(loud, "realtime:session:demo", {"presence": {"key": "l", "enabled": True}}, "3")
+        await join(tracker, "realtime:session:demo", {"presence": {"key": "phone", "enabled": True}}, "4")
+        await tracker.send(json.dumps({"topic": "realtime:session:demo", "event": "presence", "ref": "5", "join_ref": "4",
+                                       "payload": {"type": "presence", "event": "track", "payload": {"viewer": "phone"}}}))
+
+        async def presence_events(ws, seconds):
+            out, end = [], time.monotonic() + seconds
+            while time.monotonic() < end:
+                try:
+                    m = json.loads(await asyncio.wait_for(ws.recv(), max(0.1, end - time.monotonic())))
+                except asyncio.TimeoutError:
+                    break
+                if m["event"].startswith("presence"):
+                    out.append(m["event"])
+            return out
+        got_loud, got_quiet = await asyncio.gather(presence_events(loud, 2), presence_events(quiet, 2))
+        assert "presence_diff" in got_loud and got_quiet == [], (got_loud, got_quiet)
+        for ws in (rows, quiet, loud, tracker):
+            await ws.close()
+    run(main(), 60)
+
+
+def user_broadcast_push(topic, event, payload, ref="", join_ref=""):
+    """realtime-js's binary broadcast push (serializer kind 3), written from the protocol."""
+    if isinstance(payload, (bytes, bytearray)):
+        encoding, body = 0, bytes(payload)
+    else:
+        encoding, body = 1, json.dumps(payload).encode()
+    parts = [join_ref.encode(), ref.encode(), topic.encode(), event.encode(), b""]
+    return bytes([3, *[len(p) for p in parts], encoding]) + b"".join(parts) + body
+
+
+def parse_user_broadcast(frame):
+    """A kind 4 user broadcast: (topic, event, payload as JSON or bytes)."""
+    assert frame[0] == 4, frame[:8]
+    tl, el, ml, enc = frame[1], frame[2], frame[3], frame[4]
+    at = 5
+    topic = frame[at:at + tl].decode(); at += tl
+    event = frame[at:at + el].decode(); at += el
+    at += ml
+    body = frame[at:]
+    return topic, event, (json.loads(body) if enc == 1 else bytes(body))
+
+
+def test_protocol_2_0_0_arrays_binary_broadcasts_rows_presence_and_refusals(gateway_factory):
+    """What realtime-js ≥ 2.91 speaks by default (vsn=2.0.0): every message a JSON array
+    [join_ref, ref, topic, event, payload], a client's broadcast a binary frame; 1.0.0 peers on the same topic
+    still get the object form."""
+    g = gateway_factory({**CFG, "qr": {"ttlSeconds": 60}, "refresh": {"minIntervalSeconds": 0}})
+    base = f"ws://{g.host}:{g.port}/realtime/v1/websocket?apikey={ADMIN}"
+
+    async def main():
+        async def recv_until(ws, pred, seconds=5):
+            end = time.monotonic() + seconds
+            while True:
+                raw = await asyncio.wait_for(ws.recv(), max(0.1, end - time.monotonic()))
+                m = raw if isinstance(raw, bytes) else json.loads(raw)
+                if pred(m):
+                    return m
+
+        a = await websockets.connect(base + "&vsn=2.0.0", max_size=None)
+        await a.send(json.dumps([None, "1", "phoenix", "heartbeat", {}]))
+        assert await recv_until(a, lambda m: isinstance(m, list)) == [None, "1", "phoenix", "phx_reply", {"status": "ok", "response": {}}]
+        # Rows: a join with a filter, then one UPDATE per refresh, as an array.
+        await a.send(json.dumps(["2", "2", "realtime:rows", "phx_join", {"config": {"postgres_changes": [
+            {"event": "UPDATE", "schema": "public", "table": "evolution_instances", "filter": "instance_name=eq.demo"}]}}]))
+        r = await recv_until(a, lambda m: isinstance(m, list) and m[3] == "phx_reply")
+        assert r[0] == "2" and r[1] == "2" and r[2] == "realtime:rows" and r[4]["status"] == "ok"
+        assert r[4]["response"]["postgres_changes"][0]["filter"] == "instance_name=eq.demo"
+        await recv_until(a, lambda m: isinstance(m, list) and m[3] == "postgres_changes" and m[4]["data"]["record"]["qr_code"], 15)
+        assert call(g, "POST", "/api/v1/sessions/refresh-qr", {"sessionId": "demo"}, key=ADMIN)[0] == 200
+        change = await recv_until(a, lambda m: isinstance(m, list) and m[3] == "postgres_changes")
+        assert change[:3] == [None, None, "realtime:rows"] and change[4]["data"]["type"] == "UPDATE"
+        assert zbar(change[4]["data"]["record"]["qr_code"]) == current_code(g, "demo")
+
+        # Session broadcasts arrive as arrays too.
+        await a.send(json.dumps(["3", "3", "realtime:session:demo", "phx_join", {"config": {"presence": {"key": "a", "enabled": True}}}]))
+        b = await recv_until(a, lambda m: isinstance(m, list) and m[3] == "broadcast" and m[2] == "realtime:session:demo")
+        assert b[4]["type"] == "broadcast" and b[4]["payload"]["sessionId"] == "demo" and b[4]["event"] == b[4]["payload"]["action"]
+
+        # Client broadcasts: binary in, binary out to 2.0.0 peers, objects to 1.0.0 peers.
+        peer2 = await websockets.connect(base + "&vsn=2.0.0", max_size=None)
+        peer1 = await websockets.connect(base + "&vsn=1.0.0", max_size=None)
+        await peer2.send(json.dumps(["1", "1", "realtime:lobby", "phx_join", {"config": {"broadcast": {"self": False}}}]))
+        await recv_until(peer2, lambda m: isinstance(m, list) and m[3] == "phx_reply")
+        await peer1.send(json.dumps({"topic": "realtime:lobby", "event": "phx_join", "ref": "1", "join_ref": "1", "payload": {"config": {}}}))
+        await recv_until(peer1, lambda m: isinstance(m, dict) and m["event"] == "phx_reply")
+        await a.send(json.dumps(["4", "4", "realtime:lobby", "phx_join", {"config": {}}]))
+        await recv_until(a, lambda m: isinstance(m, list) and m[3] == "phx_reply" and m[0] == "4")
+        await a.send(user_broadcast_push("realtime:lobby", "cursor", {"x": 1, "é": "ü"}, ref="5", join_ref="4"))
+        got2 = await recv_until(peer2, lambda m: isinstance(m, bytes))
+        assert parse_user_broadcast(got2) == ("realtime:lobby", "cursor", {"x": 1, "é": "ü"})
+        got1 = await recv_until(peer1, lambda m: isinstance(m, dict) and m["event"] == "broadcast")
+        assert got1["payload"] == {"type": "broadcast", "event": "cursor", "payload": {"x": 1, "é": "ü"}}
+        ack = await recv_until(a, lambda m: isinstance(m, list) and m[3] == "phx_reply" and m[1] == "5")
+        assert ack[4]["status"] == "ok"
+        await a.send(user_broadcast_push("realtime:lobby", "blob", b"\x00\x01\xfe\xff"))
+        assert parse_user_broadcast(await recv_until(peer2, lambda m: isinstance(m, bytes))) == ("realtime:lobby", "blob", b"\x00\x01\xfe\xff")
+        # A 1.0.0 client's broadcast reaches the 2.0.0 peer as a binary frame.
+        await peer1.send(json.dumps({"topic": "realtime:lobby", "event": "broadcast", "ref": None,
+                                     "payload": {"type": "broadcast", "event": "hello", "payload": {"from": 1}}}))
+        assert parse_user_broadcast(await recv_until(peer2, lambda m: isinstance(m, bytes))) == ("realtime:lobby", "hello", {"from": 1})
+
+        # Presence, as arrays.
+        await peer2.send(json.dumps(["6", "6", "realtime:session:demo", "phx_join", {"config": {"presence": {"key": "p2", "enabled": True}}}]))
+        await recv_until(peer2, lambda m: isinstance(m, list) and m[3] == "presence_state")
+        await peer2.send(json.dumps(["6", "7", "realtime:session:demo", "presence", {"type": "presence", "event": "track", "payload": {"v": 2}}]))
+        diff = await recv_until(a, lambda m: isinstance(m, list) and m[3] == "presence_diff")
+        assert "p2" in diff[4]["joins"]
+
+        # Refusals: malformed frames of either kind, binary on 1.0.0, a bad vsn; the socket stays usable.
+        await a.send(bytes([9, 0, 0, 0, 0, 0, 1]))
+        err = await recv_until(a, lambda m: isinstance(m, list) and m[3] == "phx_error")
+        assert "kind 9" in err[4]["reason"]
+        await a.send(json.dumps({"topic": "realtime:x", "event": "phx_join"}))
+        err = await recv_until(a, lambda m: isinstance(m, list) and m[3] == "phx_error")
+        assert "[join_ref, ref, topic, event, payload]" in err[4]["reason"]
+        await peer1.send(user_broadcast_push("realtime:lobby", "x", {}))
+        err = await recv_until(peer1, lambda m: isinstance(m, dict) and m["event"] == "phx_error")
+        assert "vsn=2.0.0" in err["payload"]["reason"]
+        await a.send(json.dumps([None, "9", "phoenix", "heartbeat", {}]))
+        assert (await recv_until(a, lambda m: isinstance(m, list) and m[1] == "9"))[4]["status"] == "ok"
+        for ws in (a, peer2, peer1):
+            await ws.close()
+        # A vsn this endpoint does not speak: refused at the handshake, with the reason.
+        with socket.create_connection((g.host, g.port), timeout=5) as raw:
+            raw.sendall((f"GET /realtime/v1/websocket?apikey={ADMIN}&vsn=3.0.0 HTTP/1.1\r\nHost: {g.host}\r\nUpgrade: websocket\r\n"
+                         "Connection: Upgrade\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n").encode())
+            answer = b""
+            while b"vsn must be" not in answer:
+                chunk = raw.recv(4096)
+                if not chunk:
+                    break
+                answer += chunk
+        assert answer.split(b"\r\n", 1)[0].endswith(b"400 Bad Request") and b"vsn must be 1.0.0 or 2.0.0" in answer, answer
+    run(main(), 60)

@@ -45,6 +45,9 @@ public final class RealtimeEndpoint {
         var bindings: [Binding]
         var broadcastSelf: Bool
         var presenceKey: String
+        /// Presence messages go only to channels that asked for them (`config.presence.enabled`; a client
+        /// that does not say, as before realtime-js sent the flag, gets them). Tracking turns it on.
+        var presenceEnabled = true
         var tracked: JSONValue?
         /// The session a `realtime:session:ID` topic is about.
         var session: String? {
@@ -55,6 +58,9 @@ public final class RealtimeEndpoint {
     struct Connection {
         var principal: Principal?
         var channels: [String: Channel] = [:]
+        /// Phoenix serializer 2.0.0 (realtime-js's default since 2.91.0): messages as JSON arrays
+        /// `[join_ref, ref, topic, event, payload]`, user broadcasts as binary frames. Else 1.0.0 objects.
+        var v2 = false
     }
 
     let server: LWSServer
@@ -83,7 +89,7 @@ public final class RealtimeEndpoint {
     /// Like Supabase's gateway: a missing or wrong `apikey` never gets a socket.
     /// On the handshake's own loop: only Sendable inputs.
     static func shouldAccept(_ info: WebSocketInfo, auth: Authenticator, demoMode: Bool) -> (status: Int, reason: String)? {
-        if let vsn = info.query["vsn"], vsn != "1.0.0" { return (400, "only vsn=1.0.0 (JSON) is supported") }
+        if let vsn = info.query["vsn"], vsn != "1.0.0", vsn != "2.0.0" { return (400, "vsn must be 1.0.0 or 2.0.0") }
         guard let key = info.query["apikey"] ?? info.authorization.flatMap(Gateway.bearer), !key.isEmpty else {
             return demoMode ? nil : (401, "No API key found in request")
         }
@@ -96,7 +102,7 @@ public final class RealtimeEndpoint {
         if let key = info.query["apikey"] ?? info.authorization.flatMap(Gateway.bearer), case let .success(p) = auth.authenticate(key) {
             principal = principal.map { $0.role >= p.role ? $0 : p } ?? p
         }
-        connections[id] = Connection(principal: principal)
+        connections[id] = Connection(principal: principal, v2: info.query["vsn"] == "2.0.0")
     }
 
     func closed(_ id: ConnectionID) {
@@ -108,9 +114,32 @@ public final class RealtimeEndpoint {
     // MARK: Messages
 
     func received(_ id: ConnectionID, message: [UInt8], binary: Bool) {
-        guard connections[id] != nil else { return }
-        guard !binary, let json = JSONValue.parse(message), json.depth <= 12, case let .object(m) = json else {
-            return send(id, topic: "phoenix", event: "phx_error", payload: ["reason": .string("malformed message: expected a JSON object {topic, event, payload, ref}")], ref: .null)
+        guard let c = connections[id] else { return }
+        let m: [String: JSONValue]
+        if binary {
+            guard c.v2 else {
+                return send(id, topic: "phoenix", event: "phx_error", payload: ["reason": .string("binary frames need vsn=2.0.0")], ref: .null)
+            }
+            switch RealtimeWire.decodeUserBroadcastPush(message) {
+            case let .success(push):
+                return clientBroadcast(id, topic: push.topic, event: push.event, payload: push.payload, ref: push.ref.map { .string($0) } ?? .null)
+            case let .failure(why):
+                return send(id, topic: "phoenix", event: "phx_error", payload: ["reason": .string("malformed binary message: \(why)")], ref: .null)
+            }
+        }
+        guard let json = JSONValue.parse(message), json.depth <= 12 else {
+            return send(id, topic: "phoenix", event: "phx_error", payload: ["reason": .string("malformed message: not JSON")], ref: .null)
+        }
+        if c.v2 {
+            guard case let .array(a) = json, a.count == 5 else {
+                return send(id, topic: "phoenix", event: "phx_error", payload: ["reason": .string("malformed message: expected [join_ref, ref, topic, event, payload]")], ref: .null)
+            }
+            m = ["join_ref": a[0], "ref": a[1], "topic": a[2], "event": a[3], "payload": a[4]]
+        } else {
+            guard case let .object(o) = json else {
+                return send(id, topic: "phoenix", event: "phx_error", payload: ["reason": .string("malformed message: expected a JSON object {topic, event, payload, ref}")], ref: .null)
+            }
+            m = o
         }
         let ref = m["ref"] ?? .null
         guard let topic = m["topic"]?.stringValue, !topic.isEmpty, topic.utf8.count <= 256,
@@ -128,7 +157,10 @@ public final class RealtimeEndpoint {
         case (_, "access_token"):
             accessToken(id, topic: topic, payload: payload, ref: ref)
         case (_, "broadcast"):
-            clientBroadcast(id, topic: topic, payload: payload, ref: ref)
+            guard let userEvent = payload["event"]?.stringValue else {
+                return reply(id, topic: topic, ref: ref, joinRef: m["join_ref"], error: "broadcast needs payload.event")
+            }
+            clientBroadcast(id, topic: topic, event: userEvent, payload: .json(payload["payload"] ?? .object([:])), ref: ref)
         case (_, "presence"):
             presence(id, topic: topic, payload: payload, ref: ref)
         default:
@@ -166,6 +198,7 @@ public final class RealtimeEndpoint {
             return reply(id, topic: topic, ref: ref, joinRef: joinRef, error: "Unauthorized: this token does not open session \(s)")
         }
         channel.memberKey = channel.session != nil ? topic : Self.scope(of: principal) + topic
+        if case let .bool(enabled)? = config["presence"]?["enabled"] { channel.presenceEnabled = enabled }
         if let old = connections[id]?.channels[topic] {
             if old.tracked != nil { presenceLeave(old, from: id) }
             removeMember(id, old)
@@ -181,7 +214,9 @@ public final class RealtimeEndpoint {
                                                              "extension": .string("postgres_changes"), "message": .string("Subscribed to PostgreSQL"),
                                                              "status": .string("ok")], ref: .null)
         }
-        if channel.session != nil { send(id, topic: topic, event: "presence_state", payload: presenceState(topic), ref: .null) }
+        if channel.session != nil, channel.presenceEnabled {
+            send(id, topic: topic, event: "presence_state", payload: presenceState(topic), ref: .null)
+        }
     }
 
     /// One `postgres_changes` binding: only `public.evolution_instances`, only `eq` filters on two columns.
@@ -245,10 +280,22 @@ public final class RealtimeEndpoint {
         }
     }
 
-    private func clientBroadcast(_ id: ConnectionID, topic: String, payload: [String: JSONValue], ref: JSONValue) {
+    /// A client's broadcast to the others on its topic: 1.0.0 peers get the object form, 2.0.0 peers the
+    /// binary user-broadcast frame realtime-js decodes (a binary payload reaches 2.0.0 peers only: 1.0.0's
+    /// JSON cannot carry it). Each form is built once for all.
+    private func clientBroadcast(_ id: ConnectionID, topic: String, event: String, payload: RealtimeWire.BroadcastPayload, ref: JSONValue) {
         guard let ch = connections[id]?.channels[topic] else { return reply(id, topic: topic, ref: ref, joinRef: nil, error: "unmatched topic") }
+        var v1: [ConnectionID] = [], v2: [ConnectionID] = []
         for other in members[ch.memberKey] ?? [] where other != id || ch.broadcastSelf {
-            send(other, topic: topic, event: "broadcast", payload: payload, ref: .null)
+            if connections[other]?.v2 == true { v2.append(other) } else { v1.append(other) }
+        }
+        if !v2.isEmpty, let frame = RealtimeWire.userBroadcast(topic: topic, event: event, payload: payload) {
+            server.send(WireFrame(frame, binary: true), to: v2)
+        }
+        if !v1.isEmpty, case let .json(body) = payload {
+            let o: JSONValue = .object(["topic": .string(topic), "event": .string("broadcast"), "ref": .null,
+                                        "payload": .object(["type": .string("broadcast"), "event": .string(event), "payload": body])])
+            server.send(WireFrame(o.encoded()), to: v1)
         }
         if ref != .null { reply(id, topic: topic, ref: ref, joinRef: ch.joinRef, ok: [:]) }
     }
@@ -278,6 +325,7 @@ public final class RealtimeEndpoint {
             meta["phx_ref"] = .string(String(nextBindingID))
             nextBindingID += 1
             ch.tracked = .object(meta)
+            ch.presenceEnabled = true
             connections[id]?.channels[topic] = ch
             broadcastPresence(topic, diff: ["joins": .object([ch.presenceKey: .object(["metas": .array([.object(meta)])])]), "leaves": .object([:])])
         case "untrack":
@@ -304,7 +352,7 @@ public final class RealtimeEndpoint {
     }
 
     private func broadcastPresence(_ topic: String, diff: [String: JSONValue], except: ConnectionID? = nil) {
-        for id in members[topic] ?? [] where id != except {
+        for id in members[topic] ?? [] where id != except && connections[id]?.channels[topic]?.presenceEnabled == true {
             send(id, topic: topic, event: "presence_diff", payload: diff, ref: .null)
         }
     }
@@ -321,15 +369,23 @@ public final class RealtimeEndpoint {
         }
         let topic = "realtime:session:\(id)"
         if let members = members[topic], !members.isEmpty {
-            // The event's bytes go in as the hub encoded them: no parse, no re-encode, one frame for all.
-            var b = Array(#"{"event":"broadcast","payload":{"event":"#.utf8) + JSONValue.string(event.action).encoded()
-            b += Array(#","payload":"#.utf8) + eventBytes + Array(#","type":"broadcast"},"ref":null,"topic":"#.utf8)
-            b += JSONValue.string(topic).encoded() + Array("}".utf8)
-            let frame = WireFrame(b)
-            server.send(frame, to: Array(members))
+            // The event's bytes go in as the hub encoded them: no parse, no re-encode, one frame per serializer.
+            let inner = Array(#"{"event":"#.utf8) + JSONValue.string(event.action).encoded()
+                + Array(#","payload":"#.utf8) + eventBytes + Array(#","type":"broadcast"}"#.utf8)
+            var v1: [ConnectionID] = [], v2: [ConnectionID] = []
+            for m in members { if connections[m]?.v2 == true { v2.append(m) } else { v1.append(m) } }
+            if !v1.isEmpty { server.send(WireFrame(RealtimeWire.objectFrame(topic: topic, event: "broadcast", payload: inner)), to: v1) }
+            if !v2.isEmpty { server.send(WireFrame(RealtimeWire.arrayFrame(topic: topic, event: "broadcast", payload: inner)), to: v2) }
         }
         // A countdown changes no column of the row: skip the row work on the busiest event.
         if case .countdown = event { return }
+        // The QR is being replaced (expired with attempts left, or a refresh): the row keeps the old one
+        // until the new one arrives, so a refresh is one UPDATE carrying the new QR, and `qr_code` is null
+        // only when the QR is really gone (linked, failed, disconnected).
+        switch event {
+        case .qrExpired, .qrRegenerating: if s.machine.status == .pending { return }
+        default: break
+        }
         let row = Self.row(s)
         let old = lastRows[id]
         guard old != row else { return }
@@ -355,7 +411,7 @@ public final class RealtimeEndpoint {
             for ch in c.channels.values {
                 let ids = ch.bindings.filter { $0.matches(type: type, row: record) }.map(\.id)
                 guard !ids.isEmpty else { continue }
-                let key = ch.topic + "|" + ids.map(String.init).joined(separator: ",")
+                let key = (c.v2 ? "2|" : "1|") + ch.topic + "|" + ids.map(String.init).joined(separator: ",")
                 if frames[key] != nil { frames[key]!.to.append(cid); continue }
                 if data == nil {
                     let o: [String: JSONValue] = ["schema": .string("public"), "table": .string(Self.table),
@@ -363,9 +419,9 @@ public final class RealtimeEndpoint {
                                                   "columns": Self.columns, "record": .object(record), "old_record": .object(old), "errors": .null]
                     data = Array(JSONValue.object(o).encoded())
                 }
-                var b = Array(#"{"event":"postgres_changes","payload":{"data":"#.utf8) + data!
-                b += Array(#","ids":"#.utf8) + JSONValue.array(ids.map { .int($0) }).encoded()
-                b += Array(#"},"ref":null,"topic":"#.utf8) + JSONValue.string(ch.topic).encoded() + Array("}".utf8)
+                let inner = Array(#"{"data":"#.utf8) + data! + Array(#","ids":"#.utf8) + JSONValue.array(ids.map { .int($0) }).encoded() + Array("}".utf8)
+                let b = c.v2 ? RealtimeWire.arrayFrame(topic: ch.topic, event: "postgres_changes", payload: inner)
+                             : RealtimeWire.objectFrame(topic: ch.topic, event: "postgres_changes", payload: inner)
                 frames[key] = (WireFrame(b), [cid])
             }
         }
@@ -409,6 +465,10 @@ public final class RealtimeEndpoint {
     }
 
     private func send(_ id: ConnectionID, topic: String, event: String, payload: [String: JSONValue], ref: JSONValue, joinRef: JSONValue? = nil) {
+        if connections[id]?.v2 == true {
+            let a: JSONValue = .array([joinRef ?? .null, ref, .string(topic), .string(event), .object(payload)])
+            return server.send(WireFrame(a.encoded()), to: id)
+        }
         var o: [String: JSONValue] = ["topic": .string(topic), "event": .string(event), "payload": .object(payload), "ref": ref]
         if let joinRef { o["join_ref"] = joinRef }
         server.send(WireFrame(JSONValue.object(o).encoded()), to: id)
