@@ -142,7 +142,7 @@ public final class RealtimeEndpoint {
             m = o
         }
         let ref = m["ref"] ?? .null
-        guard let topic = m["topic"]?.stringValue, !topic.isEmpty, topic.utf8.count <= 256,
+        guard let topic = m["topic"]?.stringValue, !topic.isEmpty, topic.utf8.count <= 255,
               let event = m["event"]?.stringValue, !event.isEmpty else {
             return reply(id, topic: m["topic"]?.stringValue ?? "phoenix", ref: ref, joinRef: m["join_ref"], error: "message needs string topic and event")
         }
