@@ -75,12 +75,7 @@ public struct Config: Codable, Sendable, Equatable {
                 self.init(key: plain)
                 return
             }
-            let any = try decoder.container(keyedBy: AnyKey.self)
-            let known = Set(CodingKeys.allCases.map(\.rawValue))
-            if let extra = any.allKeys.map(\.stringValue).sorted().first(where: { !known.contains($0) }) {
-                throw DecodingError.dataCorrupted(.init(codingPath: decoder.codingPath + [AnyKey(stringValue: extra)],
-                                                        debugDescription: "unknown configuration key"))
-            }
+            try AnyKey.refuseUnknown(in: decoder, known: CodingKeys.allCases.map(\.rawValue))
             let c = try decoder.container(keyedBy: CodingKeys.self)
             self.init(key: try c.decode(String.self, forKey: .key), prefix: try c.decodeIfPresent(String.self, forKey: .prefix))
         }
@@ -108,12 +103,7 @@ public struct Config: Codable, Sendable, Equatable {
 
         /// Like every other key, an unknown one inside `sessions[i]` stops start-up.
         public init(from decoder: Decoder) throws {
-            let any = try decoder.container(keyedBy: AnyKey.self)
-            let known = Set(CodingKeys.allCases.map(\.rawValue))
-            if let extra = any.allKeys.map(\.stringValue).sorted().first(where: { !known.contains($0) }) {
-                throw DecodingError.dataCorrupted(.init(codingPath: decoder.codingPath + [AnyKey(stringValue: extra)],
-                                                        debugDescription: "unknown configuration key"))
-            }
+            try AnyKey.refuseUnknown(in: decoder, known: CodingKeys.allCases.map(\.rawValue))
             let c = try decoder.container(keyedBy: CodingKeys.self)
             sessionId = try c.decode(String.self, forKey: .sessionId)
             instanceName = try c.decodeIfPresent(String.self, forKey: .instanceName)
@@ -131,6 +121,16 @@ public struct Config: Codable, Sendable, Equatable {
         var intValue: Int? { nil }
         init(stringValue: String) { self.stringValue = stringValue }
         init?(intValue: Int) { nil }
+
+        /// Like every other key, an unknown one inside an entry of a list (`sessions[i]`, a key object) stops start-up.
+        static func refuseUnknown(in decoder: Decoder, known: [String]) throws {
+            let any = try decoder.container(keyedBy: AnyKey.self)
+            let known = Set(known)
+            if let extra = any.allKeys.map(\.stringValue).sorted().first(where: { !known.contains($0) }) {
+                throw DecodingError.dataCorrupted(.init(codingPath: decoder.codingPath + [AnyKey(stringValue: extra)],
+                                                        debugDescription: "unknown configuration key"))
+            }
+        }
     }
 
     /// Where QR codes come from: Evolution API, or the built-in simulator.
