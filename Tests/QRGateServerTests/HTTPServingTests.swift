@@ -104,7 +104,7 @@ import QRGateTestSupport
 
     @Test func malformedPushesAreRefusedWithAReason() {
         func reason(_ b: [UInt8]) -> String? {
-            if case let .failure(e) = RealtimeWire.decodeUserBroadcastPush(b) { return e.description }
+            if case let .failure(e) = RealtimeWire.decodeUserBroadcastPush(b) { return e.reason }
             return nil
         }
         #expect(reason([3, 0, 0]) == "shorter than its header")

@@ -47,6 +47,17 @@ async def snapshots(ws, stream, timeout=60):
             other.append(m)
 
 
+async def arriving(ws, seconds):
+    """Every message that arrives within `seconds`, parsed."""
+    out, deadline = [], time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        try:
+            out.append(await recv(ws, max(0.1, deadline - time.monotonic())))
+        except asyncio.TimeoutError:
+            break
+    return out
+
+
 def metric(g, name, labels=None):
     """A sample of /metrics: the one with exactly these labels, or the first of that name."""
     body = urllib.request.urlopen(g.http + "/metrics", timeout=30).read().decode()
@@ -281,15 +292,7 @@ def test_a_tenant_key_sees_only_its_prefix_everywhere(gateway_factory):
         assert (await until(cafe, "refreshing"))["sessionId"] == "cafe-1"
         status, _, _ = call(g, "POST", "/api/v1/sessions/refresh-qr", {"sessionId": "shop-2"}, key=ADMIN)
         assert status == 200
-        got = set()
-        deadline = time.monotonic() + 6
-        while time.monotonic() < deadline:
-            try:
-                m = await recv(ws, max(0.1, deadline - time.monotonic()))
-            except asyncio.TimeoutError:
-                break
-            if m.get("sessionId"):
-                got.add(m["sessionId"])
+        got = {m["sessionId"] for m in await arriving(ws, 6) if m.get("sessionId")}
         assert got == {"shop-1", "shop-2"}, got
         await ws.close()
         await cafe.close()
@@ -332,15 +335,7 @@ def test_a_tenant_key_sees_only_its_prefix_everywhere(gateway_factory):
         for sid in ("cafe-1", "shop-1"):
             status, _, _ = call(g, "POST", "/api/v1/sessions/refresh-qr", {"sessionId": sid}, key=ADMIN)
             assert status == 200
-        rows = set()
-        deadline = time.monotonic() + 5
-        while time.monotonic() < deadline:
-            try:
-                m = await recv(ws, max(0.1, deadline - time.monotonic()))
-            except asyncio.TimeoutError:
-                break
-            if m["event"] == "postgres_changes":
-                rows.add(m["payload"]["data"]["record"]["instance_name"])
+        rows = {m["payload"]["data"]["record"]["instance_name"] for m in await arriving(ws, 5) if m["event"] == "postgres_changes"}
         assert rows == {"shop-1"}, rows
         # Joining another tenant's session topic is refused (a filter on its rows just never matches, as with RLS).
         await ws.send(json.dumps({"topic": "realtime:session:cafe-1", "event": "phx_join", "ref": "2", "join_ref": "2",

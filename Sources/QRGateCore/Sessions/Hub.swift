@@ -108,7 +108,6 @@ public final class Hub {
 
     /// Sessions (and "*") the subscriber is subscribed to one by one.
     public func subscriptions(of subscriber: UInt64) -> Set<String> { bySubscriber[subscriber] ?? [] }
-    public func prefixes(of subscriber: UInt64) -> Set<String> { Set((prefixesOf[subscriber] ?? [:]).keys) }
 
     public func isSubscribed(_ subscriber: UInt64, to session: String) -> Bool { bySubscriber[subscriber]?.contains(session) == true }
 

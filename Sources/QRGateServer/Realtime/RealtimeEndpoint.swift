@@ -124,7 +124,7 @@ public final class RealtimeEndpoint {
             case let .success(push):
                 return clientBroadcast(id, topic: push.topic, event: push.event, payload: push.payload, ref: push.ref.map { .string($0) } ?? .null)
             case let .failure(why):
-                return send(id, topic: "phoenix", event: "phx_error", payload: ["reason": .string("malformed binary message: \(why)")], ref: .null)
+                return send(id, topic: "phoenix", event: "phx_error", payload: ["reason": .string("malformed binary message: \(why.reason)")], ref: .null)
             }
         }
         guard let json = JSONValue.parse(message), json.depth <= 12 else {
@@ -220,7 +220,8 @@ public final class RealtimeEndpoint {
     }
 
     /// One `postgres_changes` binding: only `public.evolution_instances`, only `eq` filters on two columns.
-    struct Refusal: Error { let reason: String }
+    /// A refusal whose reason is shown to the client (an error reply or `phx_error`).
+    struct Refusal: Error, Equatable { let reason: String }
 
     private func binding(_ item: JSONValue) -> Result<Binding, Refusal> {
         guard case let .object(o) = item else { return .failure(Refusal(reason: "each postgres_changes entry must be an object")) }

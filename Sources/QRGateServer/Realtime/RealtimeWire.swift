@@ -8,6 +8,7 @@ import QRGateCore
 ///   arrives as a binary *user broadcast push* (kind 3) and is relayed as a binary *user broadcast*
 ///   (kind 4), with a JSON or a binary payload.
 enum RealtimeWire {
+    typealias Refusal = RealtimeEndpoint.Refusal
     static let userBroadcastPush: UInt8 = 3
     static let userBroadcast: UInt8 = 4
     static let binaryEncoding: UInt8 = 0
@@ -52,26 +53,26 @@ enum RealtimeWire {
 
     /// Kind 3: `[3, joinRefLen, refLen, topicLen, eventLen, metaLen, encoding]` + those strings + the payload.
     /// Metadata (allowed keys of the push's payload) is accepted and not relayed.
-    static func decodeUserBroadcastPush(_ b: [UInt8]) -> Result<Push, ReasonError> {
-        guard b.count >= 7 else { return .failure(ReasonError("shorter than its header")) }
-        guard b[0] == userBroadcastPush else { return .failure(ReasonError("kind \(b[0]) is not a user broadcast push (3)")) }
+    static func decodeUserBroadcastPush(_ b: [UInt8]) -> Result<Push, Refusal> {
+        guard b.count >= 7 else { return .failure(Refusal(reason: "shorter than its header")) }
+        guard b[0] == userBroadcastPush else { return .failure(Refusal(reason: "kind \(b[0]) is not a user broadcast push (3)")) }
         let lengths = (1...5).map { Int(b[$0]) }
         let encoding = b[6]
-        guard encoding == binaryEncoding || encoding == jsonEncoding else { return .failure(ReasonError("unknown payload encoding \(encoding)")) }
+        guard encoding == binaryEncoding || encoding == jsonEncoding else { return .failure(Refusal(reason: "unknown payload encoding \(encoding)")) }
         var at = 7
         var fields: [String] = []
         for n in lengths {
-            guard at + n <= b.count else { return .failure(ReasonError("header lengths run past the frame")) }
-            guard let s = String(validating: b[at..<(at + n)], as: UTF8.self) else { return .failure(ReasonError("a header field is not UTF-8")) }
+            guard at + n <= b.count else { return .failure(Refusal(reason: "header lengths run past the frame")) }
+            guard let s = String(validating: b[at..<(at + n)], as: UTF8.self) else { return .failure(Refusal(reason: "a header field is not UTF-8")) }
             fields.append(s)
             at += n
         }
-        guard !fields[2].isEmpty else { return .failure(ReasonError("empty topic")) }
-        guard !fields[3].isEmpty else { return .failure(ReasonError("empty event")) }
+        guard !fields[2].isEmpty else { return .failure(Refusal(reason: "empty topic")) }
+        guard !fields[3].isEmpty else { return .failure(Refusal(reason: "empty event")) }
         let rest = Array(b[at...])
         let payload: BroadcastPayload
         if encoding == jsonEncoding {
-            guard let json = JSONValue.parse(rest), json.depth <= 12 else { return .failure(ReasonError("the JSON payload does not parse")) }
+            guard let json = JSONValue.parse(rest), json.depth <= 12 else { return .failure(Refusal(reason: "the JSON payload does not parse")) }
             payload = .json(json)
         } else {
             payload = .binary(rest)
@@ -100,10 +101,4 @@ enum RealtimeWire {
         }
         return out
     }
-}
-
-/// A reason, for `Result`s whose failure is only ever shown.
-struct ReasonError: Error, Equatable, CustomStringConvertible {
-    let description: String
-    init(_ d: String) { description = d }
 }
