@@ -16,7 +16,8 @@ let package = Package(
         .package(url: "https://github.com/apple/swift-argument-parser", from: "1.5.0"),
         .package(url: "https://github.com/apple/swift-log", from: "1.6.0"),
         .package(url: "https://github.com/apple/swift-collections", from: "1.1.0"),
-        .package(url: "https://github.com/apple/swift-crypto", from: "3.0.0"),
+        .package(url: "https://github.com/apple/swift-crypto", from: "4.1.0"),
+        .package(url: "https://github.com/vapor/jwt-kit", from: "5.7.1"),
         .package(url: "https://github.com/groue/GRDB.swift", from: "7.0.0"),
         .package(url: "https://github.com/apple/swift-metrics", from: "2.5.0"),
         .package(url: "https://github.com/swift-server/swift-prometheus", from: "2.0.0"),
@@ -50,6 +51,7 @@ let package = Package(
             "CWebSockets", "QRGateCore", "QRGateQR", "QRGateUpstream", "QRGateHTTP",
             .product(name: "HeapModule", package: "swift-collections"),
             .product(name: "Crypto", package: "swift-crypto"),
+            .product(name: "JWTKit", package: "jwt-kit"),
             .product(name: "Logging", package: "swift-log"),
         ]),
         .executableTarget(name: "qrgate", dependencies: [
@@ -70,7 +72,8 @@ let package = Package(
         .testTarget(name: "QRGateQRTests", dependencies: ["QRGateQR", "QRGateCore", "QRGateTestSupport"]),
         .testTarget(name: "QRGateUpstreamTests", dependencies: ["QRGateUpstream", "QRGateServer", "QRGateHTTP", "QRGateCore", "QRGateQR", "QRGateTestSupport"]),
         .testTarget(name: "QRGateStoreTests", dependencies: ["QRGateStore", "QRGateCore"]),
-        .testTarget(name: "QRGateServerTests", dependencies: ["QRGateServer", "QRGateHTTP", "QRGateCore", "QRGateQR", "QRGateUpstream", "QRGateTestSupport"]),
+        .testTarget(name: "QRGateServerTests", dependencies: ["QRGateServer", "QRGateHTTP", "QRGateCore", "QRGateQR", "QRGateUpstream", "QRGateTestSupport",
+                                                          .product(name: "JWTKit", package: "jwt-kit")]),
     ]
 )
 

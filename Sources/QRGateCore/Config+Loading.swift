@@ -5,6 +5,7 @@ extension Config {
     public static let environmentAliases: [String: [String]] = [
         "EVOLUTION_API_BASE_URL": ["upstream", "baseURL"],
         "EVOLUTION_API_KEY": ["upstream", "apiKey"],
+        "SUPABASE_JWT_SECRET": ["auth", "supabase", "jwtSecret"],
     ]
 
     /// Builds a configuration from the JSON text of a file (nil: defaults only) and the environment.

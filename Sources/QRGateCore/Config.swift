@@ -44,6 +44,26 @@ public struct Config: Codable, Sendable, Equatable {
         /// HMAC secret of browser tokens; empty: a random one per process (tokens die with a restart).
         public var tokenSecret = ""
         public var browserTokenTTLSeconds = 900
+        /// A Supabase project's own JWTs, accepted wherever a key or a browser token is.
+        public var supabase = SupabaseAuth()
+    }
+
+    /// How a Supabase project's JWTs are checked and what they grant: `role: service_role` is a
+    /// service key; any other role is a browser for the sessions its `sessionsClaim` lists.
+    public struct SupabaseAuth: Codable, Sendable, Equatable {
+        /// The project's JWT secret (HS256; Settings → API → JWT secret). Empty: HS256 tokens are refused.
+        public var jwtSecret = ""
+        /// A JWKS file with the project's asymmetric signing keys (ES256, RS256), e.g. a saved copy of
+        /// `https://<project>.supabase.co/auth/v1/.well-known/jwks.json`. Read at start.
+        public var jwksFile = ""
+        /// Dotted path of the claim listing the sessions a user's token opens.
+        public var sessionsClaim = "app_metadata.qrgate_sessions"
+        /// A token with an `aud` claim must name one of these; tokens without `aud` (the anon and
+        /// service_role keys) pass.
+        public var audiences = ["authenticated"]
+
+        /// Whether any Supabase token can be verified.
+        public var enabled: Bool { !jwtSecret.isEmpty || !jwksFile.isEmpty }
     }
 
     public struct Events: Codable, Sendable, Equatable {
@@ -272,6 +292,15 @@ public struct Config: Codable, Sendable, Equatable {
             }
         }
         if !auth.tokenSecret.isEmpty && auth.tokenSecret.utf8.count < 32 { throw .invalid(key: "auth.tokenSecret", reason: "must be at least 32 bytes") }
+        let sb = auth.supabase
+        if !sb.jwtSecret.isEmpty && sb.jwtSecret.utf8.count < 32 {
+            throw .invalid(key: "auth.supabase.jwtSecret", reason: "must be at least 32 bytes (Supabase's JWT secrets are 40 or more)")
+        }
+        let claimPath = sb.sessionsClaim.split(separator: ".", omittingEmptySubsequences: false)
+        if claimPath.isEmpty || claimPath.count > 8 || claimPath.contains(where: { $0.isEmpty || $0.count > 64 }) {
+            throw .invalid(key: "auth.supabase.sessionsClaim", reason: "must be a dotted path of 1–8 claim names, e.g. app_metadata.qrgate_sessions")
+        }
+        if sb.audiences.contains(where: \.isEmpty) { throw .invalid(key: "auth.supabase.audiences", reason: "entries must not be empty") }
         try positive(qr.ttlSeconds, "qr.ttlSeconds")
         try positive(qr.maxAttempts, "qr.maxAttempts")
         try positive(qr.countdownIntervalSeconds, "qr.countdownIntervalSeconds")

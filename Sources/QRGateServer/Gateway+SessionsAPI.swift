@@ -33,7 +33,7 @@ extension Gateway {
             default:
                 let parts = path.split(separator: "/").map(String.init) // api v1 sessions ID token
                 if request.method == .post, parts.count == 5, parts[2] == "sessions", parts[4] == "token" {
-                    return APIResult(response: try browserToken(request, session: parts[3]))
+                    return APIResult(response: try browserToken(request, session: parts[3], connection))
                 }
                 if let allowed = Self.allowedMethods(path), !allowed.contains(request.method) {
                     return APIResult(response: .methodNotAllowed(request, allowed: allowed))
@@ -284,16 +284,27 @@ extension Gateway {
         return nil
     }
 
-    private func browserToken(_ request: HTTPRequest, session id: String) throws(APIError) -> HTTPResponse {
+    private func browserToken(_ request: HTTPRequest, session id: String, _ connection: ConnectionID) throws(APIError) -> HTTPResponse? {
         let p = try require(request, .service)
         guard ClientMessage.isValidSessionID(id) else {
             throw APIError(status: 400, reason: "the session id in the path must be 1–128 characters of A–Z a–z 0–9 . _ : @ -")
         }
         try check(p, opens: id)
         _ = try session(id)
-        let (token, exp) = auth.issueBrowserToken(session: id)
-        return .json(200, ["success": true, "data": ["sessionId": id, "role": "browser", "token": token,
-                                                     "expiresAt": SessionEventEncoding.iso8601(exp)]])
+        // jwt-kit signs through its key collection (an actor): answered when the token is made.
+        Task { [auth, server, logger] in
+            let response: HTTPResponse
+            do {
+                let (token, exp) = try await auth.issueBrowserToken(session: id)
+                response = .json(200, ["success": true, "data": ["sessionId": id, "role": "browser", "token": token,
+                                                                 "expiresAt": SessionEventEncoding.iso8601(exp)]])
+            } catch {
+                logger.error("signing a browser token for \(id) failed: \(error)")
+                response = APIError(status: 500, reason: "the token could not be signed").response
+            }
+            server.respond(connection, response)
+        }
+        return nil
     }
 
     // MARK: Upstream credentials (admin)

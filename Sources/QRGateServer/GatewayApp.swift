@@ -20,11 +20,12 @@ public final class GatewayApp: Sendable {
     public let store: SessionStore
     public let metrics = GatewayMetrics()
 
-    public init(config: Config, host: String, port: Int, staticDir: String, logger: Logger) throws {
+    public init(config: Config, host: String, port: Int, staticDir: String, logger: Logger) async throws {
         self.logger = logger
         self.config = config
         let loopback = host == "127.0.0.1" || host == "localhost" || host == "::1"
-        let auth = Authenticator(config: config.auth)
+        // Keys are resolved once here; verifying a token later is synchronous, on the loop that needs it.
+        let auth = try await Authenticator(config: config.auth)
         if !auth.hasKeys && !loopback {
             throw GatewayAppError.openOnNetwork(host: host)
         }
@@ -58,6 +59,10 @@ public final class GatewayApp: Sendable {
         if auth.ephemeralSecret && auth.hasKeys {
             logger.notice("auth.tokenSecret is empty: browser tokens are signed with a random per-process key and end with a restart")
         }
+        if auth.acceptsSupabaseTokens {
+            let s = config.auth.supabase
+            logger.info("Supabase tokens accepted: HS256 \(s.jwtSecret.isEmpty ? "off" : "with secret \(Secret.mask(s.jwtSecret))"), JWKS kids [\(auth.supabaseKeyIDs.joined(separator: ", "))], sessions from \(s.sessionsClaim)")
+        }
     }
 
     /// Starts listening; returns the bound port. The stored and configured sessions start on the loop.
@@ -88,6 +93,17 @@ public final class GatewayApp: Sendable {
         store.close()
     }
     public func waitUntilStopped() { server.waitUntilStopped() }
+
+    /// Suspends until the server has stopped; the wait itself blocks a thread of its own, not the pool.
+    public func stopped() async {
+        let server = server
+        await withCheckedContinuation { (done: CheckedContinuation<Void, Never>) in
+            Thread.detachNewThread {
+                server.waitUntilStopped()
+                done.resume()
+            }
+        }
+    }
 }
 
 /// Start-up refusals.

@@ -4,7 +4,7 @@ import Logging
 import QRGateCore
 import QRGateServer
 
-struct Serve: ParsableCommand {
+struct Serve: AsyncParsableCommand {
     static let configuration = CommandConfiguration(abstract: "Run the gateway.")
 
     @Option(help: "Address to listen on.") var host = "127.0.0.1"
@@ -12,7 +12,7 @@ struct Serve: ParsableCommand {
     @Option(help: "Configuration file (JSON).") var config = "Config/qrgate.json"
     @Option(name: .customLong("static-dir"), help: "Directory of the served page.") var staticDir = "static"
 
-    func run() throws {
+    func run() async throws {
         ShutdownSignals.block()
         let cfg: Config
         do {
@@ -23,13 +23,13 @@ struct Serve: ParsableCommand {
         }
         let logger = Logging.bootstrap(level: cfg.log.level)
         raiseOpenFilesLimit()
-        let app = try GatewayApp(config: cfg, host: host, port: port, staticDir: staticDir, logger: logger)
+        let app = try await GatewayApp(config: cfg, host: host, port: port, staticDir: staticDir, logger: logger)
         ShutdownSignals.onSignal { app.stop() }
         let port = try app.start()
         // One line on stdout, flushed at once: scripts and tests read the real port from it.
         let scheme = cfg.server.tlsCert.isEmpty ? "http" : "https"
         FileHandle.standardOutput.write(Data("listening on \(scheme)://\(host):\(port)\n".utf8))
-        app.waitUntilStopped()
+        await app.stopped()
         logger.info("stopped")
     }
 }

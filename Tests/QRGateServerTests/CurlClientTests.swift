@@ -20,14 +20,14 @@ import QRGateHTTP
         withExtendedLifetime(listener) {}
     }
 
-    @Test func oversizeBodyIsRefused() throws {
-        let s = try TestServer()
+    @Test func oversizeBodyIsRefused() async throws {
+        let s = try await TestServer()
         let r = HTTPClient.perform(ClientRequest(url: s.base + "/api/v1/qr?text=big&format=png", maxResponseBytes: 64))
         #expect(r.failure == .bodyTooLarge(limit: 64))
     }
 
-    @Test func postsBodiesAndHeaders() throws {
-        let s = try TestServer()
+    @Test func postsBodiesAndHeaders() async throws {
+        let s = try await TestServer()
         let r = try HTTPClient.perform(ClientRequest(method: "POST", url: s.base + "/api/v1/qr", headers: [("Content-Type", "application/json")],
                                                      body: Array("{}".utf8))).get()
         #expect(r.status == 405) // GET only: answered with the methods it takes, not hung, body read

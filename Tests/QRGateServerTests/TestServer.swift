@@ -12,12 +12,12 @@ final class TestServer {
 
     static var repoRoot: URL { URL(fileURLWithPath: #filePath).deletingLastPathComponent().deletingLastPathComponent().deletingLastPathComponent() }
 
-    init(configJSON: String = "{}") throws {
+    init(configJSON: String = "{}") async throws {
         var config = try Config.load(fileContents: Data(configJSON.utf8), environment: [:])
         config.store.mode = .memory
         var logger = Logger(label: "test")
         logger.logLevel = .warning
-        app = try GatewayApp(config: config, host: "127.0.0.1", port: 0,
+        app = try await GatewayApp(config: config, host: "127.0.0.1", port: 0,
                              staticDir: TestServer.repoRoot.appendingPathComponent("static").path, logger: logger)
         port = try app.start()
     }

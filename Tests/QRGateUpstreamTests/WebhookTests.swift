@@ -17,7 +17,7 @@ import QRGateServer
             var logger = Logger(label: "wh")
             logger.logLevel = .warning
             let root = URL(fileURLWithPath: #filePath).deletingLastPathComponent().deletingLastPathComponent().deletingLastPathComponent()
-            app = try GatewayApp(config: config, host: "127.0.0.1", port: 0, staticDir: root.appendingPathComponent("static").path, logger: logger)
+            app = try await GatewayApp(config: config, host: "127.0.0.1", port: 0, staticDir: root.appendingPathComponent("static").path, logger: logger)
             let events = events
             // The gateway actor runs on the server's loop: start it first, then hop onto it.
             port = try app.start()

@@ -93,7 +93,9 @@ public final class RealtimeEndpoint {
         guard let key = info.query["apikey"] ?? info.authorization.flatMap(Gateway.bearer), !key.isEmpty else {
             return demoMode ? nil : (401, "No API key found in request")
         }
-        if case .failure = auth.authenticate(key) { return demoMode ? nil : (401, "Invalid API key") }
+        if case let .failure(e) = auth.authenticate(key) {
+            return demoMode ? nil : (401, e == .unknownKey ? "Invalid API key" : "Invalid JWT: \(e)")
+        }
         return nil
     }
 
