@@ -93,17 +93,6 @@ public final class GatewayApp: Sendable {
         store.close()
     }
     public func waitUntilStopped() { server.waitUntilStopped() }
-
-    /// Suspends until the server has stopped; the wait itself blocks a thread of its own, not the pool.
-    public func stopped() async {
-        let server = server
-        await withCheckedContinuation { (done: CheckedContinuation<Void, Never>) in
-            Thread.detachNewThread {
-                server.waitUntilStopped()
-                done.resume()
-            }
-        }
-    }
 }
 
 /// Start-up refusals.

@@ -1,7 +1,7 @@
 import ArgumentParser
 
 @main
-struct QRGateCommand: AsyncParsableCommand {
+struct QRGateCommand: ParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "qrgate",
         abstract: "Real-time QR-linking gateway: keeps WhatsApp linking QR codes fresh and pushes them over WebSocket.",

@@ -376,3 +376,95 @@ def test_protocol_2_0_0_arrays_binary_broadcasts_rows_presence_and_refusals(gate
                 answer += chunk
         assert answer.split(b"\r\n", 1)[0].endswith(b"400 Bad Request") and b"vsn must be 1.0.0 or 2.0.0" in answer, answer
     run(main(), 60)
+
+
+def test_supabase_auth_tokens_hs256_es256_rs256(gateway_factory, tmp_path):
+    """A product keeping its Supabase Auth: the anon key (HS256, the project's JWT secret) opens the socket, the
+    user's access token (ES256 or RS256, from the project's JWKS) opens the sessions its app_metadata lists, a
+    service_role token is a service key; expired, foreign-key and wrong-audience tokens are refused with the
+    reason the client shows. Keys are made here, as Supabase Auth would hold them."""
+    import jwt
+    from cryptography.hazmat.primitives.asymmetric import ec, rsa
+    from jwt.algorithms import ECAlgorithm, RSAAlgorithm
+
+    secret = base64.b64encode(os.urandom(40)).decode()
+    es_key, rs_key, stranger = ec.generate_private_key(ec.SECP256R1()), rsa.generate_private_key(65537, 2048), ec.generate_private_key(ec.SECP256R1())
+    jwks = {"keys": [{**ECAlgorithm.to_jwk(es_key.public_key(), as_dict=True), "kid": "es-1", "alg": "ES256", "use": "sig"},
+                     {**RSAAlgorithm.to_jwk(rs_key.public_key(), as_dict=True), "kid": "rs-1", "alg": "RS256", "use": "sig"}]}
+    (tmp_path / "jwks.json").write_text(json.dumps(jwks))
+    g = gateway_factory({**CFG, "qr": {"ttlSeconds": 60}, "refresh": {"minIntervalSeconds": 0},
+                         "auth": {**CFG["auth"], "supabase": {"jwtSecret": secret, "jwksFile": str(tmp_path / "jwks.json")}}})
+    assert call(g, "POST", "/api/v1/sessions/init/", {"sessionId": "other"}, key=SERVICE)[0] in (200, 201)
+    now = int(time.time())
+    anon = jwt.encode({"iss": "supabase", "role": "anon", "iat": now, "exp": now + 3600}, secret, algorithm="HS256")
+    service = jwt.encode({"iss": "supabase", "role": "service_role", "iat": now, "exp": now + 3600}, secret, algorithm="HS256")
+
+    def user(key, alg, kid, sessions=("demo",), exp=3600, aud="authenticated"):
+        return jwt.encode({"sub": "u-1", "role": "authenticated", "aud": aud, "iat": now, "exp": now + exp,
+                           "app_metadata": {"provider": "email", "qrgate_sessions": list(sessions)}}, key, algorithm=alg, headers={"kid": kid})
+
+    async def main():
+        # The official client: anon key as apikey, the user's ES256 token as its access token.
+        c = client(g, key=anon)
+        await c.connect()
+        await c.set_auth(user(es_key, "ES256", "es-1"))
+        events, states = asyncio.Queue(), []
+        mine = c.channel("session:demo")
+        mine.on_broadcast("qr_generated", events.put_nowait)
+        await mine.subscribe(lambda state, err: states.append((state, err)))
+        assert states[-1][0] == RealtimeSubscribeStates.SUBSCRIBED, states
+        assert call(g, "POST", "/api/v1/sessions/refresh-qr", {"sessionId": "demo"}, key=ADMIN)[0] == 200
+        got = await asyncio.wait_for(events.get(), 15)
+        assert got["payload"]["sessionId"] == "demo"
+        theirs = c.channel("session:other")
+        await theirs.subscribe(lambda state, err: states.append((state, err)))
+        assert states[-1][0] == RealtimeSubscribeStates.CHANNEL_ERROR and "does not open session other" in str(states[-1][1]), states[-1]
+        await c.close()
+
+        # Protocol 2.0.0 with an RS256 user token and a service_role apikey; refusals name their reason.
+        async def join(apikey, token, topic, vsn="2.0.0"):
+            async with websockets.connect(f"ws://{g.host}:{g.port}/realtime/v1/websocket?apikey={apikey}&vsn={vsn}") as ws:
+                await ws.send(json.dumps(["1", "1", topic, "phx_join", {"config": {}, "access_token": token}]))
+                while True:
+                    m = json.loads(await asyncio.wait_for(ws.recv(), 5))
+                    if m[3] == "phx_reply":
+                        return m[4]
+        assert (await join(anon, user(rs_key, "RS256", "rs-1"), "realtime:session:demo"))["status"] == "ok"
+        assert (await join(service, service, "realtime:session:other"))["status"] == "ok"
+        for token, reason in ((user(es_key, "ES256", "es-1", exp=-30), "token has expired"),
+                              (user(stranger, "ES256", "es-1"), "token signature invalid"),
+                              (user(stranger, "ES256", "es-9"), "no key with kid es-9"),
+                              (user(es_key, "ES256", "es-1", aud="someone-else"), "audience"),
+                              (user(secret, "HS256", "rs-1"), "does not match"),
+                              (jwt.encode({"role": "anon", "exp": now + 60}, "x" * 40, algorithm="HS256"), "token signature invalid")):
+            r = await join(anon, token, "realtime:session:demo")
+            assert r["status"] == "error" and reason in r["response"]["reason"] and "Invalid JWT" in r["response"]["reason"], (reason, r)
+
+        # An expired apikey never gets a socket: 401 with the reason.
+        expired_anon = jwt.encode({"role": "anon", "exp": now - 5}, secret, algorithm="HS256")
+        with socket.create_connection((g.host, g.port), timeout=5) as raw:
+            raw.sendall((f"GET /realtime/v1/websocket?apikey={expired_anon}&vsn=2.0.0 HTTP/1.1\r\nHost: {g.host}\r\nUpgrade: websocket\r\n"
+                         "Connection: Upgrade\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n").encode())
+            answer = b""
+            while b"expired" not in answer:
+                chunk = raw.recv(4096)
+                if not chunk:
+                    break
+                answer += chunk
+        assert b" 401 " in answer.split(b"\r\n", 1)[0] and b"Invalid JWT: token has expired" in answer, answer
+
+        # QRGate's own socket takes the same user token: its session, and no other.
+        async with websockets.connect(f"ws://{g.host}:{g.port}/ws?token={user(es_key, 'ES256', 'es-1')}") as ws:
+            assert json.loads(await asyncio.wait_for(ws.recv(), 5))["role"] == "browser"
+            for session, action in (("other", "error"), ("demo", "subscribed")):
+                await ws.send(json.dumps({"op": "subscribe", "session": session}))
+                while (m := json.loads(await asyncio.wait_for(ws.recv(), 5)))["action"] not in ("error", "subscribed"):
+                    pass
+                assert m["action"] == action, (session, m)
+    run(main(), 60)
+
+    # The same tokens on the REST API: service_role lists everything, a user's token sees its own session only.
+    assert call(g, "GET", "/api/v1/sessions", key=service)[0] == 200
+    assert call(g, "GET", "/api/v1/sessions/status?sessionId=demo", key=user(es_key, "ES256", "es-1"))[0] == 200
+    status, _, body = call(g, "GET", "/api/v1/sessions/status?sessionId=other", key=user(es_key, "ES256", "es-1"))
+    assert status == 403, (status, body)

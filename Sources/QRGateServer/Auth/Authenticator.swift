@@ -1,5 +1,6 @@
 import Crypto
 import Foundation
+import ExtrasBase64
 import JWTKit
 import QRGateCore
 
@@ -187,13 +188,13 @@ public final class Authenticator: Sendable {
 
     private func verify(_ token: String, now: Date) -> Result<Principal, AuthError> {
         let bytes = Array(token.utf8)
-        guard bytes.count <= Self.maxTokenBytes, let lastDot = bytes.lastIndex(of: UInt8(ascii: ".")) else { return .failure(.malformedToken) }
-        let parsed: (header: JWTHeader, payload: TokenClaims, signature: Data)
-        do { parsed = try parser.parse(bytes, as: TokenClaims.self) } catch { return .failure(.malformedToken) }
-        let claims = parsed.payload
-        guard let alg = parsed.header.alg else { return .failure(.malformedToken) }
-        let kid = parsed.header.kid
-        let isOwn = kid == Self.ownKID || (kid == nil && claims.iss?.value == Self.ownIssuer)
+        guard bytes.count <= Self.maxTokenBytes, let parts = try? parser.getTokenParts(bytes),
+              let headerJSON = try? Base64.decode(bytes: parts.header, options: [.base64UrlAlphabet, .omitPaddingCharacter]),
+              let header = try? JSONDecoder().decode(JWTHeader.self, from: Data(headerJSON)),
+              let alg = header.alg else { return .failure(.malformedToken) }
+        // The header names the key; nothing of the payload is read before its signature holds.
+        let kid = header.kid
+        let isOwn = kid == Self.ownKID
         let key: any JWTAlgorithm
         if isOwn {
             key = own
@@ -206,7 +207,9 @@ public final class Authenticator: Sendable {
         }
         // The key decides the algorithm; a header asking for another one is refused, never followed.
         guard key.name == alg else { return .failure(.algorithmMismatch(header: alg, key: key.name)) }
-        guard (try? key.verify(parsed.signature, signs: bytes[..<lastDot])) == true else { return .failure(.badSignature) }
+        guard let signature = try? Base64.decode(bytes: parts.signature, options: [.base64UrlAlphabet, .omitPaddingCharacter]),
+              (try? key.verify(signature, signs: bytes[..<(parts.signature.startIndex - 1)])) == true else { return .failure(.badSignature) }
+        guard let claims = try? parser.parse(bytes, as: TokenClaims.self).payload else { return .failure(.malformedToken) }
         guard let exp = claims.exp else { return .failure(.missingClaim("exp")) }
         do { try exp.verifyNotExpired(currentDate: now) } catch {
             return .failure(.expired(secondsAgo: max(0, Int(now.timeIntervalSince(exp.value)))))
