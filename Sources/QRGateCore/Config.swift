@@ -184,6 +184,9 @@ public struct Config: Codable, Sendable, Equatable {
         public var apiKey = "qrgate-simulator-key"
         public var firstQrSeconds = 60.0
         public var nextQrSeconds = 20.0
+        /// How long the first pairing code of an instance connected with a phone number stays valid
+        /// (then codes rotate with the QRs, every `nextQrSeconds`).
+        public var pairingFirstSeconds = 60.0
         /// QR refs per connection attempt before WhatsApp gives up (state `close`).
         public var maxRefs = 6
         /// Evolution-style webhooks go here when set.
@@ -324,6 +327,7 @@ public struct Config: Codable, Sendable, Equatable {
         try positive(upstream.maxResponseBytes, "upstream.maxResponseBytes")
         if !(simulator.firstQrSeconds > 0) { throw .invalid(key: "simulator.firstQrSeconds", reason: "must be greater than 0") }
         if !(simulator.nextQrSeconds > 0) { throw .invalid(key: "simulator.nextQrSeconds", reason: "must be greater than 0") }
+        if !(simulator.pairingFirstSeconds > 0) { throw .invalid(key: "simulator.pairingFirstSeconds", reason: "must be greater than 0") }
         try positive(simulator.maxRefs, "simulator.maxRefs")
         try positive(simulator.tokenTTLSeconds, "simulator.tokenTTLSeconds")
         if !(poll.intervalSeconds > 0) { throw .invalid(key: "poll.intervalSeconds", reason: "must be greater than 0") }

@@ -141,17 +141,24 @@ extension Gateway {
 
     private func initSession(_ request: HTTPRequest, _ connection: ConnectionID) throws(APIError) -> HTTPResponse? {
         let p = try require(request, .service)
-        let o = try body(request, allowed: ["sessionId", "numberId", "instanceName", "instanceToken"])
+        let o = try body(request, allowed: ["sessionId", "numberId", "instanceName", "instanceToken", "phoneNumber"])
         let id = try string(o, "sessionId", required: true, id: true)!
         try check(p, opens: id)
         let instance = try string(o, "instanceName", id: true) ?? id
         try check(p, instance: instance)
-        let token = try string(o, "instanceToken"), number = try string(o, "numberId")
+        let token = try string(o, "instanceToken"), number = try string(o, "numberId"), phone = try phoneNumber(o)
         if runtime.registry[id] == nil {
-            runtime.add(id: id, instanceName: instance, instanceToken: token, numberId: number, isolation: self)
+            runtime.add(id: id, instanceName: instance, instanceToken: token, numberId: number, phoneNumber: phone, isolation: self)
         } else {
             if let token { runtime.setInstanceToken(token, for: id, isolation: self) }
-            runtime.feed(id, .start, isolation: self)
+            if let phone {
+                // Linking by phone number from now on: a new round, whose QR comes with a pairing code.
+                if case let .rateLimited(wait)? = runtime.pair(id, phoneNumber: phone, isolation: self) {
+                    throw APIError(status: 429, reason: "refreshed too recently; try again in \(wait) s", headers: [("Retry-After", String(wait))])
+                }
+            } else {
+                runtime.feed(id, .start, isolation: self)
+            }
         }
         let s = try session(id)
         if s.machine.status == .connected || s.machine.qr != nil {
@@ -160,6 +167,13 @@ extension Gateway {
         }
         answerWithNextQR(id, connection: connection, message: qrMessage)
         return nil
+    }
+
+    /// `phoneNumber` of a request body: absent, or digits with the country code (400 naming the field otherwise).
+    private func phoneNumber(_ o: [String: JSONValue]) throws(APIError) -> String? {
+        guard let raw = try string(o, "phoneNumber") else { return nil }
+        guard let digits = PhoneNumber.validate(raw) else { throw APIError(status: 400, reason: PhoneNumber.rule) }
+        return digits
     }
 
     private var qrMessage: String { "QR code generated. Please scan within \(config.qr.ttlSeconds) seconds." }
@@ -198,6 +212,7 @@ extension Gateway {
             "qrExpiresAt": m.qrExpiresAt.map(SessionEventEncoding.iso8601) ?? NSNull(),
             "attempt": m.attempt, "maxAttempts": m.maxAttempts,
         ]
+        d["pairingCode"] = m.qr?.pairingCode ?? NSNull()
         if let message { d["message"] = message }
         return d
     }
@@ -213,6 +228,7 @@ extension Gateway {
         let s = try session(id)
         var d = sessionData(s)
         d["phoneNumber"] = s.numberId ?? NSNull()
+        d["pairingPhone"] = s.phoneNumber.map(PhoneNumber.masked) ?? NSNull()
         d["isReady"] = s.machine.status == .connected
         d["connectedAt"] = s.machine.connectedAt.map(SessionEventEncoding.iso8601) ?? NSNull()
         d["lastActiveAt"] = SessionEventEncoding.iso8601(s.lastActiveAt)
@@ -221,11 +237,12 @@ extension Gateway {
 
     private func refreshQR(_ request: HTTPRequest, _ connection: ConnectionID) throws(APIError) -> HTTPResponse? {
         let p = try require(request, .service)
-        let o = try body(request, allowed: ["sessionId"])
+        let o = try body(request, allowed: ["sessionId", "phoneNumber"])
         let id = try string(o, "sessionId", required: true, id: true)!
+        let phone = try phoneNumber(o)
         try check(p, opens: id)
         _ = try session(id)
-        switch runtime.refresh(id, isolation: self) {
+        switch phone.map({ runtime.pair(id, phoneNumber: $0, isolation: self) }) ?? runtime.refresh(id, isolation: self) {
         case .alreadyConnected?:
             throw APIError(status: 400, reason: SessionMachine.alreadyConnectedMessage)
         case let .rateLimited(wait)?:

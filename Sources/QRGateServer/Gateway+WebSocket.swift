@@ -60,6 +60,8 @@ extension Gateway {
             unsubscribe(connection, selector)
         case let .refresh(session):
             refresh(connection, session: session)
+        case let .pair(session, phoneNumber):
+            pair(connection, session: session, phoneNumber: phoneNumber)
         }
     }
 
@@ -111,6 +113,34 @@ extension Gateway {
                                        "timestamp": .int(ServerMessage.milliseconds(now))]), to: connection)
         case let .rateLimited(wait)?:
             reject(ProtocolError(.rateLimited, "refreshed too recently; try again in \(wait) s"), to: connection, session: session,
+                   extra: ["retryAfter": .int(wait)])
+        }
+    }
+
+    /// Link by phone number: anyone who may watch the session may ask (the person at the page is the
+    /// one linking), as often as a refresh is allowed.
+    private func pair(_ connection: ConnectionID, session: String, phoneNumber: String) {
+        guard let peer = sockets[connection] else { return }
+        guard runtime.registry[session] != nil else {
+            return reject(ProtocolError(.unknownSession, "no session \(session)"), to: connection, session: session)
+        }
+        guard peer.canSee(session) else {
+            return reject(ProtocolError(peer.role >= .service ? .forbidden : .unauthorized, "no credential for session \(session)"), to: connection, session: session)
+        }
+        let now = clock.now()
+        switch runtime.pair(session, phoneNumber: phoneNumber, isolation: self) {
+        case nil:
+            reject(ProtocolError(.unknownSession, "no session \(session)"), to: connection, session: session)
+        case .accepted?:
+            send(ServerMessage.encode(["action": .string("pairing_requested"), "sessionId": .string(session),
+                                       "pairingPhone": .string(PhoneNumber.masked(phoneNumber)),
+                                       "timestamp": .int(ServerMessage.milliseconds(now))]), to: connection)
+        case .alreadyConnected?:
+            send(ServerMessage.encode(["action": .string("connected"), "sessionId": .string(session),
+                                       "message": .string(SessionMachine.alreadyConnectedMessage),
+                                       "timestamp": .int(ServerMessage.milliseconds(now))]), to: connection)
+        case let .rateLimited(wait)?:
+            reject(ProtocolError(.rateLimited, "asked too recently; try again in \(wait) s"), to: connection, session: session,
                    extra: ["retryAfter": .int(wait)])
         }
     }

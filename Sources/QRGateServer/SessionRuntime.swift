@@ -97,9 +97,10 @@ public final class SessionRuntime {
     // MARK: Sessions
 
     @discardableResult
-    public func add(id: String, instanceName: String, instanceToken: String?, numberId: String?,
+    public func add(id: String, instanceName: String, instanceToken: String?, numberId: String?, phoneNumber: String? = nil,
                     isolation: isolated any Actor) -> Bool {
         guard registry.create(id: id, instanceName: instanceName, instanceToken: instanceToken, numberId: numberId, now: clock.now()) else { return false }
+        registry.setPhoneNumber(phoneNumber, for: id)
         byInstance[instanceName, default: []].insert(id)
         logger.info("session \(id) added (instance \(instanceName))")
         persist(id, force: true, isolation: isolation)
@@ -167,8 +168,22 @@ public final class SessionRuntime {
         reschedule(id, isolation: isolation)
     }
 
-    public func refresh(_ id: String, isolation: isolated any Actor) -> RefreshOutcome? {
-        guard let r = registry.refresh(id, now: clock.now()) else { return nil }
+    /// Links by phone number from now on (`phoneNumber`: validated digits; nil goes back to QR only),
+    /// starting a new round at once: the next QR comes with a pairing code. Rate-limited like a refresh.
+    public func pair(_ id: String, phoneNumber: String?, isolation: isolated any Actor) -> RefreshOutcome? {
+        guard let s = registry[id] else { return nil }
+        if s.machine.status == .connected { return .alreadyConnected }
+        let previous = s.phoneNumber
+        registry.setPhoneNumber(phoneNumber, for: id)
+        let outcome = refresh(id, message: phoneNumber == nil ? SessionMachine.refreshMessage : SessionMachine.pairingMessage, isolation: isolation)
+        // A refused round leaves the session as it was.
+        if outcome != .accepted { registry.setPhoneNumber(previous, for: id) }
+        if let phoneNumber, outcome == .accepted { logger.info("session \(id): pairing code requested for \(PhoneNumber.masked(phoneNumber))") }
+        return outcome
+    }
+
+    public func refresh(_ id: String, message: String = SessionMachine.refreshMessage, isolation: isolated any Actor) -> RefreshOutcome? {
+        guard let r = registry.refresh(id, now: clock.now(), message: message) else { return nil }
         persist(id, force: r.outcome == .accepted, isolation: isolation)
         for c in r.commands { execute(c, for: id, isolation: isolation) }
         reschedule(id, isolation: isolation)
@@ -181,7 +196,7 @@ public final class SessionRuntime {
             switch event.kind {
             case let .qr(qr):
                 if let current = registry[id]?.machine.qr, current.code == qr.code {
-                    feed(id, .upstreamQR(current), isolation: isolation)
+                    feed(id, .upstreamQR(QRFrameFactory.paired(current, qr)), isolation: isolation)
                     continue
                 }
                 if let hit = frames.cached(qr) {
@@ -220,7 +235,7 @@ public final class SessionRuntime {
     /// so the machine drops it if a refresh, disconnect or expiry overtook it meanwhile.
     private func execute(_ command: SessionCommand, for id: String, isolation: isolated any Actor) {
         guard let s = registry[id], let upstream else { return }
-        let instance = s.instanceName, token = s.instanceToken, generation = s.machine.generation
+        let instance = s.instanceName, token = s.instanceToken, generation = s.machine.generation, number = s.phoneNumber
         Task {
             _ = isolation
             let answer: SessionInput
@@ -230,9 +245,9 @@ public final class SessionRuntime {
                 answer = .logoutFinished
             case .logoutThenFetch:
                 _ = await upstream.logout(instance, instanceToken: token) // going on if that fails
-                answer = await self.fetch(upstream, id: id, instance: instance, token: token, isolation: isolation)
+                answer = await self.fetch(upstream, id: id, instance: instance, token: token, number: number, isolation: isolation)
             case .fetchQR:
-                answer = await self.fetch(upstream, id: id, instance: instance, token: token, isolation: isolation)
+                answer = await self.fetch(upstream, id: id, instance: instance, token: token, number: number, isolation: isolation)
             case .checkState:
                 switch await upstream.connectionState(instance, instanceToken: token) {
                 case let .success(state): answer = .upstreamState(state)
@@ -244,22 +259,22 @@ public final class SessionRuntime {
     }
 
     /// GET connect as a machine input; creates the instance upstream when it is missing.
-    private func fetch(_ upstream: any SessionUpstream, id: String, instance: String, token: String?,
+    private func fetch(_ upstream: any SessionUpstream, id: String, instance: String, token: String?, number: String?,
                        isolation: isolated any Actor) async -> SessionInput {
-        var result = await upstream.connect(instance, instanceToken: token)
+        var result = await upstream.connect(instance, instanceToken: token, number: number)
         if case .failure(.instanceNotFound) = result {
             if case let .success(created) = await upstream.createInstance(instance) {
                 if let newToken = created.token {
                     registry.setInstanceToken(newToken, for: id)
                     persist(id, force: true, isolation: isolation)
                 }
-                result = await upstream.connect(instance, instanceToken: created.token ?? token)
+                result = await upstream.connect(instance, instanceToken: created.token ?? token, number: number)
             }
         }
         // The code the session already shows (a poll while nothing rotated): no render, whatever the
         // factory's cache still holds (it is smaller than a fleet of thousands of sessions).
         if case let .success(.qr(qr)) = result, let current = registry[id]?.machine.qr, current.code == qr.code {
-            return .upstreamQR(current)
+            return .upstreamQR(QRFrameFactory.paired(current, qr))
         }
         return await Self.input(from: result, frames: frames)
     }
@@ -288,7 +303,7 @@ public final class SessionRuntime {
         guard let upstream else { return done([]) }
         let pending = registry.sessions.values.filter { $0.machine.status == .pending }.sorted { $0.id < $1.id }
         let jobs = pending.map { (id: $0.id, instance: $0.instanceName, token: $0.instanceToken, code: $0.machine.qr?.code,
-                                  generation: $0.machine.generation) }
+                                  generation: $0.machine.generation, number: $0.phoneNumber) }
         let started = clock.now(), clockStart = ContinuousClock.now
         Task {
             _ = isolation
@@ -297,7 +312,7 @@ public final class SessionRuntime {
             let outcomes = await withTaskGroup(of: (Int, Result<ConnectResult, UpstreamError>, SessionInput).self) { group in
                 for (i, job) in jobs.enumerated() {
                     group.addTask {
-                        let r = await upstream.connect(job.instance, instanceToken: job.token)
+                        let r = await upstream.connect(job.instance, instanceToken: job.token, number: job.number)
                         return (i, r, await Self.input(from: r, frames: frames))
                     }
                 }
@@ -310,7 +325,7 @@ public final class SessionRuntime {
                 var input = outcome?.1 ?? .upstreamFailed("no answer")
                 if case .failure(.instanceNotFound)? = outcome?.0 {
                     // Gone upstream: created again (one by one, these are rare), as a poll would.
-                    input = await self.fetch(upstream, id: job.id, instance: job.instance, token: job.token, isolation: isolation)
+                    input = await self.fetch(upstream, id: job.id, instance: job.instance, token: job.token, number: job.number, isolation: isolation)
                 }
                 self.feed(job.id, .answer(input, generation: job.generation), isolation: isolation)
                 results.append(Self.cycleResult(job.instance, input, previousCode: job.code))

@@ -26,6 +26,7 @@ public final class SQLiteStore: SessionStore, @unchecked Sendable {
         var instanceName: String
         var instanceToken: String?
         var numberId: String?
+        var phoneNumber: String?
         var state: SessionMachine.Persisted
         var createdAt: Date
     }
@@ -95,6 +96,13 @@ public final class SQLiteStore: SessionStore, @unchecked Sendable {
                 t.column("failed", .integer).notNull()
             }
         }
+        m.registerMigration("v3-pairing") { db in
+            // Linking by phone number: the code shown beside the QR, and the number (sealed like the token).
+            try db.alter(table: "sessions") { t in
+                t.add(column: "qr_pairing_code", .text)
+                t.add(column: "phone_number_sealed", .blob)
+            }
+        }
         return m
     }
 
@@ -125,14 +133,17 @@ public final class SQLiteStore: SessionStore, @unchecked Sendable {
 
     private func session(from row: Row) throws -> StoredSession {
         func date(_ c: String) -> Date? { (row[c] as Double?).map(Date.init(timeIntervalSince1970:)) }
-        let qr: SessionQR? = (row["qr_code_text"] as String?).map { SessionQR(code: $0, pngDataURL: row["qr_png"] ?? "", svg: row["qr_svg"] ?? "") }
+        let qr: SessionQR? = (row["qr_code_text"] as String?).map {
+            SessionQR(code: $0, pngDataURL: row["qr_png"] ?? "", svg: row["qr_svg"] ?? "", pairingCode: row["qr_pairing_code"])
+        }
         let status = SessionMachine.Status(rawValue: row["status"]) ?? .idle
         let state = SessionMachine.Persisted(status: status, qr: qr, qrExpiresAt: date("qr_expires_at"), qrUpdatedAt: date("qr_updated_at"),
                                              attempt: row["attempt"], connectedAt: date("connected_at"), lastError: row["last_error"],
                                              lastRefreshAt: date("last_refresh_at"))
         let sealed: Data? = row["instance_token_sealed"]
+        let sealedPhone: Data? = row["phone_number_sealed"]
         return StoredSession(id: row["id"], instanceName: row["instance_name"], instanceToken: try sealed.map(open),
-                             numberId: row["number_id"], state: state, seq: row["seq"],
+                             numberId: row["number_id"], phoneNumber: try sealedPhone.map(open), state: state, seq: row["seq"],
                              createdAt: date("created_at") ?? Date(), lastActiveAt: date("last_active_at") ?? Date())
     }
 
@@ -182,7 +193,8 @@ public final class SQLiteStore: SessionStore, @unchecked Sendable {
 
     private func store(_ w: PendingWrite, in db: Database) throws {
         let s = w.session
-        let content = RowContent(instanceName: s.instanceName, instanceToken: s.instanceToken, numberId: s.numberId, state: s.state, createdAt: s.createdAt)
+        let content = RowContent(instanceName: s.instanceName, instanceToken: s.instanceToken, numberId: s.numberId, phoneNumber: s.phoneNumber,
+                                 state: s.state, createdAt: s.createdAt)
         var updated = false
         if written[s.id] == content {
             try db.execute(sql: "UPDATE sessions SET seq = ?, last_active_at = ? WHERE id = ?",
@@ -201,16 +213,19 @@ public final class SQLiteStore: SessionStore, @unchecked Sendable {
         func t(_ d: Date?) -> Double? { d?.timeIntervalSince1970 }
         try db.execute(sql: """
             INSERT INTO sessions (id, instance_name, instance_token_sealed, number_id, status, qr_code_text, qr_png, qr_svg,
-                qr_expires_at, qr_updated_at, attempt, last_error, connected_at, last_refresh_at, seq, created_at, last_active_at)
-            VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
+                qr_expires_at, qr_updated_at, attempt, last_error, connected_at, last_refresh_at, seq, created_at, last_active_at,
+                qr_pairing_code, phone_number_sealed)
+            VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
             ON CONFLICT(id) DO UPDATE SET instance_name = excluded.instance_name, instance_token_sealed = excluded.instance_token_sealed,
                 number_id = excluded.number_id, status = excluded.status, qr_code_text = excluded.qr_code_text, qr_png = excluded.qr_png,
                 qr_svg = excluded.qr_svg, qr_expires_at = excluded.qr_expires_at, qr_updated_at = excluded.qr_updated_at,
                 attempt = excluded.attempt, last_error = excluded.last_error, connected_at = excluded.connected_at,
-                last_refresh_at = excluded.last_refresh_at, seq = excluded.seq, last_active_at = excluded.last_active_at
+                last_refresh_at = excluded.last_refresh_at, seq = excluded.seq, last_active_at = excluded.last_active_at,
+                qr_pairing_code = excluded.qr_pairing_code, phone_number_sealed = excluded.phone_number_sealed
             """, arguments: [s.id, s.instanceName, try s.instanceToken.map(seal), s.numberId, st.status.rawValue, st.qr?.code, st.qr?.pngDataURL,
                              st.qr?.svg, t(st.qrExpiresAt), t(st.qrUpdatedAt), st.attempt, st.lastError, t(st.connectedAt),
-                             t(st.lastRefreshAt), s.seq, s.createdAt.timeIntervalSince1970, s.lastActiveAt.timeIntervalSince1970])
+                             t(st.lastRefreshAt), s.seq, s.createdAt.timeIntervalSince1970, s.lastActiveAt.timeIntervalSince1970,
+                             st.qr?.pairingCode, try s.phoneNumber.map(seal)])
     }
 
     private func append(_ events: [StoredEvent], of s: StoredSession, in db: Database) throws {

@@ -22,8 +22,12 @@ public final class EvolutionClient: Sendable {
         self.maxResponseBytes = maxResponseBytes
     }
 
-    public func connect(_ instance: String, instanceToken: String? = nil) async -> Result<ConnectResult, UpstreamError> {
-        await measured("connect") { await call("GET", "/instance/connect/", instance, instanceToken: instanceToken).flatMap { EvolutionParsing.connect($0.body) } }
+    public func connect(_ instance: String, instanceToken: String? = nil, number: String? = nil) async -> Result<ConnectResult, UpstreamError> {
+        // Digits only (validated by PhoneNumber before they get here): nothing to escape.
+        let query = number.map { "?number=" + $0 } ?? ""
+        return await measured("connect") {
+            await call("GET", "/instance/connect/", instance, instanceToken: instanceToken, query: query).flatMap { EvolutionParsing.connect($0.body) }
+        }
     }
 
     public func connectionState(_ instance: String, instanceToken: String? = nil) async -> Result<UpstreamLinkState, UpstreamError> {
@@ -56,12 +60,13 @@ public final class EvolutionClient: Sendable {
 
     /// One request with the current key; after a 401, renews the key once and retries.
     private func call(_ method: String, _ path: String, _ instance: String?, name: String? = nil, instanceToken: String? = nil,
-                      body: [UInt8]? = nil) async -> Result<ClientResponse, UpstreamError> {
+                      body: [UInt8]? = nil, query: String = "") async -> Result<ClientResponse, UpstreamError> {
         let label = instance ?? name ?? ""
         var url = baseURL + path
         if let instance {
             url += instance.addingPercentEncoding(withAllowedCharacters: .alphanumerics.union(CharacterSet(charactersIn: "-._~"))) ?? instance
         }
+        url += query
         // The global key works for every instance; without one, the instance's own token.
         var key = await credentials.key() ?? instanceToken
         guard key != nil else { return .failure(.noCredentials) }

@@ -23,8 +23,17 @@ public final class QRFrameFactory: @unchecked Sendable {
     /// The frame for a code rendered before, if it is still remembered (a lock and a lookup).
     public func cached(_ qr: UpstreamQR) -> SessionQR? {
         lock.lock()
-        defer { lock.unlock() }
-        return cache[qr.code]
+        let hit = cache[qr.code]
+        lock.unlock()
+        return hit.map { Self.paired($0, qr) }
+    }
+
+    /// The frame with the pairing code this answer carried (pictures are cached by code; pairing codes
+    /// rotate on their own and are not).
+    public static func paired(_ frame: SessionQR, _ qr: UpstreamQR) -> SessionQR {
+        var f = frame
+        f.pairingCode = PairingCode.normalize(qr.pairingCode)
+        return f
     }
 
     /// `frame(for:)` on the global pool: encoding and PNG compression take milliseconds, which an event
@@ -34,7 +43,7 @@ public final class QRFrameFactory: @unchecked Sendable {
 
     public func frame(for qr: UpstreamQR) throws -> SessionQR {
         lock.lock()
-        if let hit = cache[qr.code] { lock.unlock(); return hit }
+        if let hit = cache[qr.code] { lock.unlock(); return Self.paired(hit, qr) }
         lock.unlock()
         let matrix = try QRMatrix(encoding: qr.code, correction: renderer.style.correction)
         let upstreamPNG = qr.base64.flatMap { Self.isWellFormedPNGDataURL($0, limit: maxDataURLBytes) ? $0 : nil }
@@ -47,7 +56,7 @@ public final class QRFrameFactory: @unchecked Sendable {
             if order.count > capacity { cache[order.removeFirst()] = nil }
         }
         lock.unlock()
-        return frame
+        return Self.paired(frame, qr)
     }
 
     /// `data:image/png;base64,` + valid base64 of bytes that start with the PNG signature, within `limit`.

@@ -16,7 +16,7 @@ import QRGateUpstream
         private let pending = Mutex<[CheckedContinuation<Result<ConnectResult, UpstreamError>, Never>]>([])
         var waiting: Int { pending.withLock { $0.count } }
 
-        func connect(_ instance: String, instanceToken: String?) async -> Result<ConnectResult, UpstreamError> {
+        func connect(_ instance: String, instanceToken: String?, number: String?) async -> Result<ConnectResult, UpstreamError> {
             await withCheckedContinuation { cont in pending.withLock { $0.append(cont) } }
         }
         func connectionState(_ instance: String, instanceToken: String?) async -> Result<UpstreamLinkState, UpstreamError> { .success(.connecting) }

@@ -4,6 +4,8 @@ public enum ClientMessage: Equatable, Sendable {
     case subscribe(SessionSelector, token: String?, since: Since?, formats: QRFormats?)
     case unsubscribe(SessionSelector)
     case refresh(session: String)
+    /// Link by phone number: the session's next QRs come with a pairing code (`phoneNumber`: validated digits).
+    case pair(session: String, phoneNumber: String)
 }
 
 /// Which sessions a subscription covers.
@@ -172,8 +174,16 @@ extension ClientMessage {
             let s = try session()
             guard s != "*" else { throw ProtocolError(.invalidMessage, "refresh needs one session, not \"*\"") }
             return .refresh(session: s)
+        case "pair":
+            try allow(["session", "phoneNumber"])
+            let s = try session()
+            guard s != "*" else { throw ProtocolError(.invalidMessage, "pair needs one session, not \"*\"") }
+            guard case let .string(raw)? = o["phoneNumber"], let digits = PhoneNumber.validate(raw) else {
+                throw ProtocolError(.invalidMessage, PhoneNumber.rule)
+            }
+            return .pair(session: s, phoneNumber: digits)
         default:
-            throw ProtocolError(.unknownOp, "unknown op \"\(op.prefix(40))\"; expected ping, subscribe, unsubscribe or refresh")
+            throw ProtocolError(.unknownOp, "unknown op \"\(op.prefix(40))\"; expected ping, subscribe, unsubscribe, refresh or pair")
         }
     }
 

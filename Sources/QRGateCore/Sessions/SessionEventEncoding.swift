@@ -39,6 +39,11 @@ public enum SessionEventEncoding {
             o["attempt"] = .int(attempt)
             o["maxAttempts"] = .int(maxAttempts)
             if let numberId { o["numberId"] = .string(numberId) }
+        case let .pairingCode(code, expiresAt, attempt):
+            o["code"] = .string(code)
+            o["expiresAt"] = .string(iso8601(expiresAt))
+            o["attempt"] = .int(attempt)
+            o["maxAttempts"] = .int(maxAttempts)
         case let .countdown(remaining, expiresAt):
             o["remaining"] = .int(remaining)
             o["qrExpiresAt"] = .string(iso8601(expiresAt))
@@ -63,8 +68,9 @@ public enum SessionEventEncoding {
         return ServerMessage.encode(o)
     }
 
+    /// `phoneNumber`: the digits the session links with, if any; only their masked form is sent.
     public static func snapshot(session: String, machine: SessionMachine, seq: Int, now: Date, recovered: Bool?, numberId: String?,
-                                formats: QRFormats = .standard) -> [UInt8] {
+                                phoneNumber: String? = nil, formats: QRFormats = .standard) -> [UInt8] {
         var o: [String: JSONValue] = ["action": .string("snapshot"), "sessionId": .string(session), "seq": .int(seq),
                                       "timestamp": .int(ServerMessage.milliseconds(now)), "status": .string(machine.status.rawValue),
                                       "attempt": .int(machine.attempt), "maxAttempts": .int(machine.maxAttempts),
@@ -73,6 +79,8 @@ public enum SessionEventEncoding {
                                       "qrUpdatedAt": machine.qrUpdatedAt.map { .string(iso8601($0)) } ?? .null,
                                       "lastError": machine.lastError.map { .string($0) } ?? .null]
         putQR(machine.qr, formats: formats, into: &o)
+        o["pairingCode"] = machine.qr?.pairingCode.map { .string($0) } ?? .null
+        o["pairingPhone"] = phoneNumber.map { .string(PhoneNumber.masked($0)) } ?? .null
         if let recovered { o["recovered"] = .bool(recovered) }
         if let numberId { o["numberId"] = .string(numberId) }
         return ServerMessage.encode(o)

@@ -9,8 +9,11 @@ public struct SessionQR: Sendable, Equatable {
     public var svg: String
     /// True when the PNG came from the upstream.
     public var upstreamImage: Bool
-    public init(code: String, pngDataURL: String, svg: String, upstreamImage: Bool = false) {
-        self.code = code; self.pngDataURL = pngDataURL; self.svg = svg; self.upstreamImage = upstreamImage
+    /// The pairing code the upstream gave with this QR (`ABCD-EFGH`), when the session links by phone
+    /// number: it lives and dies with the QR.
+    public var pairingCode: String?
+    public init(code: String, pngDataURL: String, svg: String, upstreamImage: Bool = false, pairingCode: String? = nil) {
+        self.code = code; self.pngDataURL = pngDataURL; self.svg = svg; self.upstreamImage = upstreamImage; self.pairingCode = pairingCode
     }
 }
 
@@ -36,6 +39,8 @@ public struct SessionRules: Sendable, Equatable {
 /// What happened to a session, as pushed to subscribers (seq and timestamp are added by the registry).
 public enum SessionEvent: Sendable, Equatable {
     case qrGenerated(SessionQR, expiresAt: Date, attempt: Int)
+    /// The code to type on the phone, beside the QR it came with (same expiry).
+    case pairingCode(String, expiresAt: Date, attempt: Int)
     case countdown(remaining: Int, expiresAt: Date)
     case qrExpired(attempt: Int)
     case qrRegenerating(attempt: Int, message: String)
@@ -47,6 +52,7 @@ public enum SessionEvent: Sendable, Equatable {
     public var action: String {
         switch self {
         case .qrGenerated: "qr_generated"
+        case .pairingCode: "pairing_code"
         case .countdown: "countdown"
         case .qrExpired: "qr_expired"
         case .qrRegenerating: "qr_regenerating"
@@ -172,13 +178,21 @@ public struct SessionMachine: Sendable, Equatable {
             inFlight = false
             succeeded(now)
             guard status == .pending else { break }
-            if !wantsFreshQR, newQR.code == qr?.code { break } // the same code is the same frame
+            if !wantsFreshQR, newQR.code == qr?.code, let exp = qrExpiresAt {
+                // The same code is the same frame; only a new pairing code beside it is news.
+                if let p = newQR.pairingCode, p != qr?.pairingCode {
+                    qr?.pairingCode = p
+                    events.append(.pairingCode(p, expiresAt: exp, attempt: attempt))
+                }
+                break
+            }
             wantsFreshQR = false
             qr = newQR
             qrUpdatedAt = now
             qrExpiresAt = now.addingTimeInterval(rules.ttlSeconds)
             nextCountdownAt = now.addingTimeInterval(rules.countdownIntervalSeconds)
             events.append(.qrGenerated(newQR, expiresAt: qrExpiresAt!, attempt: attempt))
+            if let p = newQR.pairingCode { events.append(.pairingCode(p, expiresAt: qrExpiresAt!, attempt: attempt)) }
 
         case .upstreamNoQR:
             inFlight = false
@@ -263,12 +277,13 @@ public struct SessionMachine: Sendable, Equatable {
         return (events, commands)
     }
 
-    /// An admin asks for a fresh QR: no attempt limit, but at most one per `refreshMinIntervalSeconds`.
+    /// Why a refresh happens, as `qr_regenerating` tells subscribers.
     public static let refreshMessage = "Generating a new QR code (requested by an admin)"
+    public static let pairingMessage = "Requesting a pairing code for the phone number"
 
     /// An admin asks for a fresh QR: no attempt limit, but at most one per `refreshMinIntervalSeconds`.
     /// Every subscriber learns at once that the shown QR is going away (`qr_regenerating`, attempt 0).
-    public mutating func refresh(now: Date) -> (outcome: RefreshOutcome, events: [SessionEvent], commands: [SessionCommand]) {
+    public mutating func refresh(now: Date, message: String = refreshMessage) -> (outcome: RefreshOutcome, events: [SessionEvent], commands: [SessionCommand]) {
         if status == .connected { return (.alreadyConnected, [], []) }
         if let last = lastRefreshAt {
             let wait = last.addingTimeInterval(rules.refreshMinIntervalSeconds).timeIntervalSince(now)
@@ -286,7 +301,7 @@ public struct SessionMachine: Sendable, Equatable {
         var commands: [SessionCommand] = []
         inFlight = false // a running poll's answer is now stale (older generation); this refresh goes out now
         issue(.logoutThenFetch, into: &commands, now: now)
-        return (.accepted, [.qrRegenerating(attempt: 0, message: Self.refreshMessage)], commands)
+        return (.accepted, [.qrRegenerating(attempt: 0, message: message)], commands)
     }
 
     /// The fields a store keeps; enough to continue by the same rules after a restart.

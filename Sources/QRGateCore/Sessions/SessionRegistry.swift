@@ -9,6 +9,8 @@ public final class SessionRegistry {
         /// The instance's own upstream key. Never sent to clients or logged.
         public var instanceToken: String?
         public var numberId: String?
+        /// The phone number it links with by pairing code (digits), if one was given. Never logged whole.
+        public var phoneNumber: String?
         public var machine: SessionMachine
         public var seq = 0
         public var log: EventLog
@@ -46,7 +48,7 @@ public final class SessionRegistry {
         var log = EventLog(capacity: logCapacity)
         for e in events { log.append(EventLog.Entry(seq: e.seq, action: e.action, bytes: e.payload)) }
         sessions[stored.id] = Session(id: stored.id, instanceName: stored.instanceName, instanceToken: stored.instanceToken,
-                                      numberId: stored.numberId, machine: SessionMachine(rules: rules, restoring: stored.state, now: now),
+                                      numberId: stored.numberId, phoneNumber: stored.phoneNumber, machine: SessionMachine(rules: rules, restoring: stored.state, now: now),
                                       seq: stored.seq, log: log, createdAt: stored.createdAt, lastActiveAt: stored.lastActiveAt)
     }
 
@@ -54,10 +56,11 @@ public final class SessionRegistry {
     public func stored(_ id: String) -> StoredSession? {
         guard let s = sessions[id] else { return nil }
         return StoredSession(id: s.id, instanceName: s.instanceName, instanceToken: s.instanceToken, numberId: s.numberId,
-                             state: s.machine.persisted, seq: s.seq, createdAt: s.createdAt, lastActiveAt: s.lastActiveAt)
+                             phoneNumber: s.phoneNumber, state: s.machine.persisted, seq: s.seq, createdAt: s.createdAt, lastActiveAt: s.lastActiveAt)
     }
 
     public func setInstanceToken(_ token: String?, for id: String) { sessions[id]?.instanceToken = token }
+    public func setPhoneNumber(_ digits: String?, for id: String) { sessions[id]?.phoneNumber = digits }
 
     /// Feeds an input; numbers, logs and publishes the events; returns the upstream work to do.
     public func apply(_ input: SessionInput, to id: String, now: Date) -> [SessionCommand] {
@@ -68,9 +71,9 @@ public final class SessionRegistry {
         return commands
     }
 
-    public func refresh(_ id: String, now: Date) -> (outcome: RefreshOutcome, commands: [SessionCommand])? {
+    public func refresh(_ id: String, now: Date, message: String = SessionMachine.refreshMessage) -> (outcome: RefreshOutcome, commands: [SessionCommand])? {
         guard var s = sessions[id] else { return nil }
-        let r = s.machine.refresh(now: now)
+        let r = s.machine.refresh(now: now, message: message)
         sessions[id] = s
         publish(r.events, of: id, now: now)
         return (r.outcome, r.commands)
@@ -87,7 +90,7 @@ public final class SessionRegistry {
     public func snapshot(session id: String, now: Date, formats: QRFormats = .standard, recovered: Bool? = nil) -> [UInt8]? {
         guard let s = sessions[id] else { return nil }
         return SessionEventEncoding.snapshot(session: id, machine: s.machine, seq: s.seq, now: now, recovered: recovered,
-                                             numberId: s.numberId, formats: formats)
+                                             numberId: s.numberId, phoneNumber: s.phoneNumber, formats: formats)
     }
 
     /// The events after `since`, or nil when the log no longer holds them all (then a snapshot is due).

@@ -7,15 +7,17 @@ public struct StoredSession: Sendable, Equatable {
     /// Kept encrypted at rest by the SQLite store; never logged.
     public var instanceToken: String?
     public var numberId: String?
+    /// The phone number it links with by pairing code; kept encrypted at rest like the token.
+    public var phoneNumber: String?
     public var state: SessionMachine.Persisted
     public var seq: Int
     public var createdAt: Date
     public var lastActiveAt: Date
 
-    public init(id: String, instanceName: String, instanceToken: String?, numberId: String?, state: SessionMachine.Persisted,
-                seq: Int, createdAt: Date, lastActiveAt: Date) {
+    public init(id: String, instanceName: String, instanceToken: String?, numberId: String?, phoneNumber: String? = nil,
+                state: SessionMachine.Persisted, seq: Int, createdAt: Date, lastActiveAt: Date) {
         self.id = id; self.instanceName = instanceName; self.instanceToken = instanceToken; self.numberId = numberId
-        self.state = state; self.seq = seq; self.createdAt = createdAt; self.lastActiveAt = lastActiveAt
+        self.phoneNumber = phoneNumber; self.state = state; self.seq = seq; self.createdAt = createdAt; self.lastActiveAt = lastActiveAt
     }
 }
 

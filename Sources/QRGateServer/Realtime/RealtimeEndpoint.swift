@@ -438,7 +438,7 @@ public final class RealtimeEndpoint {
 
     static let columns: JSONValue = .array([
         ("instance_name", "text"), ("instance_status", "text"), ("qr_code", "text"), ("last_qr_update", "timestamptz"),
-        ("qr_expires_at", "timestamptz"), ("attempt", "int4"),
+        ("qr_expires_at", "timestamptz"), ("attempt", "int4"), ("pairing_code", "text"),
     ].map { .object(["name": .string($0.0), "type": .string($0.1)]) })
 
     /// A session as a row of the old table; never a token or secret.
@@ -453,7 +453,8 @@ public final class RealtimeEndpoint {
                 "qr_code": m.qr.map { .string($0.pngDataURL) } ?? .null,
                 "last_qr_update": m.qrUpdatedAt.map { .string(SessionEventEncoding.iso8601($0)) } ?? .null,
                 "qr_expires_at": m.qrExpiresAt.map { .string(SessionEventEncoding.iso8601($0)) } ?? .null,
-                "attempt": .int(m.attempt)]
+                "attempt": .int(m.attempt),
+                "pairing_code": m.qr?.pairingCode.map { .string($0) } ?? .null]
     }
 
     // MARK: Output

@@ -50,7 +50,9 @@ public final class EvolutionSimulator {
         var state: UpstreamLinkState = .close
         var refs = 0
         var code: String?
-        var pairing = ""
+        /// The phone number it was connected with (`?number=`): its codes come with pairing codes.
+        var number: String?
+        var pairing: String?
         /// Rendered once per code: Evolution renders each QR once, and answering polls must stay cheap.
         var png = ""
         var qrExpiresAt: Date?
@@ -92,6 +94,8 @@ public final class EvolutionSimulator {
             } else {
                 // Baileys: "QR refs attempts ended" (408), then the instance closes.
                 i.state = .close
+                i.number = nil
+                i.pairing = nil
                 i.code = nil
                 i.qrExpiresAt = nil
                 webhook(i, event: "qrcode.updated", data: ["message": .string("QR code limit reached, please login again"), "statusCode": .int(500)])
@@ -182,17 +186,28 @@ public final class EvolutionSimulator {
         switch (req.method, action) {
         case (.get, "connect"):
             if i.state == .open { return .json(200, ["instance": ["instanceName": i.name, "state": "open"]]) }
+            var number: String?
+            if let raw = req.query["number"] {
+                guard let digits = PhoneNumber.validate(raw) else { return evolutionError(400, "Bad Request", "number must be the phone's digits with the country code") }
+                number = digits
+            }
             if faults.countZero { return .json(200, ["count": 0]) }
             if i.state != .connecting {
                 i.state = .connecting
                 i.refs = 1
+                i.number = number
                 issueCode(&i)
-                arm(&i, at: now.addingTimeInterval(config.firstQrSeconds))
+                arm(&i, at: now.addingTimeInterval(number == nil ? config.firstQrSeconds : config.pairingFirstSeconds))
                 webhook(i, event: "connection.update", data: ["instance": .string(i.name), "state": .string("connecting"), "statusReason": .int(200)])
                 webhookQR(i)
             }
             guard let code = i.code else { return .json(200, ["count": 0]) }
-            var body: [String: Any] = ["code": code, "count": i.refs, "pairingCode": i.pairing]
+            // A number asked for on an attempt already showing QRs: its pairing code from now on.
+            if let number, i.number != number {
+                i.number = number
+                i.pairing = newPairingCode()
+            }
+            var body: [String: Any] = ["code": code, "count": i.refs, "pairingCode": (number != nil ? i.pairing : nil) ?? NSNull()]
             switch faults.base64 {
             case "omit": break
             case "garbage": body["base64"] = "data:image/png;base64,!!!not-base64!!!"
@@ -206,6 +221,8 @@ public final class EvolutionSimulator {
                 return evolutionError(400, "Bad Request", "The \"\(i.name)\" instance is not connected")
             }
             i.state = .close
+            i.number = nil
+            i.pairing = nil
             i.code = nil
             i.qrExpiresAt = nil
             webhook(i, event: "connection.update", data: ["instance": .string(i.name), "state": .string("close"), "statusReason": .int(401)])
@@ -227,6 +244,24 @@ public final class EvolutionSimulator {
             guard i.state == .connecting, i.code != nil else { return .error(409, "instance \(i.name) shows no QR to scan (state \(i.state.rawValue))") }
             i.state = .open
             i.code = nil
+            i.pairing = nil
+            i.qrExpiresAt = nil
+            instances[i.name] = i
+            webhook(i, event: "connection.update", data: ["instance": .string(i.name), "state": .string("open"), "statusReason": .int(200)])
+            return .json(200, ["success": true, "instance": i.name, "state": "open"])
+        case (.post, "pair"):
+            // The user typed the pairing code on the phone.
+            guard parts.count == 2, var i = instances[parts[1]] else { return .error(404, "no such instance") }
+            guard i.state == .connecting, let expected = i.pairing else {
+                return .error(409, "instance \(i.name) has no pairing code to enter (state \(i.state.rawValue))")
+            }
+            guard let body = JSONValue.parse(req.body), case let .string(typed)? = body["code"] else {
+                return .error(400, "body must be {\"code\": \"ABCD-EFGH\"}")
+            }
+            guard PairingCode.normalize(typed) == PairingCode.normalize(expected) else { return .error(400, "wrong pairing code") }
+            i.state = .open
+            i.code = nil
+            i.pairing = nil
             i.qrExpiresAt = nil
             instances[i.name] = i
             webhook(i, event: "connection.update", data: ["instance": .string(i.name), "state": .string("open"), "statusReason": .int(200)])
@@ -235,6 +270,8 @@ public final class EvolutionSimulator {
             // The phone unlinks the device.
             guard parts.count == 2, var i = instances[parts[1]] else { return .error(404, "no such instance") }
             i.state = .close
+            i.number = nil
+            i.pairing = nil
             i.code = nil
             i.qrExpiresAt = nil
             instances[i.name] = i
@@ -268,7 +305,7 @@ public final class EvolutionSimulator {
             return .json(200, ["success": true])
         case (.get, "state"):
             let list = instances.values.sorted { $0.name < $1.name }.map { i -> [String: Any] in
-                ["name": i.name, "state": i.state.rawValue, "refs": i.refs, "code": i.code ?? NSNull()]
+                ["name": i.name, "state": i.state.rawValue, "refs": i.refs, "code": i.code ?? NSNull(), "pairingCode": i.pairing ?? NSNull()]
             }
             return .json(200, ["instances": list])
         default:
@@ -304,7 +341,7 @@ public final class EvolutionSimulator {
 
     private func webhookQR(_ i: Instance) {
         guard let code = i.code else { return }
-        var qr: [String: JSONValue] = ["instance": .string(i.name), "code": .string(code), "pairingCode": .string(i.pairing)]
+        var qr: [String: JSONValue] = ["instance": .string(i.name), "code": .string(code), "pairingCode": i.pairing.map { .string($0) } ?? .null]
         if !i.png.isEmpty { qr["base64"] = .string(i.png) }
         webhook(i, event: "qrcode.updated", data: ["qrcode": .object(qr)])
     }
@@ -322,9 +359,12 @@ public final class EvolutionSimulator {
     private func issueCode(_ i: inout Instance) {
         let code = newCode()
         i.code = code
-        i.pairing = randomToken(8)
+        i.pairing = i.number == nil ? nil : newPairingCode()
         i.png = (try? renderer.pngDataURL(QRMatrix(encoding: code, correction: renderer.style.correction))) ?? ""
     }
+
+    /// Eight characters, as Evolution returns them (WhatsApp shows them as ABCD-EFGH).
+    private func newPairingCode() -> String { randomToken(8) }
 
     /// A code shaped like WhatsApp's: "2@" + ref, then three base64 keys, comma-separated.
     private func newCode() -> String {
