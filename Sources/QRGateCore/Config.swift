@@ -216,8 +216,12 @@ public struct Config: Codable, Sendable, Equatable {
         public var maxSubscriptionsPerConnection = 10_000
         /// Idle WebSocket peers are pinged after this many seconds and dropped after twice that.
         public var pingIntervalSeconds = 30
-        /// Browser origins allowed to open a WebSocket; empty allows any.
+        /// Browser origins (`https://app.example.com`) allowed to open a WebSocket and to call the REST API
+        /// and load `qrgate.js` across origins (CORS); empty allows any origin on the WebSocket and none
+        /// across origins over HTTP (same-origin pages only).
         public var allowedOrigins: [String] = []
+        /// Who may frame the served pages (CSP `frame-ancestors`): `'self'`, `'none'`, or origins.
+        public var frameAncestors = "'self'"
         /// PEM certificate and key: both set serves https:// and wss://.
         public var tlsCert = ""
         public var tlsKey = ""
@@ -327,6 +331,15 @@ public struct Config: Codable, Sendable, Equatable {
         try positive(upstream.maxResponseBytes, "upstream.maxResponseBytes")
         if !(simulator.firstQrSeconds > 0) { throw .invalid(key: "simulator.firstQrSeconds", reason: "must be greater than 0") }
         if !(simulator.nextQrSeconds > 0) { throw .invalid(key: "simulator.nextQrSeconds", reason: "must be greater than 0") }
+        for (i, o) in server.allowedOrigins.enumerated() {
+            guard let u = URL(string: o), let scheme = u.scheme, ["http", "https"].contains(scheme), u.host != nil,
+                  u.path.isEmpty, u.query == nil, !o.hasSuffix("/") else {
+                throw .invalid(key: "server.allowedOrigins[\(i)]", reason: "must be an origin like https://app.example.com (scheme, host, optional port; no path)")
+            }
+        }
+        if server.frameAncestors.isEmpty || server.frameAncestors.contains(where: { $0 == ";" || $0 == "," || $0.isNewline }) {
+            throw .invalid(key: "server.frameAncestors", reason: "must be a CSP source list such as 'self', 'none' or https://portal.example.com")
+        }
         if !(simulator.pairingFirstSeconds > 0) { throw .invalid(key: "simulator.pairingFirstSeconds", reason: "must be greater than 0") }
         try positive(simulator.maxRefs, "simulator.maxRefs")
         try positive(simulator.tokenTTLSeconds, "simulator.tokenTTLSeconds")

@@ -174,7 +174,23 @@ public actor Gateway: LWSServerDelegate {
 
     // MARK: HTTP
 
+    /// A browser asking whether a page on `origin` may call the API: yes for `server.allowedOrigins`
+    /// (the loop adds `Access-Control-Allow-Origin` to the answer), a 403 with the reason otherwise.
+    func preflight(_ request: HTTPRequest, origin: String) -> HTTPResponse {
+        guard config.server.allowedOrigins.contains(origin) else {
+            return .error(403, "origin \(origin.prefix(200)) is not in server.allowedOrigins")
+        }
+        return HTTPResponse(status: 204, contentType: "text/plain", headers: [
+            ("Access-Control-Allow-Methods", "GET, POST, OPTIONS"),
+            ("Access-Control-Allow-Headers", "Authorization, Content-Type, apikey"),
+            ("Access-Control-Max-Age", "600"),
+        ], body: .bytes([]))
+    }
+
     func route(_ request: HTTPRequest, connection: ConnectionID) -> HTTPResponse? {
+        if request.method == .options, let origin = request.headers["origin"], request.headers["access-control-request-method"] != nil {
+            return preflight(request, origin: origin)
+        }
         if let api = sessionsAPI(request, connection: connection) { return api.response }
         switch (request.method, request.path) {
         case (.get, "/healthz"), (.head, "/healthz"):

@@ -45,12 +45,15 @@ public final class GatewayApp: Sendable {
             store = MemoryStore(eventCapacity: config.events.logCapacity)
             logger.notice("store: memory only (store.mode = memory): sessions end with the process")
         }
-        server = LWSServer(options: LWSServerOptions(
+        var options = LWSServerOptions(
             host: host, port: port,
             maxMessageBytes: config.server.maxMessageBytes, maxBodyBytes: config.server.maxBodyBytes,
             outboxBytes: config.server.outboxBytes, slowConsumerSeconds: config.server.slowConsumerSeconds, pingIntervalSeconds: config.server.pingIntervalSeconds,
             tlsCertPath: config.server.tlsCert.isEmpty ? nil : config.server.tlsCert,
-            tlsKeyPath: config.server.tlsKey.isEmpty ? nil : config.server.tlsKey, loops: config.effectiveLoops, eventLoop: config.server.eventLoop), logger: logger)
+            tlsKeyPath: config.server.tlsKey.isEmpty ? nil : config.server.tlsKey, loops: config.effectiveLoops, eventLoop: config.server.eventLoop)
+        options.responseHeaders = SecurityHeaders.all(frameAncestors: config.server.frameAncestors, tls: !config.server.tlsCert.isEmpty)
+        options.corsOrigins = Set(config.server.allowedOrigins)
+        server = LWSServer(options: options, logger: logger)
         gateway = Gateway(config: config, server: server, staticFiles: files, http: http, demoMode: !auth.hasKeys,
                           auth: auth, credentials: credentials, store: store, metrics: metrics, logger: logger)
         if !auth.hasKeys {

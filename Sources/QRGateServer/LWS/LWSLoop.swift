@@ -156,8 +156,10 @@ final class LWSLoop: @unchecked Sendable {
         info.protocols = UnsafePointer(protos)
         info.user = Unmanaged.passUnretained(self).toOpaque()
         info.retry_and_idle_policy = UnsafePointer(retry)
-        info.options = UInt64(LWS_SERVER_OPTION_HTTP_HEADERS_SECURITY_BEST_PRACTICES_ENFORCE)
-            | UInt64(LWS_SERVER_OPTION_VALIDATE_UTF8)
+        // Not LWS_SERVER_OPTION_HTTP_HEADERS_SECURITY_BEST_PRACTICES_ENFORCE: its fixed CSP (frame-ancestors
+        // 'none') would be sent beside ours and browsers enforce both; the security headers come from
+        // `options.responseHeaders` (SecurityHeaders), configurable.
+        info.options = UInt64(LWS_SERVER_OPTION_VALIDATE_UTF8)
             | UInt64(LWS_SERVER_OPTION_DISABLE_IPV6)
         info.timeout_secs = 10
         if let cert = options.tlsCertPath, let key = options.tlsKeyPath {

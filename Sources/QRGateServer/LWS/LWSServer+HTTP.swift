@@ -36,6 +36,7 @@ extension LWSLoop {
         headers["origin"] = header(wsi, WSI_TOKEN_ORIGIN)
         headers["content-type"] = header(wsi, WSI_TOKEN_HTTP_CONTENT_TYPE)
         headers["apikey"] = customHeader(wsi, "apikey:")
+        headers["access-control-request-method"] = customHeader(wsi, "access-control-request-method:")
         let req = HTTPRequest(method: method, path: path, query: queryArgs(wsi), headers: headers, peer: peer(wsi))
         c.request = req
         c.bodyTooLarge = false
@@ -95,10 +96,20 @@ extension LWSLoop {
         return 0
     }
 
+    /// The answer's own headers, the security headers every answer carries, and CORS for an allowed origin.
+    private func headers(of response: HTTPResponse, to c: LWSConnection) -> [(String, String)] {
+        var h = response.headers + options.responseHeaders
+        if let origin = c.request?.headers["origin"], options.corsOrigins.contains(origin) {
+            h += [("Access-Control-Allow-Origin", origin), ("Vary", "Origin"), ("Access-Control-Expose-Headers", "Retry-After")]
+        }
+        return h
+    }
+
     private func startResponse(_ c: LWSConnection, _ response: HTTPResponse) -> Int32 {
         guard !c.responding else { return 0 }
         c.responding = true
         let wsi = c.wsi
+        let allHeaders = headers(of: response, to: c)
         switch response.body {
         case let .file(path):
             let mime = lws_get_mimetype(path, nil).map { String(cString: $0) } ?? "application/octet-stream"
@@ -107,7 +118,7 @@ extension LWSLoop {
                 let start = buf.baseAddress!
                 var p: UnsafeMutablePointer<UInt8>? = start
                 let end = start + buf.count - 1
-                for (name, value) in response.headers {
+                for (name, value) in allHeaders {
                     _ = lws_add_http_header_by_name(wsi, name.lowercased() + ":", value, Int32(value.utf8.count), &p, end)
                 }
                 return p! - start
@@ -126,7 +137,7 @@ extension LWSLoop {
                 var p: UnsafeMutablePointer<UInt8>? = start
                 let end = buf.baseAddress! + buf.count - 1
                 if lws_add_http_common_headers(wsi, UInt32(response.status), response.contentType, lws_filepos_t(body.count), &p, end) != 0 { return false }
-                for (name, value) in response.headers {
+                for (name, value) in allHeaders {
                     if lws_add_http_header_by_name(wsi, name.lowercased() + ":", value, Int32(value.utf8.count), &p, end) != 0 { return false }
                 }
                 return lws_finalize_write_http_header(wsi, start, &p, end) == 0

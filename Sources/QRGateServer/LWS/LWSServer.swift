@@ -38,6 +38,10 @@ public struct LWSServerOptions: Sendable {
     public var loops: Int
     /// `poll(2)` (lws's own loop) or libev (epoll).
     public var eventLoop: EventLoopKind
+    /// Headers every HTTP answer carries (the security headers).
+    public var responseHeaders: [(String, String)] = []
+    /// Origins whose cross-origin requests get `Access-Control-Allow-Origin` (CORS).
+    public var corsOrigins: Set<String> = []
 
     public init(host: String, port: Int, maxMessageBytes: Int = 65536, maxBodyBytes: Int = 1 << 20,
                 outboxBytes: Int = 4 << 20, slowConsumerSeconds: Double = 10, pingIntervalSeconds: Int = 30, tlsCertPath: String? = nil, tlsKeyPath: String? = nil,
