@@ -9,8 +9,9 @@ import QRGateCore
     let t0 = Date(timeIntervalSince1970: 1_800_000_000)
 
     func session(_ id: String, seq: Int, status: SessionMachine.Status = .pending, token: String? = "instance-secret-token-123") -> StoredSession {
-        StoredSession(id: id, instanceName: "inst-\(id)", instanceToken: token, numberId: "5511",
-                      state: SessionMachine.Persisted(status: status, qr: SessionQR(code: "2@c\(seq)", pngDataURL: "data:image/png;base64,AA", svg: "<svg/>"),
+        StoredSession(id: id, instanceName: "inst-\(id)", instanceToken: token, numberId: "5511", phoneNumber: "5511987654321",
+                      state: SessionMachine.Persisted(status: status, qr: SessionQR(code: "2@c\(seq)", pngDataURL: "data:image/png;base64,AA", svg: "<svg/>",
+                                                                                    pairingCode: "ABCD-EFGH"),
                                                       qrExpiresAt: t0.addingTimeInterval(60), qrUpdatedAt: t0, attempt: 1,
                                                       connectedAt: nil, lastError: "boom", lastRefreshAt: nil),
                       seq: seq, createdAt: t0, lastActiveAt: t0)
@@ -43,7 +44,10 @@ import QRGateCore
         // The instance token is not in the file in clear.
         let raw = try Data(contentsOf: URL(fileURLWithPath: path))
         let wal = (try? Data(contentsOf: URL(fileURLWithPath: path + "-wal"))) ?? Data()
-        #expect(raw.range(of: Data("instance-secret-token-123".utf8)) == nil && wal.range(of: Data("instance-secret-token-123".utf8)) == nil)
+        // Neither is the phone number linking by pairing code.
+        for secret in ["instance-secret-token-123", "5511987654321"] {
+            #expect(raw.range(of: Data(secret.utf8)) == nil && wal.range(of: Data(secret.utf8)) == nil, "\(secret) in clear")
+        }
         let perms = try FileManager.default.attributesOfItem(atPath: path + ".key")[.posixPermissions] as? Int
         #expect(perms == 0o600)
     }
