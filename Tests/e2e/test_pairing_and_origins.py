@@ -1,0 +1,269 @@
+"""Linking by phone number (pairing codes) over REST, the WebSocket and the Supabase rows; the security headers on
+everything served; CORS and the Origin allow-list, from raw clients and from a page on a second origin in headless
+Chromium. Every wait has a deadline; network traffic stays on 127.0.0.1."""
+import asyncio
+import functools
+import http.server
+import json
+import re
+import socket
+import threading
+import time
+import urllib.request
+
+import pytest
+import websockets
+
+from apihelp import call
+from pagekit import chrome, wait
+
+SERVICE = "svc-key-0123456789"
+ADMIN = "adm-key-0123456789"
+KEYS = {"serviceKeys": [SERVICE], "adminKeys": [ADMIN]}
+CODE = re.compile(r"^[A-Z0-9]{4}-[A-Z0-9]{4}$")
+
+
+def run(coro, limit=60):
+    return asyncio.run(asyncio.wait_for(coro, limit))
+
+
+def sim(g, instance):
+    with urllib.request.urlopen(g.http + "/simulator/state", timeout=5) as r:
+        return next(i for i in json.loads(r.read())["instances"] if i["name"] == instance)
+
+
+def shown(raw):
+    """A pairing code as WhatsApp shows it (the simulator keeps Evolution's 8 bare characters)."""
+    return raw[:4] + "-" + raw[4:] if raw else raw
+
+
+def pair_on_phone(g, instance, code):
+    req = urllib.request.Request(f"{g.http}/simulator/pair/{instance}", data=json.dumps({"code": code}).encode(), method="POST",
+                                 headers={"Content-Type": "application/json"})
+    try:
+        with urllib.request.urlopen(req, timeout=5) as r:
+            return r.status, json.loads(r.read())
+    except urllib.error.HTTPError as e:
+        return e.code, json.loads(e.read())
+
+
+def test_pairing_codes_over_rest_websocket_and_rows(gateway_factory):
+    g = gateway_factory({"auth": KEYS, "qr": {"ttlSeconds": 30}, "poll": {"intervalSeconds": 1},
+                         "refresh": {"minIntervalSeconds": 0}, "simulator": {"firstQrSeconds": 30}})
+
+    # REST: a bad number is refused naming the field, with nothing created.
+    for bad in ("55 11 98765-4321", "1234567", "+", "5511987654321000"):
+        status, _, body = call(g, "POST", "/api/v1/sessions/init/", {"sessionId": "p-bad", "phoneNumber": bad}, key=SERVICE)
+        assert status == 400 and "phoneNumber" in body["error"], (bad, status, body)
+    status, _, body = call(g, "POST", "/api/v1/sessions/init/", {"sessionId": "p-bad", "phoneNumber": 5511987654321}, key=SERVICE)
+    assert status == 400 and "phoneNumber" in body["error"], body
+    assert call(g, "GET", "/api/v1/sessions/status?sessionId=p-bad", key=SERVICE)[0] == 404
+
+    # init with a number: the first answer already carries the code the upstream gave (as WhatsApp shows it).
+    status, _, body = call(g, "POST", "/api/v1/sessions/init/", {"sessionId": "p1", "phoneNumber": "+5511987654321"}, key=SERVICE)
+    assert status == 200, body
+    code = body["data"]["pairingCode"]
+    assert CODE.match(code) and code == shown(sim(g, "p1")["pairingCode"]), (code, sim(g, "p1"))
+    status, _, body = call(g, "GET", "/api/v1/sessions/status?sessionId=p1", key=SERVICE)
+    assert body["data"]["pairingCode"] == code and body["data"]["pairingPhone"] == "•••• 4321"
+    assert "987654321" not in json.dumps(body)
+    # A session linking by QR only has no code.
+    status, _, body = call(g, "GET", "/api/v1/sessions/status?sessionId=demo", key=SERVICE)
+    assert body["data"]["pairingCode"] is None and body["data"]["pairingPhone"] is None
+    status, _, body = call(g, "POST", "/api/v1/sessions/refresh-qr", {"sessionId": "p1", "phoneNumber": "abc"}, key=SERVICE)
+    assert status == 400 and "phoneNumber" in body["error"]
+
+    token = json.loads(urllib.request.urlopen(urllib.request.Request(
+        f"{g.http}/api/v1/sessions/p1/token", data=b"{}", method="POST",
+        headers={"Authorization": f"Bearer {SERVICE}", "Content-Type": "application/json"}), timeout=5).read())["data"]["token"]
+
+    async def main():
+        # The Supabase rows carry the code too: one UPDATE per new code, with pairing_code set.
+        rows = await websockets.connect(f"ws://{g.host}:{g.port}/realtime/v1/websocket?apikey={SERVICE}&vsn=1.0.0")
+        await rows.send(json.dumps({"topic": "realtime:rows", "event": "phx_join", "ref": "1", "join_ref": "1", "payload": {"config": {
+            "postgres_changes": [{"event": "UPDATE", "schema": "public", "table": "evolution_instances", "filter": "instance_name=eq.p1"}]}}}))
+        while json.loads(await asyncio.wait_for(rows.recv(), 5))["event"] != "phx_reply":
+            pass
+
+        # The person at the page, with a browser token for p1 only: the snapshot has the code.
+        async with websockets.connect(f"ws://{g.host}:{g.port}/ws?token={token}") as ws:
+            async def next_of(*actions, seconds=10):
+                end = time.monotonic() + seconds
+                while True:
+                    m = json.loads(await asyncio.wait_for(ws.recv(), max(0.1, end - time.monotonic())))
+                    if m["action"] in actions:
+                        return m
+            await next_of("hello")
+            await ws.send(json.dumps({"op": "subscribe", "session": "p1", "formats": ["code"]}))
+            snap = await next_of("snapshot")
+            assert snap["pairingCode"] == code and snap["pairingPhone"] == "•••• 4321"
+            # Another session: not theirs.
+            await ws.send(json.dumps({"op": "pair", "session": "demo", "phoneNumber": "5511999990000"}))
+            err = await next_of("error")
+            assert err["code"] == "unauthorized" and err["sessionId"] == "demo"
+            # A bad number: an error naming the field; the session is untouched.
+            await ws.send(json.dumps({"op": "pair", "session": "p1", "phoneNumber": "12-34"}))
+            err = await next_of("error")
+            assert err["code"] == "invalid_message" and "phoneNumber" in err["reason"]
+            # Another number: a new round whose QR comes with a new code.
+            await ws.send(json.dumps({"op": "pair", "session": "p1", "phoneNumber": "+4915112345678"}))
+            got = {}
+            while "pairing_code" not in got:
+                m = await next_of("pairing_requested", "qr_regenerating", "qr_generated", "pairing_code")
+                got[m["action"]] = m
+            assert got["pairing_requested"]["pairingPhone"] == "•••• 5678"
+            assert got["qr_regenerating"]["attempt"] == 0
+            new = got["pairing_code"]
+            assert CODE.match(new["code"]) and new["code"] == shown(sim(g, "p1")["pairingCode"]) and new["code"] != code
+            assert new["expiresAt"] == got["qr_generated"]["qrExpiresAt"] and new["seq"] == got["qr_generated"]["seq"] + 1
+            # The row: one UPDATE with the new code (the qr_code beside it).
+            while True:
+                change = json.loads(await asyncio.wait_for(rows.recv(), 10))
+                if change["event"] == "postgres_changes" and change["payload"]["data"]["record"]["pairing_code"] == new["code"]:
+                    break
+            assert change["payload"]["data"]["record"]["qr_code"].startswith("data:image/png;base64,")
+            # Typed on the phone: a wrong code is refused, the right one links, and the page hears it.
+            assert pair_on_phone(g, "p1", "ZZZZ-ZZZZ")[0] == 400
+            assert pair_on_phone(g, "p1", new["code"])[0] == 200
+            linked = await next_of("connected", seconds=5)
+            assert linked["sessionId"] == "p1"
+            await ws.send(json.dumps({"op": "pair", "session": "p1", "phoneNumber": "+4915112345678"}))
+            again = await next_of("connected", "error")
+            assert again["action"] == "connected" and "already connected" in again["message"]
+        await rows.close()
+    run(main())
+    status, _, body = call(g, "GET", "/api/v1/sessions/status?sessionId=p1", key=SERVICE)
+    assert body["data"]["status"] == "connected" and body["data"]["pairingCode"] is None
+
+
+def test_security_headers_on_everything_served(gateway_factory):
+    g = gateway_factory({"auth": KEYS, "server": {"frameAncestors": "https://portal.example.com"}})
+    for path, key in (("/", None), ("/admin", None), ("/style.css", None), ("/favicon.svg", None), ("/healthz", None),
+                      ("/api/v1/sessions", SERVICE), ("/api/v1/sessions", None), ("/nowhere", None)):
+        req = urllib.request.Request(g.http + path, headers={"Authorization": f"Bearer {key}"} if key else {})
+        try:
+            r = urllib.request.urlopen(req, timeout=5)
+        except urllib.error.HTTPError as e:
+            r = e
+        csps = r.headers.get_all("Content-Security-Policy") or []
+        assert len(csps) == 1, (path, csps)
+        directives = {d.split()[0]: d.split()[1:] for d in csps[0].split(";") if d.strip()}
+        assert directives["script-src"] == ["'self'"] and directives["style-src"] == ["'self'"], (path, csps)
+        assert directives["default-src"] == ["'none'"] and directives["frame-ancestors"] == ["https://portal.example.com"]
+        assert "'unsafe-inline'" not in csps[0] and "'unsafe-eval'" not in csps[0]
+        assert r.headers["X-Content-Type-Options"] == "nosniff" and r.headers["Referrer-Policy"] == "no-referrer", path
+        assert r.headers.get("Access-Control-Allow-Origin") is None, path
+
+
+def test_cors_and_websocket_origins_from_raw_clients(gateway_factory):
+    allowed, other = "http://127.0.0.1:9", "http://evil.example"
+    g = gateway_factory({"auth": KEYS, "server": {"allowedOrigins": [allowed]}})
+
+    def preflight(origin, path="/api/v1/sessions/status"):
+        req = urllib.request.Request(g.http + path, method="OPTIONS", headers={
+            "Origin": origin, "Access-Control-Request-Method": "GET", "Access-Control-Request-Headers": "authorization"})
+        try:
+            r = urllib.request.urlopen(req, timeout=5)
+        except urllib.error.HTTPError as e:
+            r = e
+        return r.status, r.headers, r.read()
+
+    status, headers, _ = preflight(allowed)
+    assert status == 204 and headers["Access-Control-Allow-Origin"] == allowed and "Vary" in headers
+    assert "Authorization" in headers["Access-Control-Allow-Headers"] and "POST" in headers["Access-Control-Allow-Methods"]
+    status, headers, body = preflight(other)
+    assert status == 403 and headers.get("Access-Control-Allow-Origin") is None and b"allowedOrigins" in body
+    # Real requests: the allowed origin is named, another is not (its page cannot read the answer).
+    for origin, expect in ((allowed, allowed), (other, None)):
+        for path in ("/api/v1/sessions", "/app.js"):
+            req = urllib.request.Request(g.http + path, headers={"Origin": origin, "Authorization": f"Bearer {SERVICE}"})
+            with urllib.request.urlopen(req, timeout=5) as r:
+                assert r.headers.get("Access-Control-Allow-Origin") == expect, (origin, path)
+
+    async def main():
+        async with websockets.connect(g.ws, origin=allowed) as ws:
+            assert json.loads(await asyncio.wait_for(ws.recv(), 5))["action"] == "hello"
+        with pytest.raises(websockets.InvalidHandshake):
+            async with websockets.connect(g.ws, origin=other, open_timeout=5):
+                pass
+    run(main())
+    # What the refused client got: a 403 with the reason (libwebsockets answers a refused upgrade as HTTP/1.0).
+    with socket.create_connection((g.host, g.port), timeout=5) as raw:
+        raw.sendall((f"GET /ws HTTP/1.1\r\nHost: {g.host}\r\nOrigin: {other}\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
+                     "Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n").encode())
+        answer = b""
+        while b"origin not allowed" not in answer:
+            chunk = raw.recv(4096)
+            if not chunk:
+                break
+            answer += chunk
+    assert b" 403 " in answer.split(b"\r\n", 1)[0] and b"origin not allowed" in answer, answer
+
+
+class SecondOrigin:
+    """A static site on another port of 127.0.0.1: another origin, as an app embedding QRGate would be."""
+
+    def __init__(self, directory):
+        handler = functools.partial(http.server.SimpleHTTPRequestHandler, directory=str(directory))
+        handler.log_message = lambda *a: None
+        self.server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
+        self.origin = f"http://127.0.0.1:{self.server.server_address[1]}"
+        self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
+        self.thread.start()
+
+    def close(self):
+        self.server.shutdown()
+        self.server.server_close()
+
+
+PROBE = """<!doctype html><meta charset="utf-8"><title>probe</title><script src="probe.js"></script>"""
+PROBE_JS = """
+window.probe = {};
+const gw = new URLSearchParams(location.search).get("gw");
+fetch(gw + "/api/v1/sessions/status?sessionId=demo", {headers: {Authorization: "Bearer " + new URLSearchParams(location.search).get("key")}})
+  .then(r => r.json()).then(b => { window.probe.fetch = "ok:" + b.data.sessionId; })
+  .catch(e => { window.probe.fetch = "blocked:" + e.name; });
+const ws = new WebSocket(gw.replace("http", "ws") + "/ws");
+ws.onmessage = (m) => { window.probe.ws = "open:" + JSON.parse(m.data).action; ws.close(); };
+ws.onerror = () => { if (!window.probe.ws) window.probe.ws = "refused"; };
+"""
+
+
+@pytest.fixture(scope="module")
+def driver():
+    d = chrome()
+    d.set_page_load_timeout(20)
+    d.set_script_timeout(10)
+    yield d
+    d.quit()
+
+
+def test_in_chromium_csp_blocks_injected_inline_script_and_origins_are_enforced(driver, gateway_factory, tmp_path):
+    (tmp_path / "index.html").write_text(PROBE)
+    (tmp_path / "probe.js").write_text(PROBE_JS)
+    site = SecondOrigin(tmp_path)
+    try:
+        g = gateway_factory({"auth": KEYS, "server": {"allowedOrigins": [site.origin]}})
+        # A served page: an inline <script> someone manages to inject does not run; the page's own code does.
+        driver.get(g.http + "/?session=demo")
+        wait(driver, lambda d: d.execute_script("return document.readyState") == "complete", 10, "page never loaded")
+        driver.execute_script("""
+            const s = document.createElement('script'); s.textContent = 'window.__injected = 1'; document.body.appendChild(s);
+            const d = document.createElement('div'); d.innerHTML = '<img src=x onerror="window.__injected2 = 1">'; document.body.appendChild(d);""")
+        time.sleep(0.5)
+        assert driver.execute_script("return [window.__injected === undefined, window.__injected2 === undefined]") == [True, True]
+        assert driver.execute_script("return document.querySelectorAll('script[src]').length") >= 1
+
+        # The allowed second origin reads the REST answer and opens the socket.
+        driver.get(f"{site.origin}/index.html?gw={g.http}&key={SERVICE}")
+        wait(driver, lambda d: d.execute_script("return window.probe && window.probe.fetch && window.probe.ws"), 10, "probe did not finish")
+        assert driver.execute_script("return window.probe") == {"fetch": "ok:demo", "ws": "open:hello"}
+
+        # The same page on an origin the gateway does not list: neither.
+        g2 = gateway_factory({"auth": KEYS, "server": {"allowedOrigins": ["https://app.example.com"]}})
+        driver.get(f"{site.origin}/index.html?gw={g2.http}&key={SERVICE}")
+        wait(driver, lambda d: d.execute_script("return window.probe && window.probe.fetch && window.probe.ws"), 10, "probe did not finish")
+        assert driver.execute_script("return window.probe") == {"fetch": "blocked:TypeError", "ws": "refused"}
+    finally:
+        driver.get("about:blank")
+        site.close()
