@@ -9,7 +9,8 @@ import time
 import urllib.request
 
 from selenium import webdriver
-from selenium.common.exceptions import StaleElementReferenceException, TimeoutException, WebDriverException
+from selenium.common.exceptions import (NoSuchElementException, StaleElementReferenceException, TimeoutException,
+                                        WebDriverException)
 from selenium.webdriver.chrome.options import Options
 from selenium.webdriver.chrome.service import Service
 from selenium.webdriver.common.by import By
@@ -58,7 +59,8 @@ def console(driver, last=15):
 def describe(driver):
     try:
         return driver.execute_script(
-            "const t = (id) => { const e = document.getElementById(id); return e ? e.textContent : null; };"
+            "const l = document.querySelector('qrgate-link'); const r = l && l.shadowRoot;"
+            "const t = (id) => { const e = document.getElementById(id) || (r && r.getElementById(id)); return e ? e.textContent : null; };"
             "return {state: document.body.dataset.state, conn: t('conn-text'), status: t('status'), countdown: t('countdown'),"
             " attempt: t('attempt'), overlay: t('overlay-title'), refresh: t('refresh'), hint: t('hint'), url: location.href};")
     except WebDriverException as e:
@@ -66,15 +68,24 @@ def describe(driver):
 
 
 def by_id(driver, id_):
-    return driver.find_element(By.ID, id_)
+    """The element with this id in the page, or else inside the <qrgate-link> element's shadow root (the linking
+    flow's own parts: qr, status, countdown, overlay, refresh…)."""
+    found = driver.find_elements(By.ID, id_)
+    if found:
+        return found[0]
+    for host in driver.find_elements(By.CSS_SELECTOR, "qrgate-link"):
+        inner = host.shadow_root.find_elements(By.CSS_SELECTOR, "#" + id_)
+        if inner:
+            return inner[0]
+    raise NoSuchElementException(f"no #{id_} in the page nor in <qrgate-link>")
 
 
 def text(driver, id_):
-    return driver.find_element(By.ID, id_).text
+    return by_id(driver, id_).text
 
 
 def classes(driver, id_):
-    return set((driver.find_element(By.ID, id_).get_attribute("class") or "").split())
+    return set((by_id(driver, id_).get_attribute("class") or "").split())
 
 
 def state(driver):
@@ -82,7 +93,7 @@ def state(driver):
 
 
 def visible(driver, id_):
-    return driver.find_element(By.ID, id_).is_displayed()
+    return by_id(driver, id_).is_displayed()
 
 
 def seconds(mmss):
@@ -147,7 +158,7 @@ def decode_qr(driver, element_id="qr", deadline=5.0):
         with tempfile.NamedTemporaryFile(suffix=".png", delete=False) as f:
             path = f.name
         try:
-            driver.find_element(By.ID, element_id).screenshot(path)
+            by_id(driver, element_id).screenshot(path)
             # QR codes only: other symbologies can "find" a false barcode in the page around the code.
             out = subprocess.run(["zbarimg", "--quiet", "--raw", "-Sdisable", "-Sqrcode.enable", path],
                                  capture_output=True, text=True, timeout=20)
