@@ -552,9 +552,11 @@ export class Session extends Emitter {
 
   /** @private */
   deliver(f, how) {
+    // A snapshot at the seq held only confirms it: applied, but no event of its own.
+    const confirmation = f.action === "snapshot" && f.seq === this.model.state.seq;
     const events = this.model.apply(f, how);
     if (events === null) return; // older than what is held
-    this._emit("frame", f);
+    if (!confirmation) this._emit("frame", f);
     if (f.action === "snapshot" || typeof f.seq === "number") this.inStep();
     let outOfStep = false;
     for (const [name, payload] of events) {
@@ -735,9 +737,10 @@ export class Watch extends Emitter {
     if (!m) this.models.set(id, (m = new SessionModel(id)));
     // Any numbered frame proves the session exists (one created during the stream is in no batch).
     if (this.seen && (typeof f.seq === "number" || f.action === "snapshot")) this.seen.add(id);
+    const confirmation = f.action === "snapshot" && f.seq === m.state.seq;
     const events = m.apply(f);
     if (events === null) return;
-    this._emit("frame", f);
+    if (!confirmation) this._emit("frame", f);
     for (const [name, payload] of events) if (name[0] !== "_") this._emit(name, payload);
     this._emit("change", m.state, f);
   }

@@ -179,12 +179,12 @@ def free_port():
         return s.getsockname()[1]
 
 
-def restart_on(port, config, factory=None, deadline=15):
+def restart_on(port, config, factory=None, deadline=15, extra_args=()):
     """Starts a gateway on a given port (the previous one on it just stopped), retrying while the port frees."""
     end = time.monotonic() + deadline
     while True:
         try:
-            args = ("--port", str(port))  # the last --port wins over conftest's --port 0
+            args = ("--port", str(port), *extra_args)  # the last --port wins over conftest's --port 0
             return factory(config, extra_args=args) if factory else Gateway(config, extra_args=args)
         except RuntimeError:
             if time.monotonic() > end:
