@@ -14,7 +14,7 @@ const SCRIPT_ORIGIN = new URL(import.meta.url).origin;
 const CSS = `
 :host {
   --_accent: var(--qrgate-accent, #14795f);
-  --_accent-strong: var(--qrgate-accent-strong, #0e5e49);
+  --_accent-strong: var(--qrgate-accent-strong, var(--qrgate-accent, #0e5e49));
   --_accent-soft: var(--qrgate-accent-soft, #e5f3ee);
   --_urgent: var(--qrgate-urgent, #b4232a);
   --_urgent-soft: var(--qrgate-urgent-soft, #fdeced);
@@ -653,6 +653,7 @@ export class QRGateLink extends HTMLElement {
     else if (this.refreshBusy) label = "Requesting…";
     setText(b, label);
     b.classList.toggle("is-hidden", !visible);
+    b.hidden = !admin; // not even its room for those who may not use it
     b.disabled = !visible || this.connection !== "online" || this.refreshBusy || wait > 0;
     b.classList.toggle("pulse", visible && expiredBackdrop && !b.disabled);
     b.classList.toggle("btn-danger", v === "failed");
