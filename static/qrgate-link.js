@@ -631,6 +631,8 @@ export class QRGateLink extends HTMLElement {
     el.switch.hidden = !pending;
     setText(el.switch, phone ? "Scan a QR code instead" : "Link with phone number instead");
     el.otherNumber.hidden = !phone || !pending || v === "phone";
+    el.switch.parentElement.hidden = el.switch.hidden && el.otherNumber.hidden;
+    el.refresh.parentElement.hidden = el.refresh.hidden && !el.hint.textContent;
     const steps = !["linked", "unknown", "locked"].includes(v);
     el.steps.hidden = phone || !steps;
     el.steps.classList.toggle("is-muted", v !== "live");

@@ -18,7 +18,7 @@ sys.path.insert(0, HERE)
 from selenium.webdriver.common.by import By  # noqa: E402
 
 from conftest import ROOT, Gateway  # noqa: E402
-from pagekit import chrome, faults, scan, seconds, state, text, wait  # noqa: E402
+from pagekit import by_id, chrome, faults, scan, seconds, state, text, wait  # noqa: E402
 
 OUT = os.path.join(ROOT, "docs", "screenshots")
 FAST = {"poll": {"intervalSeconds": 1}, "simulator": {"firstQrSeconds": 60, "nextQrSeconds": 20}}
@@ -66,6 +66,15 @@ def main():
         page_in(driver, urgent_gw, "live")
         wait(driver, lambda d: (seconds(text(d, "countdown")) or 99) <= 12, 15)
         shot(driver, "urgent")
+
+        # The phone-number view: a pairing code for a number typed in.
+        phone_gw = start({"qr": {"ttlSeconds": 60, "maxAttempts": 2}})
+        page_in(driver, phone_gw, "live")
+        by_id(driver, "switch").click()
+        by_id(driver, "phone").send_keys("+55 11 98765-4321")
+        by_id(driver, "phone-submit").click()
+        wait(driver, lambda d: state(d) == "live" and text(d, "pairing-code"), 10)
+        shot(driver, "phone")
 
         # 2. Expired (the page's own countdown ran out), then regenerating (attempt 1/3).
         page_in(driver, slow, "expired", timeout=40)
