@@ -37,4 +37,14 @@ import QRGateQR
         #expect(a == b)
         #expect(try factory.frame(for: UpstreamQR(code: "2@other")) != a)
     }
+
+    /// Pictures are cached by code; the pairing code each answer (poll or webhook) carries rides on the frame.
+    @Test func eachAnswersPairingCodeRidesOnTheCachedPictures() throws {
+        let first = try factory.frame(for: UpstreamQR(code: "2@paired", pairingCode: "wzyeh1yy"))
+        #expect(first.pairingCode == "WZYE-H1YY")
+        let again = try #require(factory.cached(UpstreamQR(code: "2@paired", pairingCode: "ABCD1234")))
+        #expect(again.pairingCode == "ABCD-1234" && again.svg == first.svg)
+        #expect(factory.cached(UpstreamQR(code: "2@paired"))?.pairingCode == nil)
+        #expect(factory.cached(UpstreamQR(code: "2@paired", pairingCode: "<img src=x>"))?.pairingCode == nil)
+    }
 }
