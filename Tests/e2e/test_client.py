@@ -41,6 +41,11 @@ s.on("countdown", (c) => rec.countdowns.push(c.remaining));
 s.on("status", (st) => { rec.state = { seq: st.seq, status: st.status, qrText: st.qrText, synced: st.synced, phase: st.phase };
   if (st.resync) rec.resyncs.push(st.seq); });
 gate.on("connection", (c) => rec.connection.push({ state: c.state, newBoot: !!c.newBoot }));
+window.gate = gate;
+if (new URLSearchParams(location.search).get("watch")) {
+  rec.watch = [];
+  gate.watch({ all: true }).on("frame", (f) => { if (f.sessionId === s.id) rec.watch.push({ seq: f.seq, action: f.action }); });
+}
 """
 
 
@@ -214,6 +219,35 @@ def test_client_resumes_across_a_restart_with_no_duplicate_or_missing_event(driv
     assert [f["seq"] for f in frames if f["action"] != "snapshot"] == sorted({f["seq"] for f in frames if f["action"] != "snapshot"})
     assert any(m["action"] == "qr_generated" for m in truth), "the restart brought no new code: nothing was tested"
     assert len(rec["named"]["qr"]) == len({e["seq"] for e in rec["named"]["qr"]})
+
+
+def test_client_resumes_after_a_dropped_socket_with_every_event_once(driver, gateway_factory, static_with_recorder):
+    # The socket dies under the page (same gateway): the session and a "*" watch resume with `since`.
+    g = gateway_factory(fast(), extra_args=("--static-dir", static_with_recorder))
+    driver.get(g.http + "/recorder.html?session=demo&watch=1")
+    wait(driver, lambda d: (record(d) or {}).get("state", {}).get("synced") and len(record(d)["countdowns"]) >= 2, 10,
+         "the recorder never got in step")
+    first = record(driver)["frames"][0]
+    old = record(driver)["state"]["qrText"]
+    driver.execute_script("window.gate.ws.close()")
+    # While it is away, an operator refreshes: a regeneration and a new code it must not miss.
+    assert request(g, "POST", "/api/v1/sessions/refresh-qr/", {"sessionId": "demo"})[0] == 200
+    wait(driver, lambda d: [c["state"] for c in record(d)["connection"]][-2:] == ["reconnecting", "online"], 5, "no reconnect")
+    wait(driver, lambda d: record(d)["state"]["qrText"] not in (None, old) and record(d)["state"]["synced"], 10,
+         "the client never held the refreshed code")
+    time.sleep(1.5)
+    rec = record(driver)
+    assert rec["resyncs"] == [] and not any(c["newBoot"] for c in rec["connection"])
+    assert_in_order(rec)
+    last = rec["frames"][-1]["seq"]
+    truth = [(m["seq"], m["action"]) for m in gateway_log(g, first["seq"]) if m["seq"] <= last and m["action"] != "countdown"]
+    assert ("qr_regenerating" in {a for _, a in truth}) and ("qr_generated" in {a for _, a in truth}), truth
+    held = {(f["seq"], f["action"]) for f in rec["frames"]}
+    assert [t for t in truth if t not in held] == [], "events the session handlers never got"
+    watched = [w for w in rec["watch"] if w["seq"] is not None]
+    assert [w["seq"] for w in watched] == sorted({w["seq"] for w in watched}), watched
+    seen = {(w["seq"], w["action"]) for w in rec["watch"]}
+    assert [t for t in truth if t[0] > watched[0]["seq"] and t not in seen] == [], "events the watch never got"
 
 
 def test_client_resyncs_when_a_restarted_gateway_reuses_seqs(driver, gateway_factory, static_with_recorder):
