@@ -771,10 +771,12 @@ export class Watch extends Emitter {
 export class Gate extends Emitter {
   /**
    * @param {string} [url] the gateway's http(s) base; default: this page's origin
-   * @param {{token?: string|null, WebSocket?: typeof WebSocket}} [opts]
+   * @param {{token?: string|null, pingEveryMs?: number, pongDeadlineMs?: number, WebSocket?: typeof WebSocket}} [opts]
    */
   constructor(url, opts = {}) {
     super();
+    this.pingEveryMs = opts.pingEveryMs || PING_EVERY_MS;
+    this.pongDeadlineMs = opts.pongDeadlineMs || PONG_DEADLINE_MS;
     const base = new URL(url || location.origin, location.href);
     this.url = base.origin;
     this.wsURL = (base.protocol === "https:" ? "wss:" : "ws:") + "//" + base.host + "/ws";
@@ -955,17 +957,19 @@ export class Gate extends Emitter {
       if (typeof f.timestamp === "number") this.sample(f.timestamp);
       this.route(f);
     });
-    ws.addEventListener("close", (ev) => {
-      if (this.ws !== ws) return;
-      this.ws = null;
-      this.online = false;
-      this.stopHeartbeat();
-      this.failPending("offline", "the connection to the gateway was lost");
-      for (const s of this.sessions.values()) s.connection(false, false);
-      for (const w of this.watches) w.connection(false, false);
-      this.scheduleRetry(ev.code);
-    });
+    ws.addEventListener("close", (ev) => { if (this.ws === ws) this.lost(ev.code); });
     // "error" is always followed by "close".
+  }
+
+  /** @private the socket is gone (or given up on): everything waits for the next one */
+  lost(code) {
+    this.ws = null;
+    this.online = false;
+    this.stopHeartbeat();
+    this.failPending("offline", "the connection to the gateway was lost");
+    for (const s of this.sessions.values()) s.connection(false, false);
+    for (const w of this.watches) w.connection(false, false);
+    this.scheduleRetry(code);
   }
 
   /** @private */
@@ -1058,7 +1062,7 @@ export class Gate extends Emitter {
     clearTimeout(this.pongTimer);
     this.pongTimer = null;
     clearTimeout(this.pingTimer);
-    this.pingTimer = setTimeout(() => this.heartbeat(), PING_EVERY_MS);
+    this.pingTimer = setTimeout(() => this.heartbeat(), this.pingEveryMs);
   }
 
   /** @private */
@@ -1066,9 +1070,13 @@ export class Gate extends Emitter {
     if (!this.online) return;
     this._send({ op: "ping" }, "ping", null, {});
     this.pongTimer = setTimeout(() => {
-      // Nothing came back: the link is dead even if the browser has not noticed; "close" reconnects.
-      if (this.ws) this.ws.close(4000, "no answer to ping");
-    }, PONG_DEADLINE_MS);
+      // Nothing came back: the link is dead even if the browser has not noticed. A close handshake with a
+      // peer that answers nothing may take the browser long, so the socket is given up on at once.
+      const ws = this.ws;
+      if (!ws) return;
+      this.lost(4000);
+      ws.close(4000, "no answer to ping");
+    }, this.pongDeadlineMs);
   }
 
   /** @private */
@@ -1091,7 +1099,8 @@ export class Gate extends Emitter {
 export const QRGate = {
   /**
    * @param {string} [url] the gateway's http(s) base (default: this page's origin)
-   * @param {{token?: string|null}} [opts]
+   * @param {{token?: string|null, pingEveryMs?: number, pongDeadlineMs?: number}} [opts]  heartbeat: a ping after
+   *   pingEveryMs (20 000) without a frame; no answer within pongDeadlineMs (8 000) and the socket is given up on
    * @returns {Gate}
    */
   connect(url, opts) { return new Gate(url, opts); },

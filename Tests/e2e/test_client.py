@@ -29,7 +29,8 @@ RECORDER_HTML = """<!doctype html><meta charset="utf-8"><title>qrgate.js recorde
 RECORDER_JS = """
 import { QRGate } from "/qrgate.js";
 const rec = window.rec = { frames: [], named: {}, connection: [], resyncs: [], countdowns: [] };
-const gate = QRGate.connect();
+const ping = Number(new URLSearchParams(location.search).get("ping")) || undefined;
+const gate = QRGate.connect(undefined, { pingEveryMs: ping, pongDeadlineMs: ping });
 const s = gate.session(new URLSearchParams(location.search).get("session") || "demo", { formats: ["svg", "code"] });
 s.on("frame", (f) => rec.frames.push({ seq: f.seq, action: f.action, timestamp: f.timestamp }));
 for (const name of ["qr", "pairing_code", "expired", "regenerating", "connected", "disconnected", "error"]) {
@@ -248,6 +249,27 @@ def test_client_resumes_after_a_dropped_socket_with_every_event_once(driver, gat
     assert [w["seq"] for w in watched] == sorted({w["seq"] for w in watched}), watched
     seen = {(w["seq"], w["action"]) for w in rec["watch"]}
     assert [t for t in truth if t[0] > watched[0]["seq"] and t not in seen] == [], "events the watch never got"
+
+
+def test_client_notices_a_silently_dead_link_and_comes_back(driver, gateway_factory, static_with_recorder):
+    # A gateway that stops answering without closing anything (SIGSTOP): only the client's own ping can tell.
+    g = gateway_factory(fast(), extra_args=("--static-dir", static_with_recorder))
+    driver.get(g.http + "/recorder.html?session=demo&ping=1000")
+    wait(driver, lambda d: (record(d) or {}).get("state", {}).get("synced"), 10, "the recorder never got in step")
+    g.proc.send_signal(signal.SIGSTOP)
+    try:
+        t0 = time.monotonic()
+        wait(driver, lambda d: record(d)["connection"][-1]["state"] == "reconnecting" and not record(d)["state"]["synced"], 6,
+             "the dead link went unnoticed")
+        assert time.monotonic() - t0 < 4.5  # up to 1 s of quiet, a ping, 1 s without its pong (and polling slack)
+    finally:
+        g.proc.send_signal(signal.SIGCONT)
+    wait(driver, lambda d: record(d)["connection"][-1]["state"] == "online" and record(d)["state"]["synced"], 15,
+         "never came back once the gateway answered again")
+    wait(driver, lambda d: record(d)["state"]["qrText"] == sim_code(g) and record(d)["state"]["phase"] == "live", 5)
+    rec = record(driver)
+    assert rec["resyncs"] == []
+    assert_in_order(rec)
 
 
 def test_client_resyncs_when_a_restarted_gateway_reuses_seqs(driver, gateway_factory, static_with_recorder):
