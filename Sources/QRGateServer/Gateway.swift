@@ -98,8 +98,9 @@ public actor Gateway: LWSServerDelegate {
         renderer = QRRenderer(style: QRStyle(correction: QRErrorCorrection(rawValue: config.qr.errorCorrection) ?? .medium, quietZone: config.qr.quietZone, moduleSize: config.qr.moduleSize))
         let timers = LoopTimers(clock: clock, arm: { [weak server] us in server?.wake(afterMicroseconds: us) })
         self.timers = timers
+        let frames = QRFrameFactory(renderer: renderer)
         simulatorHost = config.upstream.mode == .simulator
-            ? SimulatorHost(simulator: EvolutionSimulator(config: config.simulator, renderer: renderer),
+            ? SimulatorHost(simulator: EvolutionSimulator(config: config.simulator, frames: frames),
                             server: server, timers: timers, http: http, logger: logger)
             : nil
         let rules = SessionRules(ttlSeconds: Double(config.qr.ttlSeconds), maxAttempts: config.qr.maxAttempts,
@@ -107,7 +108,7 @@ public actor Gateway: LWSServerDelegate {
                                  pollIntervalSeconds: config.poll.intervalSeconds, refreshMinIntervalSeconds: config.refresh.minIntervalSeconds,
                                  backoffMaxSeconds: config.poll.backoffMaxSeconds, connectedCheckSeconds: config.poll.connectedIntervalSeconds)
         runtime = SessionRuntime(registry: SessionRegistry(rules: rules, hub: hub, logCapacity: config.events.logCapacity),
-                                 timers: timers, frames: QRFrameFactory(renderer: renderer),
+                                 timers: timers, frames: frames,
                                  cycleSeconds: config.refresh.cycleSeconds, store: store, metrics: metrics, logger: logger)
         realtime = RealtimeEndpoint(server: server, auth: auth, registry: runtime.registry, demoMode: demoMode, clock: clock, logger: logger)
         fanout = SocketFanout(server: server)

@@ -53,13 +53,16 @@ public final class EvolutionSimulator {
         /// The phone number it was connected with (`?number=`): its codes come with pairing codes.
         var number: String?
         var pairing: String?
-        /// Rendered once per code: Evolution renders each QR once, and answering polls must stay cheap.
+        /// Rendered once per code, when an answer or a webhook first needs it (never for a code nobody
+        /// asks for): rotations themselves cost a random string.
         var png = ""
         var qrExpiresAt: Date?
     }
 
     public let config: Config.Simulator
-    let renderer: QRRenderer
+    /// Pictures by code. In the embedded default it is the gateway's own factory: a code the simulator
+    /// renders for its answer is the gateway's cache hit when that answer arrives (one encoding per code).
+    let frames: QRFrameFactory
     var instances: [String: Instance] = [:]
     var globalFaults = Faults()
     var instanceFaults: [String: Faults] = [:]
@@ -71,9 +74,9 @@ public final class EvolutionSimulator {
     private var deadlines = Heap<Deadline>()
     private var rng = SystemRandomNumberGenerator()
 
-    public init(config: Config.Simulator, renderer: QRRenderer) {
+    public init(config: Config.Simulator, frames: QRFrameFactory) {
         self.config = config
-        self.renderer = renderer
+        self.frames = frames
     }
 
     /// An instance's own API key (what its webhooks carry as `apikey`).
@@ -90,7 +93,7 @@ public final class EvolutionSimulator {
                 i.refs += 1
                 issueCode(&i)
                 arm(&i, at: top.at.addingTimeInterval(config.nextQrSeconds))
-                webhookQR(i)
+                webhookQR(&i)
             } else {
                 // Baileys: "QR refs attempts ended" (408), then the instance closes.
                 i.state = .close
@@ -199,7 +202,7 @@ public final class EvolutionSimulator {
                 issueCode(&i)
                 arm(&i, at: now.addingTimeInterval(number == nil ? config.firstQrSeconds : config.pairingFirstSeconds))
                 webhook(i, event: "connection.update", data: ["instance": .string(i.name), "state": .string("connecting"), "statusReason": .int(200)])
-                webhookQR(i)
+                webhookQR(&i)
             }
             guard let code = i.code else { return .json(200, ["count": 0]) }
             // A number asked for on an attempt already showing QRs: its pairing code from now on.
@@ -211,7 +214,7 @@ public final class EvolutionSimulator {
             switch faults.base64 {
             case "omit": break
             case "garbage": body["base64"] = "data:image/png;base64,!!!not-base64!!!"
-            default: body["base64"] = i.png
+            default: body["base64"] = picture(&i)
             }
             return .json(200, body)
         case (.get, "connectionState"):
@@ -339,8 +342,16 @@ public final class EvolutionSimulator {
         .json(status, ["status": status, "error": error, "response": ["message": [message]]])
     }
 
-    private func webhookQR(_ i: Instance) {
-        guard let code = i.code else { return }
+    /// The current code's PNG data URL, rendered on first need.
+    private func picture(_ i: inout Instance) -> String {
+        guard let code = i.code else { return "" }
+        if i.png.isEmpty { i.png = (try? frames.frame(for: UpstreamQR(code: code)).pngDataURL) ?? "" }
+        return i.png
+    }
+
+    private func webhookQR(_ i: inout Instance) {
+        guard let code = i.code, !config.webhookURL.isEmpty else { return }
+        _ = picture(&i)
         var qr: [String: JSONValue] = ["instance": .string(i.name), "code": .string(code), "pairingCode": i.pairing.map { .string($0) } ?? .null]
         if !i.png.isEmpty { qr["base64"] = .string(i.png) }
         webhook(i, event: "qrcode.updated", data: ["qrcode": .object(qr)])
@@ -360,7 +371,7 @@ public final class EvolutionSimulator {
         let code = newCode()
         i.code = code
         i.pairing = i.number == nil ? nil : newPairingCode()
-        i.png = (try? renderer.pngDataURL(QRMatrix(encoding: code, correction: renderer.style.correction))) ?? ""
+        i.png = ""
     }
 
     /// Eight characters, as Evolution returns them (WhatsApp shows them as ABCD-EFGH).

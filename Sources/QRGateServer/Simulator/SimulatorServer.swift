@@ -23,7 +23,7 @@ public actor SimulatorServer: LWSServerDelegate {
         self.timers = timers
         let renderer = QRRenderer(style: QRStyle(correction: QRErrorCorrection(rawValue: config.qr.errorCorrection) ?? .medium,
                                                  quietZone: config.qr.quietZone, moduleSize: config.qr.moduleSize))
-        self.host = SimulatorHost(simulator: EvolutionSimulator(config: config.simulator, renderer: renderer),
+        self.host = SimulatorHost(simulator: EvolutionSimulator(config: config.simulator, frames: QRFrameFactory(renderer: renderer)),
                                   server: server, timers: timers, http: http, logger: logger)
         server.delegate = self
     }
