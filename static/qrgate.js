@@ -23,8 +23,8 @@
  *    held, they end exactly in that snapshot; otherwise the snapshot replaces everything (`resync`).
  *
  * Handlers registered with on(...) never see the same numbered event twice nor one older than the last
- * (per session and event name); a jump in `seq` is only ever a countdown the gateway coalesced or a
- * `resync` (the whole state replaced by a snapshot).
+ * (per session and event name); seqs go back only at a `resync` (the whole state replaced by a snapshot).
+ * The gateway's countdown frames are outside the numbering: they only check that the code held is the right one.
  */
 
 const BACKOFF_FIRST_MS = 500;
