@@ -129,6 +129,7 @@ public actor Gateway: LWSServerDelegate {
             runtime.add(id: config.demoSession, instanceName: config.demoSession, instanceToken: nil, numberId: nil, isolation: self)
         }
         runtime.startCycle(isolation: self)
+        runtime.startCountdowns(every: Double(config.qr.countdownIntervalSeconds), isolation: self)
     }
 
     /// Tests watch the webhook events the gateway parses.

@@ -82,6 +82,16 @@ public final class SessionRuntime {
         }
     }
 
+    /// Countdowns, once per interval, for the sessions someone watches (nothing for the others).
+    func startCountdowns(every seconds: Double, isolation: isolated any Actor) {
+        timers.schedule(after: seconds) { [weak self] in
+            guard let self else { return }
+            _ = isolation
+            self.registry.tickCountdowns(now: self.clock.now())
+            self.startCountdowns(every: seconds, isolation: isolation)
+        }
+    }
+
     /// Starts the periodic refresh cycle (the old cron job).
     func startCycle(isolation: isolated any Actor) {
         timers.schedule(after: cycleSeconds) { [weak self] in

@@ -32,14 +32,13 @@ import Testing
         #expect(m.attempt == 0)
     }
 
-    @Test func oneCountdownPerIntervalWithWholeSecondsLeft() {
+    @Test func theMachineMakesNoCountdownsAndSleepsUntilItHasWork() {
         var m = started()
-        #expect(m.handle(.tick, now: at(0.5)).events.isEmpty)
-        #expect(m.handle(.tick, now: at(1)).events == [.countdown(remaining: 9, expiresAt: at(10))])
-        #expect(m.handle(.tick, now: at(1.2)).events.isEmpty)
-        // After a stall, one tick, not a burst.
-        #expect(m.handle(.tick, now: at(4.5)).events == [.countdown(remaining: 6, expiresAt: at(10))])
-        #expect(m.handle(.tick, now: at(4.9)).events.isEmpty)
+        // Countdowns are computed from qrExpiresAt for watched sessions (the registry), not events of the machine.
+        for t in [0.5, 1, 1.2, 4.5] { #expect(m.handle(.tick, now: at(t)).events.isEmpty) }
+        #expect(m.remaining(at: at(1.2)) == 9 && m.remaining(at: at(9.01)) == 1)
+        // Its next wake-up is the next poll or the expiry, not every second.
+        #expect(m.nextDeadline() == at(5))
     }
 
     @Test func expiryRegeneratesUntilTheLastAttemptThenFails() {
@@ -180,15 +179,40 @@ import Testing
         _ = reg.apply(.start, to: "s1", now: t0)
         _ = reg.apply(.upstreamQR(SessionQR(code: "A", pngDataURL: "data:image/png;base64,AA", svg: "<svg/>")), to: "s1", now: t0)
         _ = reg.apply(.tick, to: "s1", now: t0.addingTimeInterval(1))
+        #expect(reg.tickCountdowns(now: t0.addingTimeInterval(1)) == 1)
         #expect(transport.sent.count == 2)
         #expect(transport.sent.allSatisfy { $0.to == [1, 2, 3] })
         let first = json(transport.sent[0].bytes)
         #expect(first["action"] as? String == "qr_generated" && first["seq"] as? Int == 1 && first["sessionId"] as? String == "s1")
         #expect(first["qrCode"] as? String == "data:image/png;base64,AA" && first["maxAttempts"] as? Int == 2)
-        #expect(json(transport.sent[1].bytes)["action"] as? String == "countdown")
+        let tick = json(transport.sent[1].bytes)
+        #expect(tick["action"] as? String == "countdown" && tick["remaining"] as? Int == 1 && tick["seq"] == nil)
         #expect(transport.sent[0].key == "qr:s1")
         #expect(transport.sent[1].key == "countdown:s1")
+        // Not numbered, not logged: the next event is seq 2, and a replay holds no countdown.
+        #expect(reg["s1"]?.seq == 1 && reg["s1"]?.log.entries(after: 0).map(\.action) == ["qr_generated"])
         #expect(!transport.sent.contains { String(decoding: $0.bytes, as: UTF8.self).contains("secret-token") })
+    }
+
+    @Test func countdownsOnlyForSessionsSomeoneWatchesAndAfterAReplay() throws {
+        let hub = Hub(), transport = RecordingTransport()
+        hub.transport = transport
+        let reg = SessionRegistry(rules: SessionRules(ttlSeconds: 30, maxAttempts: 2), hub: hub, logCapacity: 8)
+        for id in ["watched", "alone", "shop-1"] {
+            reg.create(id: id, instanceName: id, now: t0)
+            _ = reg.apply(.start, to: id, now: t0)
+            _ = reg.apply(.upstreamQR(SessionQR(code: id, pngDataURL: "data:image/png;base64,AA", svg: "<svg/>")), to: id, now: t0)
+        }
+        hub.subscribe(1, to: "watched"); hub.subscribe(2, prefix: "shop-")
+        transport.sent.removeAll()
+        #expect(reg.tickCountdowns(now: t0.addingTimeInterval(2.5)) == 2)
+        #expect(Set(transport.sent.map { json($0.bytes)["sessionId"] as? String }) == ["watched", "shop-1"])
+        // A client back with `since` gets what it missed, then the time left now.
+        let frames = reg.welcome(session: "alone", since: 0, now: t0.addingTimeInterval(2.5))
+        #expect(frames.map { json($0)["action"] as? String } == ["qr_generated", "countdown"])
+        #expect(json(frames[1])["remaining"] as? Int == 28)
+        let snap = json(try #require(reg.snapshot(session: "alone", now: t0.addingTimeInterval(2.5))))
+        #expect(snap["remaining"] as? Int == 28)
     }
 
     @Test func qrFramesAreEncodedOncePerFormatSetInUse() {
@@ -210,7 +234,7 @@ import Testing
             && frames[[5]]?["qrSvg"] == nil)
         #expect(Set(frames.values.map { $0["seq"] as? Int }) == [1])
         transport.sent.removeAll()
-        _ = reg.apply(.tick, to: "s1", now: t0.addingTimeInterval(1))
+        reg.tickCountdowns(now: t0.addingTimeInterval(1))
         #expect(transport.sent.count == 1 && transport.sent[0].to == [1, 2, 3, 4, 5]) // no QR: one frame for all
         // Snapshots and replays honour the formats too.
         let snap = json(reg.welcome(session: "s1", since: nil, now: t0, formats: .code)[0])
@@ -225,8 +249,9 @@ import Testing
         reg.create(id: "s", instanceName: "s", now: t0)
         _ = reg.apply(.start, to: "s", now: t0)
         for i in 0..<3 { _ = reg.apply(.upstreamQR(SessionQR(code: "c\(i)", pngDataURL: "p", svg: "s")), to: "s", now: t0) }
-        #expect(reg.welcome(session: "s", since: 1, now: t0).map { json($0)["seq"] as? Int } == [2, 3])
-        #expect(reg.welcome(session: "s", since: 3, now: t0).isEmpty)
+        // The missed events, then the time left now (unnumbered).
+        #expect(reg.welcome(session: "s", since: 1, now: t0).map { json($0)["seq"] as? Int } == [2, 3, nil])
+        #expect(reg.welcome(session: "s", since: 3, now: t0).map { json($0)["action"] as? String } == ["countdown"])
         let snap = json(reg.welcome(session: "s", since: nil, now: t0)[0])
         #expect(snap["action"] as? String == "snapshot" && snap["seq"] as? Int == 3 && snap["recovered"] == nil)
         for i in 3..<9 { _ = reg.apply(.upstreamQR(SessionQR(code: "c\(i)", pngDataURL: "p", svg: "s")), to: "s", now: t0) }

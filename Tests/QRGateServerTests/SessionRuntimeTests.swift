@@ -70,7 +70,10 @@ import QRGateUpstream
             hub.subscribe(1, to: "s")
         }
 
-        func add() { runtime.add(id: "s", instanceName: "s", instanceToken: nil, numberId: nil, isolation: self) }
+        func add() {
+            runtime.add(id: "s", instanceName: "s", instanceToken: nil, numberId: nil, isolation: self)
+            runtime.startCountdowns(every: 1, isolation: self)
+        }
         func refresh() -> RefreshOutcome? { runtime.refresh("s", isolation: self) }
         /// Moves the clock and runs what fell due, as the lws timer would.
         func advance(by seconds: Double) { clock.advance(by: seconds); timers.fire() }

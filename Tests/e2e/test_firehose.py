@@ -170,8 +170,9 @@ def test_5000_sessions_one_star_subscriber_and_a_reader_that_stops(gateway_facto
                 now = time.monotonic()
                 gap, last = max(gap, now - last), now
                 live[m["action"]] = live.get(m["action"], 0) + 1
-        assert live.get("countdown", 0) > 0.8 * 30 * n / 2 and gap < 2, (live, gap)
-        assert time.monotonic() - last < 2
+        # Countdowns go out together once per interval (2 s here), computed for every watched session.
+        assert live.get("countdown", 0) > 0.8 * 30 * n / 2 and gap < 3, (live, gap)
+        assert time.monotonic() - last < 3
         await ws.send(json.dumps({"op": "ping"}))
         assert (await until(ws, "pong"))["action"] == "pong"
         closed_at, code, reason, base, peak, unsent = await slow

@@ -17,7 +17,8 @@ public protocol HubTransport: AnyObject {
 /// everyone who asked for those formats.
 public struct Publication {
     public let session: String
-    public let seq: Int
+    /// Nil for a countdown: computed, not numbered.
+    public let seq: Int?
     public let event: SessionEvent
     /// The frame in the standard formats.
     public let bytes: [UInt8]
@@ -26,7 +27,7 @@ public struct Publication {
     /// For an event carrying a QR: its frame in other formats. Nil when the frame is the same for all.
     public let variant: ((QRFormats) -> [UInt8])?
 
-    public init(session: String, seq: Int, event: SessionEvent, bytes: [UInt8], coalesceKey: String?,
+    public init(session: String, seq: Int?, event: SessionEvent, bytes: [UInt8], coalesceKey: String?,
                 variant: ((QRFormats) -> [UInt8])? = nil) {
         self.session = session; self.seq = seq; self.event = event; self.bytes = bytes
         self.coalesceKey = coalesceKey; self.variant = variant
@@ -44,6 +45,9 @@ public struct Publication {
 public protocol HubConsumer: AnyObject {
     func published(_ publication: Publication)
     func sessionAdded(_ session: String)
+    /// Whether this consumer shows the session's countdown to anyone (countdowns are made only for
+    /// sessions someone watches).
+    func watches(_ session: String) -> Bool
 }
 
 /// Subscriptions: session → subscribers with the formats each asked for, subscribers of every session
@@ -137,6 +141,13 @@ public final class Hub {
         for (id, f) in star ?? [:] where direct[id] == nil { extra[id] = f }
         for (id, f) in extra { out[f, default: []].append(id) }
         return out
+    }
+
+    /// Whether an event of the session reaches anyone: a subscriber (directly, "*", a prefix) or a consumer's.
+    public func isWatched(_ session: String) -> Bool {
+        if bySession[session]?.isEmpty == false || bySession[Hub.everySession]?.isEmpty == false { return true }
+        if !byPrefix.isEmpty, byPrefix.keys.contains(where: { session.hasPrefix($0) }) { return true }
+        return consumers.contains { $0.watches(session) }
     }
 
     public var subscriptionCount: Int {

@@ -28,10 +28,12 @@ public enum SessionEventEncoding {
         return false
     }
 
-    public static func event(_ e: SessionEvent, session: String, seq: Int, now: Date, maxAttempts: Int, numberId: String?,
+    /// `seq`: nil for a countdown, which is not numbered.
+    public static func event(_ e: SessionEvent, session: String, seq: Int?, now: Date, maxAttempts: Int, numberId: String?,
                              formats: QRFormats = .standard) -> [UInt8] {
-        var o: [String: JSONValue] = ["action": .string(e.action), "sessionId": .string(session), "seq": .int(seq),
+        var o: [String: JSONValue] = ["action": .string(e.action), "sessionId": .string(session),
                                       "timestamp": .int(ServerMessage.milliseconds(now))]
+        if let seq { o["seq"] = .int(seq) }
         switch e {
         case let .qrGenerated(qr, expiresAt, attempt):
             putQR(qr, formats: formats, into: &o)
@@ -75,6 +77,7 @@ public enum SessionEventEncoding {
                                       "timestamp": .int(ServerMessage.milliseconds(now)), "status": .string(machine.status.rawValue),
                                       "attempt": .int(machine.attempt), "maxAttempts": .int(machine.maxAttempts),
                                       "qrExpiresAt": machine.qrExpiresAt.map { .string(iso8601($0)) } ?? .null,
+                                      "remaining": machine.qrExpiresAt == nil ? .null : .int(machine.remaining(at: now)),
                                       "connectedAt": machine.connectedAt.map { .string(iso8601($0)) } ?? .null,
                                       "qrUpdatedAt": machine.qrUpdatedAt.map { .string(iso8601($0)) } ?? .null,
                                       "lastError": machine.lastError.map { .string($0) } ?? .null]

@@ -41,6 +41,8 @@ public enum SessionEvent: Sendable, Equatable {
     case qrGenerated(SessionQR, expiresAt: Date, attempt: Int)
     /// The code to type on the phone, beside the QR it came with (same expiry).
     case pairingCode(String, expiresAt: Date, attempt: Int)
+    /// Not numbered, not stored, not replayed: computed from `qrExpiresAt` for sessions someone watches
+    /// (`SessionRegistry.countdown`), never by the machine.
     case countdown(remaining: Int, expiresAt: Date)
     case qrExpired(attempt: Int)
     case qrRegenerating(attempt: Int, message: String)
@@ -126,7 +128,6 @@ public struct SessionMachine: Sendable, Equatable {
     public private(set) var consecutiveFailures = 0
     public private(set) var retryAt: Date?
     public private(set) var nextPollAt: Date?
-    public private(set) var nextCountdownAt: Date?
     public private(set) var lastRefreshAt: Date?
     /// Moves on whenever a new round overtakes the commands in flight (start, refresh, expiry,
     /// disconnect). Commands are issued in the current generation; an answer from an older one is stale.
@@ -147,7 +148,6 @@ public struct SessionMachine: Sendable, Equatable {
         if status == .connected { return inFlight ? nil : nextPollAt }
         guard status == .pending else { return nil }
         var candidates: [Date] = []
-        if let c = nextCountdownAt { candidates.append(c) }
         if let e = qrExpiresAt, !inFlight { candidates.append(e) }
         if !inFlight {
             if let r = retryAt { candidates.append(r) } else if let p = nextPollAt { candidates.append(p) }
@@ -190,7 +190,6 @@ public struct SessionMachine: Sendable, Equatable {
             qr = newQR
             qrUpdatedAt = now
             qrExpiresAt = now.addingTimeInterval(rules.ttlSeconds)
-            nextCountdownAt = now.addingTimeInterval(rules.countdownIntervalSeconds)
             events.append(.qrGenerated(newQR, expiresAt: qrExpiresAt!, attempt: attempt))
             if let p = newQR.pairingCode { events.append(.pairingCode(p, expiresAt: qrExpiresAt!, attempt: attempt)) }
 
@@ -249,12 +248,6 @@ public struct SessionMachine: Sendable, Equatable {
             guard status == .pending else { break }
             if let exp = qrExpiresAt, now >= exp, !inFlight {
                 expire(now: now, events: &events, commands: &commands)
-            } else if let c = nextCountdownAt, now >= c, qrExpiresAt != nil {
-                events.append(.countdown(remaining: remaining(at: now), expiresAt: qrExpiresAt!))
-                // One tick per interval, never a burst after a stall.
-                var next = c
-                while next <= now { next = next.addingTimeInterval(rules.countdownIntervalSeconds) }
-                nextCountdownAt = next
             }
             if !inFlight, status == .pending {
                 if let r = retryAt {
@@ -337,7 +330,6 @@ public struct SessionMachine: Sendable, Equatable {
         if status == .pending {
             wantsFreshQR = qr == nil
             nextPollAt = now
-            if qr != nil { nextCountdownAt = now }
         }
     }
 
@@ -377,6 +369,5 @@ public struct SessionMachine: Sendable, Equatable {
     private mutating func clearQR() {
         qr = nil
         qrExpiresAt = nil
-        nextCountdownAt = nil
     }
 }

@@ -82,8 +82,29 @@ public final class SessionRegistry {
     /// What a new subscriber gets first: the missed events when `since` can be served, else a snapshot
     /// (flagged `recovered:false` when `since` was asked for and cannot be).
     public func welcome(session id: String, since: Int?, now: Date, formats: QRFormats = .standard) -> [[UInt8]] {
-        if let since, let frames = replay(session: id, since: since, formats: formats) { return frames }
+        // A replay ends with the time left now (countdowns are not in the log); a snapshot carries it.
+        if let since, let frames = replay(session: id, since: since, formats: formats) { return frames + [countdown(session: id, now: now)?.bytes].compactMap { $0 } }
         return snapshot(session: id, now: now, formats: formats, recovered: since == nil ? nil : false).map { [$0] } ?? []
+    }
+
+    /// The session's countdown now, unnumbered, while it shows a QR.
+    public func countdown(session id: String, now: Date) -> (event: SessionEvent, bytes: [UInt8])? {
+        guard let s = sessions[id], s.machine.status == .pending, let exp = s.machine.qrExpiresAt, exp > now else { return nil }
+        let e = SessionEvent.countdown(remaining: s.machine.remaining(at: now), expiresAt: exp)
+        return (e, SessionEventEncoding.event(e, session: id, seq: nil, now: now, maxAttempts: s.machine.maxAttempts, numberId: nil))
+    }
+
+    /// Pushes the time left of every session that shows a QR and that someone watches (once per
+    /// `qr.countdownIntervalSeconds`): computed from `qrExpiresAt`, not numbered, not stored. Returns how many.
+    @discardableResult
+    public func tickCountdowns(now: Date) -> Int {
+        var n = 0
+        for (id, s) in sessions where s.machine.status == .pending && s.machine.qrExpiresAt != nil && hub.isWatched(id) {
+            guard let c = countdown(session: id, now: now) else { continue }
+            hub.publish(Publication(session: id, seq: nil, event: c.event, bytes: c.bytes, coalesceKey: "countdown:\(id)"))
+            n += 1
+        }
+        return n
     }
 
     /// The session's state as one `snapshot` frame.
@@ -129,12 +150,8 @@ public final class SessionRegistry {
             s.log.append(EventLog.Entry(seq: s.seq, action: event.action, bytes: bytes, event: event, at: now))
             sessions[id] = s
             observer?(s, event)
-            // Only the newest countdown and the newest QR matter to a peer that is behind.
-            let key: String? = switch event {
-            case .countdown: "countdown:\(id)"
-            case .qrGenerated: "qr:\(id)"
-            default: nil
-            }
+            // Only the newest QR matters to a peer that is behind (and the newest countdown: tickCountdowns).
+            let key: String? = if case .qrGenerated = event { "qr:\(id)" } else { nil }
             let seq = s.seq, maxAttempts = s.machine.maxAttempts, numberId = s.numberId
             let variant: ((QRFormats) -> [UInt8])? = SessionEventEncoding.carriesQR(event)
                 ? { SessionEventEncoding.event(event, session: id, seq: seq, now: now, maxAttempts: maxAttempts, numberId: numberId, formats: $0) }

@@ -480,6 +480,8 @@ public final class RealtimeEndpoint {
 }
 
 extension RealtimeEndpoint: HubConsumer {
+    public func watches(_ session: String) -> Bool { members["realtime:session:\(session)"]?.isEmpty == false }
+
     public func published(_ p: Publication) { sessionEvent(p.session, event: p.event, eventBytes: p.bytes, now: clock.now()) }
     public func sessionAdded(_ session: String) { sessionAdded(session, now: clock.now()) }
 }
