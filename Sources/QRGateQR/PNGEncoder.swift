@@ -16,19 +16,27 @@ enum PNGEncoder {
         image.width = UInt32(width)
         image.height = UInt32(height)
         image.format = UInt32(PNG_FORMAT_GRAY)
-        var size = 0
-        let ok = pixels.withUnsafeBytes { px in
-            png_image_write_to_memory(&image, nil, &size, 0, px.baseAddress, Int32(width), nil)
-        }
-        guard ok != 0, size > 0 else { throw PNGEncodingError(description: message(of: image)) }
+        // One pass into a buffer as large as the raw rows (zlib's worst case adds a few bytes per 16 KiB
+        // block, the chunks a few hundred): compressing twice, once to learn the size, doubled the cost.
+        // Should it ever not fit, libpng says how much it needs and the second pass gets exactly that.
+        var size = (width + 1) * height + (width + 1) * height / 1000 + 4096
         var out = [UInt8](repeating: 0, count: size)
-        let ok2 = pixels.withUnsafeBytes { px in
+        var ok = pixels.withUnsafeBytes { px in
             out.withUnsafeMutableBytes { dst in
                 png_image_write_to_memory(&image, dst.baseAddress, &size, 0, px.baseAddress, Int32(width), nil)
             }
         }
+        if ok == 0, size > out.count {
+            out = [UInt8](repeating: 0, count: size)
+            image.warning_or_error = 0
+            ok = pixels.withUnsafeBytes { px in
+                out.withUnsafeMutableBytes { dst in
+                    png_image_write_to_memory(&image, dst.baseAddress, &size, 0, px.baseAddress, Int32(width), nil)
+                }
+            }
+        }
         png_image_free(&image)
-        guard ok2 != 0 else { throw PNGEncodingError(description: message(of: image)) }
+        guard ok != 0, size > 0 else { throw PNGEncodingError(description: message(of: image)) }
         return Array(out.prefix(size))
     }
 

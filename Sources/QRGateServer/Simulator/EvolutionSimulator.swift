@@ -56,6 +56,8 @@ public final class EvolutionSimulator {
         /// Rendered once per code, when an answer or a webhook first needs it (never for a code nobody
         /// asks for): rotations themselves cost a random string.
         var png = ""
+        /// The last connect answer, encoded, and what it was for (code, refs, pairing code, fault).
+        var answer: (key: String, bytes: [UInt8])?
         var qrExpiresAt: Date?
     }
 
@@ -210,13 +212,20 @@ public final class EvolutionSimulator {
                 i.number = number
                 i.pairing = newPairingCode()
             }
-            var body: [String: Any] = ["code": code, "count": i.refs, "pairingCode": (number != nil ? i.pairing : nil) ?? NSNull()]
+            // The same answer to every poll until the code rotates: encoded once (a 5 KB data URL through
+            // a JSON writer per poll was most of the simulator's cost with thousands of instances).
+            let shownPairing = number != nil ? i.pairing : nil
+            let key = "\(code)|\(i.refs)|\(shownPairing ?? "-")|\(faults.base64)"
+            if let cached = i.answer, cached.key == key { return HTTPResponse(status: 200, contentType: "application/json", body: .bytes(cached.bytes)) }
+            var body: [String: JSONValue] = ["code": .string(code), "count": .int(i.refs), "pairingCode": shownPairing.map { .string($0) } ?? .null]
             switch faults.base64 {
             case "omit": break
-            case "garbage": body["base64"] = "data:image/png;base64,!!!not-base64!!!"
-            default: body["base64"] = picture(&i)
+            case "garbage": body["base64"] = .string("data:image/png;base64,!!!not-base64!!!")
+            default: body["base64"] = .string(picture(&i))
             }
-            return .json(200, body)
+            let bytes = Array(JSONValue.object(body).encoded())
+            i.answer = (key, bytes)
+            return HTTPResponse(status: 200, contentType: "application/json", body: .bytes(bytes))
         case (.get, "connectionState"):
             return .json(200, ["instance": ["instanceName": i.name, "state": i.state.rawValue]])
         case (.delete, "logout"):
