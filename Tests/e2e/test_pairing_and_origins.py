@@ -267,3 +267,60 @@ def test_in_chromium_csp_blocks_injected_inline_script_and_origins_are_enforced(
     finally:
         driver.get("about:blank")
         site.close()
+
+
+EMBED = """<!doctype html><meta charset="utf-8"><title>Shop: link your WhatsApp</title>
+<h1>Shop</h1>
+<main id="app" data-state="none"><qrgate-link session="{session}" token="{token}" gateway="{gateway}"></qrgate-link></main>
+<script type="module" src="{gateway}/qrgate-link.js"></script>
+<script src="embed.js"></script>"""
+# The embedding app's own script: it follows the element's state, as an app would (qrgate-change events).
+EMBED_JS = """document.addEventListener("qrgate-change", (e) => { document.getElementById("app").dataset.state = e.detail.view; });"""
+
+
+def test_an_app_on_another_origin_embeds_the_element_through_the_whole_flow(driver, gateway_factory, tmp_path):
+    """What docs/CLIENT.md promises: a page on another origin, a browser token its backend minted, the origin in
+    server.allowedOrigins — the QR (decoded with zbar), a ticking countdown, the phone-number view with a code the
+    phone accepts, and the linked state; the same page on an origin the gateway does not list gets nothing."""
+    from pagekit import by_id, decode_qr, request, seconds, sim_code, state, text, visible
+    site = SecondOrigin(tmp_path)
+    try:
+        g = gateway_factory({"auth": KEYS, "server": {"allowedOrigins": [site.origin]}, "poll": {"intervalSeconds": 1},
+                             "qr": {"ttlSeconds": 30, "maxAttempts": 3}, "simulator": {"firstQrSeconds": 30}})
+        token = json.loads(urllib.request.urlopen(urllib.request.Request(
+            f"{g.http}/api/v1/sessions/demo/token", data=b"{}", method="POST",
+            headers={"Authorization": f"Bearer {SERVICE}", "Content-Type": "application/json"}), timeout=5).read())["data"]["token"]
+        (tmp_path / "embed.js").write_text(EMBED_JS)
+        (tmp_path / "shop.html").write_text(EMBED.format(session="demo", token=token, gateway=g.http))
+        driver.get(f"{site.origin}/shop.html")
+        wait(driver, lambda d: state(d) == "live", 15, "the embedded element never showed a live QR")
+        assert driver.execute_script("return location.origin") == site.origin != g.http
+        code = sim_code(g)
+        assert decode_qr(driver) == code, "the embedded QR does not decode to the simulator's code"
+        first = seconds(text(driver, "countdown"))
+        wait(driver, lambda d: (seconds(text(d, "countdown")) or 99) < first, 3, "the countdown does not tick")
+
+        # "Link with phone number instead": the code shown is the one the phone accepts.
+        by_id(driver, "switch").click()
+        wait(driver, lambda d: visible(d, "phone-form"), 3, "no phone view")
+        by_id(driver, "phone").send_keys("+55 11 98765-4321")
+        by_id(driver, "phone-submit").click()
+        wait(driver, lambda d: visible(d, "pairing-code") and sim(g, "demo")["pairingCode"] is not None
+             and text(d, "pairing-code") == shown(sim(g, "demo")["pairingCode"]), 10, "no pairing code in the element")
+        assert pair_on_phone(g, "demo", "AAAA-0000")[0] == 400 and state(driver) == "live"
+        assert pair_on_phone(g, "demo", text(driver, "pairing-code"))[0] == 200
+        wait(driver, lambda d: state(d) == "linked", 5, "the embedded element never showed the link")
+        assert visible(driver, "linked")
+
+        # The same page against a gateway that does not list this origin: the module is refused (CORS) and the
+        # element never comes to life; neither would its socket (test above).
+        g2 = gateway_factory({"auth": KEYS, "server": {"allowedOrigins": ["https://shop.example.com"]}})
+        (tmp_path / "shop2.html").write_text(EMBED.format(session="demo", token=token, gateway=g2.http))
+        driver.get_log("browser")
+        driver.get(f"{site.origin}/shop2.html")
+        wait(driver, lambda d: any("CORS" in m["message"] for m in d.get_log("browser")), 5, "no CORS refusal of the module")
+        assert driver.execute_script("return customElements.get('qrgate-link') === undefined")
+        assert state(driver) == "none"
+    finally:
+        driver.get("about:blank")
+        site.close()
