@@ -123,8 +123,15 @@ public final class SessionRuntime {
     /// the gateway was down expires now and regenerates or fails).
     public func restore(from stored: [(StoredSession, [StoredEvent])], isolation: isolated any Actor) {
         let now = clock.now()
+        // The stored codes' pictures, drawn on every core before the sessions come back (then cache hits).
+        let codes = stored.compactMap { s, _ in s.state.qr.flatMap { $0.svg.isEmpty ? UpstreamQR(code: $0.code, base64: $0.upstreamImage ? $0.pngDataURL : nil) : nil } }
+        let frames = frames
+        DispatchQueue.concurrentPerform(iterations: codes.count) { i in _ = try? frames.frame(for: codes[i]) }
+        let pictures: SessionRegistry.Pictures = { code, png, pairing in
+            try? frames.frame(for: UpstreamQR(code: code, base64: png, pairingCode: pairing))
+        }
         for (s, events) in stored {
-            registry.restore(s, events: events, now: now)
+            registry.restore(s, events: events, now: now, pictures: pictures)
             byInstance[s.instanceName, default: []].insert(s.id)
             enqueuedSeq[s.id] = s.seq
             logger.info("session \(s.id) restored: \(s.state.status.rawValue), attempt \(s.state.attempt), seq \(s.seq)")
@@ -148,8 +155,9 @@ public final class SessionRuntime {
         let last = enqueuedSeq[id] ?? -1
         guard force || s.seq != last else { return }
         // Countdowns are numbered but not logged at rest: the newest one is stale by the time anyone replays it.
-        let events = s.log.entries(after: max(last, 0)).filter { $0.action != "countdown" }.map {
-            StoredEvent(sessionId: id, seq: $0.seq, action: $0.action, payload: $0.bytes, at: s.lastActiveAt)
+        // A QR event is kept as its code: the pictures are drawn again from it (the renderer is deterministic).
+        let events = s.log.entries(after: max(last, 0)).map {
+            StoredEvent(sessionId: id, seq: $0.seq, action: $0.action, payload: registry.atRest($0, of: id), at: s.lastActiveAt)
         }
         enqueuedSeq[id] = s.seq
         writesInFlight[id, default: 0] += 1

@@ -134,7 +134,9 @@ public final class SQLiteStore: SessionStore, @unchecked Sendable {
     private func session(from row: Row) throws -> StoredSession {
         func date(_ c: String) -> Date? { (row[c] as Double?).map(Date.init(timeIntervalSince1970:)) }
         let qr: SessionQR? = (row["qr_code_text"] as String?).map {
-            SessionQR(code: $0, pngDataURL: row["qr_png"] ?? "", svg: row["qr_svg"] ?? "", pairingCode: row["qr_pairing_code"])
+            // Rows of earlier versions kept the pictures; now only an upstream PNG is kept, the rest is drawn again.
+            SessionQR(code: $0, pngDataURL: row["qr_png"] ?? "", svg: row["qr_svg"] ?? "",
+                      upstreamImage: (row["qr_png"] as String?) != nil && (row["qr_svg"] as String?) == nil, pairingCode: row["qr_pairing_code"])
         }
         let status = SessionMachine.Status(rawValue: row["status"]) ?? .idle
         let state = SessionMachine.Persisted(status: status, qr: qr, qrExpiresAt: date("qr_expires_at"), qrUpdatedAt: date("qr_updated_at"),
@@ -222,8 +224,9 @@ public final class SQLiteStore: SessionStore, @unchecked Sendable {
                 attempt = excluded.attempt, last_error = excluded.last_error, connected_at = excluded.connected_at,
                 last_refresh_at = excluded.last_refresh_at, seq = excluded.seq, last_active_at = excluded.last_active_at,
                 qr_pairing_code = excluded.qr_pairing_code, phone_number_sealed = excluded.phone_number_sealed
-            """, arguments: [s.id, s.instanceName, try s.instanceToken.map(seal), s.numberId, st.status.rawValue, st.qr?.code, st.qr?.pngDataURL,
-                             st.qr?.svg, t(st.qrExpiresAt), t(st.qrUpdatedAt), st.attempt, st.lastError, t(st.connectedAt),
+            """, arguments: [s.id, s.instanceName, try s.instanceToken.map(seal), s.numberId, st.status.rawValue, st.qr?.code,
+                             // The code, not the pictures (drawn again from it); the upstream's own PNG is passed on as it came.
+                             st.qr.flatMap { $0.upstreamImage ? $0.pngDataURL : nil }, nil as String?, t(st.qrExpiresAt), t(st.qrUpdatedAt), st.attempt, st.lastError, t(st.connectedAt),
                              t(st.lastRefreshAt), s.seq, s.createdAt.timeIntervalSince1970, s.lastActiveAt.timeIntervalSince1970,
                              st.qr?.pairingCode, try s.phoneNumber.map(seal)])
     }
@@ -232,6 +235,12 @@ public final class SQLiteStore: SessionStore, @unchecked Sendable {
         for e in events {
             try db.execute(sql: "INSERT OR REPLACE INTO events (session_id, seq, action, payload, at) VALUES (?, ?, ?, ?, ?)",
                            arguments: [e.sessionId, e.seq, e.action, Data(e.payload), e.at.timeIntervalSince1970])
+        }
+        // A new QR supersedes the older QRs and their pairing codes: a client behind them gets a snapshot,
+        // and a fleet rotating QRs every 20 s does not grow the file by one QR per rotation.
+        if let newest = events.last(where: { $0.action == "qr_generated" }) {
+            try db.execute(sql: "DELETE FROM events WHERE session_id = ? AND seq < ? AND action IN ('qr_generated', 'pairing_code')",
+                           arguments: [s.id, newest.seq])
         }
         if !events.isEmpty {
             // Bounded by count and by age: what `since` recovery can still serve.

@@ -30,7 +30,7 @@ import QRGateCore
         do {
             let store = try SQLiteStore(path: path, eventCapacity: 3, eventMaxAgeSeconds: 3600)
             for seq in 1...5 {
-                try writeAndWait(store, session("a", seq: seq), [StoredEvent(sessionId: "a", seq: seq, action: "qr_generated", payload: Array("{\"seq\":\(seq)}".utf8), at: Date())])
+                try writeAndWait(store, session("a", seq: seq), [StoredEvent(sessionId: "a", seq: seq, action: "qr_expired", payload: Array("{\"seq\":\(seq)}".utf8), at: Date())])
             }
             try writeAndWait(store, session("b", seq: 0, status: .connected, token: nil), [])
             store.close()
@@ -38,7 +38,11 @@ import QRGateCore
         let reopened = try SQLiteStore(path: path, eventCapacity: 3, eventMaxAgeSeconds: 3600)
         let all = try reopened.loadAll()
         #expect(all.map(\.0.id) == ["a", "b"])
-        #expect(all[0].0 == session("a", seq: 5))
+        // The code comes back without its pictures (ours are drawn again from it).
+        var expected = session("a", seq: 5)
+        expected.state.qr?.pngDataURL = ""
+        expected.state.qr?.svg = ""
+        #expect(all[0].0 == expected)
         #expect(all[0].1.map(\.seq) == [3, 4, 5]) // bounded by count
         #expect(all[1].0.state.status == .connected && all[1].0.instanceToken == nil)
         // The instance token is not in the file in clear.
@@ -52,19 +56,44 @@ import QRGateCore
         #expect(perms == 0o600)
     }
 
+    @Test func codesNotPicturesAndANewQRSupersedesTheOlderOnes() throws {
+        defer { try? FileManager.default.removeItem(at: dir) }
+        do {
+            let store = try SQLiteStore(path: path, eventCapacity: 100, eventMaxAgeSeconds: 3600)
+            for seq in 1...6 {
+                let action = seq % 3 == 0 ? "qr_expired" : (seq % 3 == 1 ? "qr_generated" : "pairing_code")
+                try writeAndWait(store, session("a", seq: seq), [StoredEvent(sessionId: "a", seq: seq, action: action, payload: Array("{\"seq\":\(seq)}".utf8), at: Date())])
+            }
+            // An upstream's own PNG is kept, as it came.
+            var upstream = session("u", seq: 1)
+            upstream.state.qr = SessionQR(code: "2@u", pngDataURL: "data:image/png;base64,UPSTREAM", svg: "<svg>ours</svg>", upstreamImage: true)
+            try writeAndWait(store, upstream, [])
+            store.close()
+        }
+        let all = try SQLiteStore(path: path, eventCapacity: 100, eventMaxAgeSeconds: 3600).loadAll()
+        // Seq 1 (QR) and 2 (its pairing code) are superseded by the QR of seq 4; the rest stays.
+        #expect(all[0].1.map(\.seq) == [3, 4, 5, 6])
+        #expect(all[0].0.state.qr?.svg == "" && all[0].0.state.qr?.pngDataURL == "")
+        #expect(all[1].0.state.qr == SessionQR(code: "2@u", pngDataURL: "data:image/png;base64,UPSTREAM", svg: "", upstreamImage: true))
+        let raw = try Data(contentsOf: URL(fileURLWithPath: path)) + ((try? Data(contentsOf: URL(fileURLWithPath: path + "-wal"))) ?? Data())
+        #expect(raw.range(of: Data("<svg".utf8)) == nil)
+    }
+
     @Test func aSeqOnlyChangeKeepsTheRowWhole() throws {
         defer { try? FileManager.default.removeItem(at: dir) }
         do {
             let store = try SQLiteStore(path: path, eventCapacity: 10, eventMaxAgeSeconds: 3600)
             try writeAndWait(store, session("a", seq: 1), [])
             var next = session("a", seq: 1)
-            next.seq = 7 // countdowns: only the numbering moved
+            next.seq = 7 // only the numbering moved
             try writeAndWait(store, next, [])
             store.close()
         }
         let row = try SQLiteStore(path: path, eventCapacity: 10, eventMaxAgeSeconds: 3600).loadAll()[0].0
         var expected = session("a", seq: 1)
         expected.seq = 7
+        expected.state.qr?.pngDataURL = ""
+        expected.state.qr?.svg = ""
         #expect(row == expected)
     }
 

@@ -14,6 +14,12 @@ public enum SessionEventEncoding {
         return iso.string(from: d)
     }
 
+    /// The inverse of `iso8601`.
+    public static func date(_ s: String) -> Date? {
+        isoLock.lock(); defer { isoLock.unlock() }
+        return iso.date(from: s)
+    }
+
     /// Puts the pictures of `qr` a subscriber asked for into `o` (`qrText`, `qrSvg`, `qrCode`); with no QR,
     /// each asked-for field is null.
     static func putQR(_ qr: SessionQR?, formats: QRFormats, into o: inout [String: JSONValue]) {

@@ -44,12 +44,50 @@ public final class SessionRegistry {
     }
 
     /// Puts a stored session back: its machine continues by the same rules, its numbering goes on.
-    public func restore(_ stored: StoredSession, events: [StoredEvent], now: Date) {
+    /// Pictures for a stored code: `(code, the upstream's PNG when it sent one, pairing code)` → the QR, or nil
+    /// when it cannot be drawn. The renderer is deterministic, so the store keeps codes, not pictures.
+    public typealias Pictures = (_ code: String, _ upstreamPNG: String?, _ pairingCode: String?) -> SessionQR?
+
+    /// Puts a stored session back: its machine continues by the same rules, its numbering goes on. QRs stored
+    /// without their pictures are drawn again; `qr_generated` events stored as their code are re-encoded, so a
+    /// replay after a restart carries the same pictures. The log keeps the stored events' contiguous tail
+    /// (older QR events are dropped at rest once superseded): a `since` before it gets a snapshot.
+    public func restore(_ stored: StoredSession, events: [StoredEvent], now: Date, pictures: Pictures) {
+        var state = stored.state
+        if let qr = state.qr, qr.svg.isEmpty || qr.pngDataURL.isEmpty {
+            state.qr = pictures(qr.code, qr.upstreamImage ? qr.pngDataURL : nil, qr.pairingCode)
+            if state.qr == nil { state.qrExpiresAt = nil }
+        }
+        let machine = SessionMachine(rules: rules, restoring: state, now: now)
+        var tail: [StoredEvent] = []
+        for e in events.reversed() {
+            guard e.seq == (tail.first?.seq ?? stored.seq + 1) - 1 else { break }
+            tail.insert(e, at: 0)
+        }
         var log = EventLog(capacity: logCapacity)
-        for e in events { log.append(EventLog.Entry(seq: e.seq, action: e.action, bytes: e.payload)) }
+        for e in tail {
+            if e.action == "qr_generated", let o = JSONValue.parse(e.payload), let code = o["qrText"]?.stringValue, o["qrSvg"] == nil,
+               let exp = o["qrExpiresAt"]?.stringValue.flatMap(SessionEventEncoding.date), let attempt = o["attempt"]?.intValue,
+               let ms = o["timestamp"]?.intValue, let qr = machine.qr?.code == code ? machine.qr : pictures(code, nil, nil) {
+                let at = Date(timeIntervalSince1970: Double(ms) / 1000)
+                let event = SessionEvent.qrGenerated(qr, expiresAt: exp, attempt: attempt)
+                let bytes = SessionEventEncoding.event(event, session: stored.id, seq: e.seq, now: at, maxAttempts: machine.maxAttempts,
+                                                       numberId: stored.numberId)
+                log.append(EventLog.Entry(seq: e.seq, action: e.action, bytes: bytes, event: event, at: at))
+            } else {
+                log.append(EventLog.Entry(seq: e.seq, action: e.action, bytes: e.payload))
+            }
+        }
         sessions[stored.id] = Session(id: stored.id, instanceName: stored.instanceName, instanceToken: stored.instanceToken,
-                                      numberId: stored.numberId, phoneNumber: stored.phoneNumber, machine: SessionMachine(rules: rules, restoring: stored.state, now: now),
+                                      numberId: stored.numberId, phoneNumber: stored.phoneNumber, machine: machine,
                                       seq: stored.seq, log: log, createdAt: stored.createdAt, lastActiveAt: stored.lastActiveAt)
+    }
+
+    /// How a logged event is kept at rest: a `qr_generated` as its code (`qrText`) without pictures.
+    public func atRest(_ e: EventLog.Entry, of id: String) -> [UInt8] {
+        guard case .qrGenerated? = e.event, let event = e.event, let at = e.at, let s = sessions[id] else { return e.bytes }
+        return SessionEventEncoding.event(event, session: id, seq: e.seq, now: at, maxAttempts: s.machine.maxAttempts,
+                                          numberId: s.numberId, formats: .code)
     }
 
     /// The stored form of a session.
