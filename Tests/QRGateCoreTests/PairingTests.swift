@@ -78,3 +78,21 @@ import Testing
         #expect(!String(decoding: bytes, as: UTF8.self).contains("987654321"))
     }
 }
+
+@Suite struct EventLogTests {
+    func entry(_ seq: Int, _ action: String) -> EventLog.Entry { EventLog.Entry(seq: seq, action: action, bytes: Array(action.utf8)) }
+
+    @Test func aNewQRSupersedesTheOlderOnesAndTheLogStaysContiguous() throws {
+        var log = EventLog(capacity: 256)
+        for (i, a) in ["qr_generated", "pairing_code", "qr_expired", "qr_regenerating", "qr_generated", "pairing_code", "upstream_error"].enumerated() {
+            log.append(entry(i + 1, a))
+        }
+        // Everything up to the previous QR's pairing code went when the second QR came.
+        #expect(log.entries(after: 0).map(\.seq) == [3, 4, 5, 6, 7])
+        #expect(try #require(log.after(2, lastSeq: 7)).map(\.seq) == [3, 4, 5, 6, 7])
+        #expect(log.after(1, lastSeq: 7) == nil)
+        // However many rotations: one QR frame held.
+        for seq in 8...500 { log.append(entry(seq, "qr_generated")) }
+        #expect(log.entries(after: 0).map(\.seq) == [500])
+    }
+}

@@ -250,7 +250,10 @@ import Testing
         _ = reg.apply(.start, to: "s", now: t0)
         for i in 0..<3 { _ = reg.apply(.upstreamQR(SessionQR(code: "c\(i)", pngDataURL: "p", svg: "s")), to: "s", now: t0) }
         // The missed events, then the time left now (unnumbered).
-        #expect(reg.welcome(session: "s", since: 1, now: t0).map { json($0)["seq"] as? Int } == [2, 3, nil])
+        #expect(reg.welcome(session: "s", since: 2, now: t0).map { json($0)["seq"] as? Int } == [3, nil])
+        // Behind an older QR, superseded since: a snapshot (with the same, newest QR).
+        let behind = json(reg.welcome(session: "s", since: 1, now: t0)[0])
+        #expect(behind["action"] as? String == "snapshot" && behind["recovered"] as? Bool == false)
         #expect(reg.welcome(session: "s", since: 3, now: t0).map { json($0)["action"] as? String } == ["countdown"])
         let snap = json(reg.welcome(session: "s", since: nil, now: t0)[0])
         #expect(snap["action"] as? String == "snapshot" && snap["seq"] as? Int == 3 && snap["recovered"] == nil)

@@ -1,6 +1,6 @@
 import Foundation
 
-/// The recent events of one session, for `since` recovery: bounded by count.
+/// The recent events of one session, for `since` recovery: bounded by count, and to one QR frame (the newest).
 public struct EventLog: Sendable {
     public struct Entry: Sendable {
         public let seq: Int
@@ -21,6 +21,12 @@ public struct EventLog: Sendable {
     public init(capacity: Int) { self.capacity = max(1, capacity) }
 
     public mutating func append(_ e: Entry) {
+        // A new QR supersedes the older ones: the log drops everything up to the previous QR (or its pairing
+        // code), so it stays contiguous and holds one QR frame however many rotations there were; a client
+        // behind that point gets a snapshot, which carries the same QR.
+        if e.action == "qr_generated", let last = entries.lastIndex(where: { $0.action == "qr_generated" || $0.action == "pairing_code" }) {
+            entries.removeFirst(last + 1)
+        }
         entries.append(e)
         if entries.count > capacity { entries.removeFirst(entries.count - capacity) }
     }
