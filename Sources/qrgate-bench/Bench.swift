@@ -222,14 +222,18 @@ struct Fanout: ParsableCommand {
 struct Countdown: ParsableCommand {
     static let configuration = CommandConfiguration(abstract: "S sessions × M subscribers with 1 Hz countdowns; latency of every countdown.")
     @OptionGroup var common: Common
-    @Option(help: "Sessions (ids s0…s{S-1}, which must exist).") var sessions = 100
+    @Option(help: "Sessions (ids {prefix}0…{prefix}{S-1}, which must exist).") var sessions = 100
     @Option(help: "Subscribers per session.") var perSession = 10
     @Option(help: "Seconds to measure.") var duration: Double = 10
+    @Option(help: "Session id prefix.") var prefix = "s"
+    @Option(help: "The action whose latency is measured (countdown, or qr_generated for a fleet's rotations).") var match = "countdown"
+    @Option(help: "Formats to subscribe with, comma-separated (e.g. svg, as the page); none: the standard frame.") var formats = ""
 
     func run() throws {
-        let s = sessions
-        let client = LoadClient(target: try common.target(), match: "\"countdown\"") { i in
-            Array(#"{"op":"subscribe","session":"s\#(i % s)"}"#.utf8)
+        let s = sessions, prefix = prefix
+        let f = formats.isEmpty ? "" : #","formats":["# + formats.split(separator: ",").map { "\"\($0)\"" }.joined(separator: ",") + "]"
+        let client = LoadClient(target: try common.target(), match: "\"\(match)\"") { i in
+            Array(#"{"op":"subscribe","session":"\#(prefix)\#(i % s)""#.utf8) + Array(f.utf8) + Array("}".utf8)
         }
         let total = sessions * perSession
         let rate = try common.connect(client, clients: total)
@@ -239,7 +243,7 @@ struct Countdown: ParsableCommand {
         Thread.sleep(forTimeInterval: duration)
         let t = client.take()
         var r: [String: Any] = Stats.summary(t.latencies)
-        r.merge(["scenario": "countdown", "clients": total, "sessions": sessions, "delivered": t.received,
+        r.merge(["scenario": match == "countdown" ? "countdown" : "fleet-\(match)", "clients": total, "sessions": sessions, "delivered": t.received,
                  "expected": Int(Double(total) * duration), "messages_per_s": Double(t.received) / duration, "connections_per_s": rate]) { $1 }
         if let c0 = cpu0, let c1 = common.serverCPUSeconds() { r["server_cpu_share"] = (c1 - c0) / duration }
         client.stop()
