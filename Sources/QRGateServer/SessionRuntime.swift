@@ -82,12 +82,21 @@ public final class SessionRuntime {
         }
     }
 
-    /// Countdowns, once per interval, for the sessions someone watches (nothing for the others).
+    /// Countdown slots per interval: each session ticks once per interval, in the slot of its own expiry.
+    /// One burst per interval made the last of 10 000 subscribers wait ~200 ms; 50 slots keep the latency
+    /// of per-session timers at half their CPU (Benchmarks/results/NOTES.md, issue 19).
+    static let countdownSlots = 50
+    private var countdownsDone: Date?
+
+    /// Countdowns, once per interval per session, for the sessions someone watches (nothing for the others),
+    /// spread over `countdownSlots` slots of the interval.
     func startCountdowns(every seconds: Double, isolation: isolated any Actor) {
-        timers.schedule(after: seconds) { [weak self] in
+        timers.schedule(after: seconds / Double(Self.countdownSlots)) { [weak self] in
             guard let self else { return }
             _ = isolation
-            self.registry.tickCountdowns(now: self.clock.now())
+            let now = self.clock.now()
+            self.registry.tickCountdowns(now: now, since: self.countdownsDone ?? now.addingTimeInterval(-seconds / Double(Self.countdownSlots)))
+            self.countdownsDone = now
             self.startCountdowns(every: seconds, isolation: isolation)
         }
     }

@@ -215,6 +215,33 @@ import Testing
         #expect(snap["remaining"] as? Int == 28)
     }
 
+    @Test func aFleetsCountdownsAreSpreadOverTheIntervalEachSessionOncePerInterval() {
+        let hub = Hub(), transport = RecordingTransport()
+        hub.transport = transport
+        let reg = SessionRegistry(rules: SessionRules(ttlSeconds: 30, maxAttempts: 2, countdownIntervalSeconds: 1), hub: hub, logCapacity: 8)
+        for i in 0..<100 {
+            let id = "s\(i)", at = t0.addingTimeInterval(Double(i) / 100 + 0.005) // expiries spread over the second
+            reg.create(id: id, instanceName: id, now: at)
+            _ = reg.apply(.start, to: id, now: at)
+            _ = reg.apply(.upstreamQR(SessionQR(code: id, pngDataURL: "p", svg: "s")), to: id, now: at)
+            hub.subscribe(UInt64(i), to: id)
+        }
+        transport.sent.removeAll()
+        var perCall: [Int] = [], last = t0.addingTimeInterval(10)
+        for k in 1...20 {
+            let now = t0.addingTimeInterval(10 + Double(k) * 0.05)
+            perCall.append(reg.tickCountdowns(now: now, since: last))
+            last = now
+        }
+        // 20 calls over one interval: every session once, about five per call, never all at once.
+        #expect(perCall.reduce(0, +) == 100 && perCall.max()! <= 6, "\(perCall)")
+        #expect(Set(transport.sent.map { json($0.bytes)["sessionId"] as? String }).count == 100)
+        // Each on its own whole second: 20 s left, not 19.something rounded up from a burst.
+        #expect(transport.sent.allSatisfy { json($0.bytes)["remaining"] as? Int == 20 })
+        // A late call catches up on the slots it missed.
+        #expect(reg.tickCountdowns(now: t0.addingTimeInterval(12), since: t0.addingTimeInterval(11.5)) == 50)
+    }
+
     @Test func qrFramesAreEncodedOncePerFormatSetInUse() {
         let hub = Hub(), transport = RecordingTransport()
         hub.transport = transport

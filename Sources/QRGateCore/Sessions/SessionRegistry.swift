@@ -132,13 +132,26 @@ public final class SessionRegistry {
         return (e, SessionEventEncoding.event(e, session: id, seq: nil, now: now, maxAttempts: s.machine.maxAttempts, numberId: nil))
     }
 
-    /// Pushes the time left of every session that shows a QR and that someone watches (once per
-    /// `qr.countdownIntervalSeconds`): computed from `qrExpiresAt`, not numbered, not stored. Returns how many.
+    /// Pushes the time left of the sessions that show a QR and that someone watches: computed from
+    /// `qrExpiresAt`, not numbered, not stored. Returns how many. Each session ticks on its own whole seconds:
+    /// a call takes the sessions whose expiry falls, within the countdown interval, between `since` and `now`
+    /// (all of them without `since`), so calls many times per interval spread a fleet's countdowns over it
+    /// instead of one burst that the last subscriber waits through, and a late call catches up.
     @discardableResult
-    public func tickCountdowns(now: Date) -> Int {
+    public func tickCountdowns(now: Date, since: Date? = nil) -> Int {
+        let interval = rules.countdownIntervalSeconds
+        let window = since.map { min(max(0, now.timeIntervalSince($0)), interval) } ?? interval
+        let end = now.timeIntervalSince1970.truncatingRemainder(dividingBy: interval)
+        func due(_ exp: Date) -> Bool {
+            guard window < interval else { return true }
+            // The expiry's phase in the interval, in (end - window, end], wrapping around.
+            var d = (end - exp.timeIntervalSince1970.truncatingRemainder(dividingBy: interval)).truncatingRemainder(dividingBy: interval)
+            if d < 0 { d += interval }
+            return d < window
+        }
         var n = 0
-        for (id, s) in sessions where s.machine.status == .pending && s.machine.qrExpiresAt != nil && hub.isWatched(id) {
-            guard let c = countdown(session: id, now: now) else { continue }
+        for (id, s) in sessions where s.machine.status == .pending {
+            guard let exp = s.machine.qrExpiresAt, due(exp), hub.isWatched(id), let c = countdown(session: id, now: now) else { continue }
             hub.publish(Publication(session: id, seq: nil, event: c.event, bytes: c.bytes, coalesceKey: "countdown:\(id)"))
             n += 1
         }
