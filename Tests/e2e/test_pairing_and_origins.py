@@ -324,3 +324,34 @@ def test_an_app_on_another_origin_embeds_the_element_through_the_whole_flow(driv
     finally:
         driver.get("about:blank")
         site.close()
+
+
+def test_pairing_codes_arriving_by_webhook_reach_the_page_without_a_poll(gateway_factory):
+    """Evolution's `qrcode.updated` webhook carries `pairingCode` beside the new QR: it feeds the session as a poll
+    would (polls are a minute apart here, so only the webhook can bring the rotated code in time)."""
+    from pagekit import free_port
+    port = free_port()
+    g = gateway_factory({"poll": {"intervalSeconds": 60}, "qr": {"ttlSeconds": 60}, "refresh": {"minIntervalSeconds": 0},
+                         "simulator": {"firstQrSeconds": 60, "pairingFirstSeconds": 1, "nextQrSeconds": 1,
+                                       "webhookURL": f"http://127.0.0.1:{port}/webhooks/evolution"}},
+                        extra_args=("--port", str(port)))
+
+    async def main():
+        async with websockets.connect(g.ws) as ws:
+            async def next_of(action, seconds=10):
+                end = time.monotonic() + seconds
+                while True:
+                    m = json.loads(await asyncio.wait_for(ws.recv(), max(0.1, end - time.monotonic())))
+                    if m["action"] == action:
+                        return m
+            await next_of("hello")
+            await ws.send(json.dumps({"op": "subscribe", "session": "demo", "formats": ["code"]}))
+            await next_of("snapshot")
+            await ws.send(json.dumps({"op": "pair", "session": "demo", "phoneNumber": "5511987654321"}))
+            first = await next_of("pairing_code")
+            # The simulator rotates after a second and says so by webhook: a new QR, then its new code.
+            qr = await next_of("qr_generated", seconds=5)
+            second = await next_of("pairing_code", seconds=2)
+            assert second["code"] != first["code"] and second["seq"] == qr["seq"] + 1
+            assert second["code"] == shown(sim(g, "demo")["pairingCode"]) or sim(g, "demo")["refs"] > 2
+    run(main(), 30)
