@@ -74,6 +74,9 @@ public final class EvolutionSimulator {
     /// linked, deleted) no longer matches its `qrExpiresAt` and is skipped: each request and each
     /// rotation costs O(log n), whatever the number of instances.
     private var deadlines = Heap<Deadline>()
+    /// Deadlines taken off the heap so far: the work rotations and expiries cost, counted (one per rotation,
+    /// whatever the number of instances; tests hold it).
+    public private(set) var deadlinesVisited = 0
     private var rng = SystemRandomNumberGenerator()
 
     public init(config: Config.Simulator, frames: QRFrameFactory) {
@@ -90,6 +93,7 @@ public final class EvolutionSimulator {
     public func advance(now: Date) -> [SimulatorWebhook] {
         while let top = deadlines.min, top.at <= now {
             deadlines.removeMin()
+            deadlinesVisited += 1
             guard var i = instances[top.name], i.state == .connecting, i.qrExpiresAt == top.at else { continue }
             if i.refs < config.maxRefs {
                 i.refs += 1
