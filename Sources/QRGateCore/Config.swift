@@ -332,12 +332,14 @@ public struct Config: Codable, Sendable, Equatable {
         if !(simulator.firstQrSeconds > 0) { throw .invalid(key: "simulator.firstQrSeconds", reason: "must be greater than 0") }
         if !(simulator.nextQrSeconds > 0) { throw .invalid(key: "simulator.nextQrSeconds", reason: "must be greater than 0") }
         for (i, o) in server.allowedOrigins.enumerated() {
-            guard let u = URL(string: o), let scheme = u.scheme, ["http", "https"].contains(scheme), u.host != nil,
-                  u.path.isEmpty, u.query == nil, !o.hasSuffix("/") else {
+            guard let u = URL(string: o), let scheme = u.scheme, ["http", "https"].contains(scheme), let host = u.host,
+                  host == host.lowercased(), scheme == scheme.lowercased(), u.path.isEmpty, u.query == nil, u.fragment == nil,
+                  u.user == nil, !o.hasSuffix("/") else {
                 throw .invalid(key: "server.allowedOrigins[\(i)]", reason: "must be an origin like https://app.example.com (scheme, host, optional port; no path)")
             }
         }
-        if server.frameAncestors.isEmpty || server.frameAncestors.contains(where: { $0 == ";" || $0 == "," || $0.isNewline }) {
+        if server.frameAncestors.isEmpty || server.frameAncestors.utf8.count > 512
+            || server.frameAncestors.contains(where: { $0 == ";" || $0 == "," || $0.isNewline }) {
             throw .invalid(key: "server.frameAncestors", reason: "must be a CSP source list such as 'self', 'none' or https://portal.example.com")
         }
         if !(simulator.pairingFirstSeconds > 0) { throw .invalid(key: "simulator.pairingFirstSeconds", reason: "must be greater than 0") }

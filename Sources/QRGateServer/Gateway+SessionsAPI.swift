@@ -151,8 +151,10 @@ extension Gateway {
             runtime.add(id: id, instanceName: instance, instanceToken: token, numberId: number, phoneNumber: phone, isolation: self)
         } else {
             if let token { runtime.setInstanceToken(token, for: id, isolation: self) }
-            if let phone {
+            if let phone, runtime.registry[id]?.phoneNumber != phone {
                 // Linking by phone number from now on: a new round, whose QR comes with a pairing code.
+                // (The same number again is just a start: a backend calling init on every page load does not
+                // replace the code the user is typing.)
                 if case let .rateLimited(wait)? = runtime.pair(id, phoneNumber: phone, isolation: self) {
                     throw APIError(status: 429, reason: "refreshed too recently; try again in \(wait) s", headers: [("Retry-After", String(wait))])
                 }
@@ -247,6 +249,8 @@ extension Gateway {
             throw APIError(status: 400, reason: SessionMachine.alreadyConnectedMessage)
         case let .rateLimited(wait)?:
             throw APIError(status: 429, reason: "refreshed too recently; try again in \(wait) s", headers: [("Retry-After", String(wait))])
+        case .noAttemptsLeft?:
+            throw APIError(status: 409, reason: "no attempts left")
         case .accepted?, nil:
             answerWithNextQR(id, connection: connection, message: "QR code refreshed. Please scan within \(config.qr.ttlSeconds) seconds.")
             return nil

@@ -113,12 +113,16 @@ extension Gateway {
                                        "timestamp": .int(ServerMessage.milliseconds(now))]), to: connection)
         case let .rateLimited(wait)?:
             reject(ProtocolError(.rateLimited, "refreshed too recently; try again in \(wait) s"), to: connection, session: session,
-                   extra: ["retryAfter": .int(wait)])
+                   extra: ["retryAfter": .int(wait)])        case .noAttemptsLeft?:
+            reject(ProtocolError(.forbidden, "no attempts left"), to: connection, session: session)
         }
     }
 
     /// Link by phone number: anyone who may watch the session may ask (the person at the page is the
-    /// one linking), as often as a refresh is allowed.
+    /// one linking). A browser's request spends one of the session's attempts and only while it shows
+    /// codes (pending): a leaked token cannot keep a session alive, revive a failed one, or send pairing
+    /// prompts to phone after phone; asking again for the number that already has a valid code starts no
+    /// new round. Services and admins reset the attempts, as a refresh does.
     private func pair(_ connection: ConnectionID, session: String, phoneNumber: String) {
         guard let peer = sockets[connection] else { return }
         guard runtime.registry[session] != nil else {
@@ -128,13 +132,18 @@ extension Gateway {
             return reject(ProtocolError(peer.role >= .service ? .forbidden : .unauthorized, "no credential for session \(session)"), to: connection, session: session)
         }
         let now = clock.now()
-        switch runtime.pair(session, phoneNumber: phoneNumber, isolation: self) {
+        let requested = ServerMessage.encode(["action": .string("pairing_requested"), "sessionId": .string(session),
+                                              "pairingPhone": .string(PhoneNumber.masked(phoneNumber)),
+                                              "timestamp": .int(ServerMessage.milliseconds(now))])
+        let browser = peer.role < .service
+        if browser, let s = runtime.registry[session], s.phoneNumber == phoneNumber, s.machine.status == .pending, s.machine.qr?.pairingCode != nil {
+            return send(requested, to: connection) // that code is still good: the snapshot and events carry it
+        }
+        switch runtime.pair(session, phoneNumber: phoneNumber, asAttempt: browser, isolation: self) {
         case nil:
             reject(ProtocolError(.unknownSession, "no session \(session)"), to: connection, session: session)
         case .accepted?:
-            send(ServerMessage.encode(["action": .string("pairing_requested"), "sessionId": .string(session),
-                                       "pairingPhone": .string(PhoneNumber.masked(phoneNumber)),
-                                       "timestamp": .int(ServerMessage.milliseconds(now))]), to: connection)
+            send(requested, to: connection)
         case .alreadyConnected?:
             send(ServerMessage.encode(["action": .string("connected"), "sessionId": .string(session),
                                        "message": .string(SessionMachine.alreadyConnectedMessage),
@@ -142,6 +151,9 @@ extension Gateway {
         case let .rateLimited(wait)?:
             reject(ProtocolError(.rateLimited, "asked too recently; try again in \(wait) s"), to: connection, session: session,
                    extra: ["retryAfter": .int(wait)])
+        case .noAttemptsLeft?:
+            reject(ProtocolError(.forbidden, "no attempts left for a new code on this session; its service can start it again"),
+                   to: connection, session: session)
         }
     }
 

@@ -2,6 +2,7 @@ import Foundation
 import Logging
 import QRGateCore
 import QRGateUpstream
+import Synchronization
 
 /// Runs the session machines for the actor that owns them (the gateway, pinned to its loop): their
 /// timers, their upstream commands and the refresh cycle. Not Sendable: every method runs isolated to
@@ -133,11 +134,17 @@ public final class SessionRuntime {
     public func restore(from stored: [(StoredSession, [StoredEvent])], isolation: isolated any Actor) {
         let now = clock.now()
         // The stored codes' pictures, drawn on every core before the sessions come back (then cache hits).
+        // Kept here, not in the factory's bounded cache, which a fleet larger than it would evict before use.
         let codes = stored.compactMap { s, _ in s.state.qr.flatMap { $0.svg.isEmpty ? UpstreamQR(code: $0.code, base64: $0.upstreamImage ? $0.pngDataURL : nil) : nil } }
         let frames = frames
-        DispatchQueue.concurrentPerform(iterations: codes.count) { i in _ = try? frames.frame(for: codes[i]) }
+        let drawn = Mutex<[String: SessionQR]>([:])
+        DispatchQueue.concurrentPerform(iterations: codes.count) { i in
+            if let f = try? frames.frame(for: codes[i]) { drawn.withLock { $0[codes[i].code] = f } }
+        }
+        let ready = drawn.withLock { $0 }
         let pictures: SessionRegistry.Pictures = { code, png, pairing in
-            try? frames.frame(for: UpstreamQR(code: code, base64: png, pairingCode: pairing))
+            let qr = UpstreamQR(code: code, base64: png, pairingCode: pairing)
+            return ready[code].map { QRFrameFactory.paired($0, qr) } ?? (try? frames.frame(for: qr))
         }
         for (s, events) in stored {
             registry.restore(s, events: events, now: now, pictures: pictures)
@@ -163,7 +170,6 @@ public final class SessionRuntime {
         guard let s = registry[id], let stored = registry.stored(id) else { return }
         let last = enqueuedSeq[id] ?? -1
         guard force || s.seq != last else { return }
-        // Countdowns are numbered but not logged at rest: the newest one is stale by the time anyone replays it.
         // A QR event is kept as its code: the pictures are drawn again from it (the renderer is deterministic).
         let events = s.log.entries(after: max(last, 0)).map {
             StoredEvent(sessionId: id, seq: $0.seq, action: $0.action, payload: registry.atRest($0, of: id), at: s.lastActiveAt)
@@ -195,22 +201,23 @@ public final class SessionRuntime {
         reschedule(id, isolation: isolation)
     }
 
-    /// Links by phone number from now on (`phoneNumber`: validated digits; nil goes back to QR only),
-    /// starting a new round at once: the next QR comes with a pairing code. Rate-limited like a refresh.
-    public func pair(_ id: String, phoneNumber: String?, isolation: isolated any Actor) -> RefreshOutcome? {
+    /// Links by phone number from now on (`phoneNumber`: validated digits), starting a new round at once:
+    /// the next QR comes with a pairing code. Rate-limited like a refresh; `asAttempt` (a browser asking)
+    /// spends one of the session's attempts instead of resetting them.
+    public func pair(_ id: String, phoneNumber: String, asAttempt: Bool = false, isolation: isolated any Actor) -> RefreshOutcome? {
         guard let s = registry[id] else { return nil }
         if s.machine.status == .connected { return .alreadyConnected }
         let previous = s.phoneNumber
         registry.setPhoneNumber(phoneNumber, for: id)
-        let outcome = refresh(id, message: phoneNumber == nil ? SessionMachine.refreshMessage : SessionMachine.pairingMessage, isolation: isolation)
+        let outcome = refresh(id, message: SessionMachine.pairingMessage, asAttempt: asAttempt, isolation: isolation)
         // A refused round leaves the session as it was.
         if outcome != .accepted { registry.setPhoneNumber(previous, for: id) }
-        if let phoneNumber, outcome == .accepted { logger.info("session \(id): pairing code requested for \(PhoneNumber.masked(phoneNumber))") }
+        if outcome == .accepted { logger.info("session \(id): pairing code requested for \(PhoneNumber.masked(phoneNumber))") }
         return outcome
     }
 
-    public func refresh(_ id: String, message: String = SessionMachine.refreshMessage, isolation: isolated any Actor) -> RefreshOutcome? {
-        guard let r = registry.refresh(id, now: clock.now(), message: message) else { return nil }
+    public func refresh(_ id: String, message: String = SessionMachine.refreshMessage, asAttempt: Bool = false, isolation: isolated any Actor) -> RefreshOutcome? {
+        guard let r = registry.refresh(id, now: clock.now(), message: message, asAttempt: asAttempt) else { return nil }
         persist(id, force: r.outcome == .accepted, isolation: isolation)
         for c in r.commands { execute(c, for: id, isolation: isolation) }
         reschedule(id, isolation: isolation)

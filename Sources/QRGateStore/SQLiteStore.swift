@@ -238,9 +238,13 @@ public final class SQLiteStore: SessionStore, @unchecked Sendable {
         }
         // A new QR supersedes the older QRs and their pairing codes: a client behind them gets a snapshot,
         // and a fleet rotating QRs every 20 s does not grow the file by one QR per rotation.
+        // As the in-memory log does: everything up to the previous QR (or its code) goes, which a restore
+        // could not replay anyway (it keeps the contiguous tail).
         if let newest = events.last(where: { $0.action == "qr_generated" }) {
-            try db.execute(sql: "DELETE FROM events WHERE session_id = ? AND seq < ? AND action IN ('qr_generated', 'pairing_code')",
-                           arguments: [s.id, newest.seq])
+            try db.execute(sql: """
+                DELETE FROM events WHERE session_id = ? AND seq <= (SELECT MAX(seq) FROM events WHERE session_id = ? AND seq < ?
+                    AND action IN ('qr_generated', 'pairing_code'))
+                """, arguments: [s.id, s.id, newest.seq])
         }
         if !events.isEmpty {
             // Bounded by count and by age: what `since` recovery can still serve.

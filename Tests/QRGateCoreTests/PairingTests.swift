@@ -58,6 +58,19 @@ import Testing
         #expect(m.refresh(now: at(2), message: SessionMachine.pairingMessage).outcome == .rateLimited(retryAfterSeconds: 2))
     }
 
+    @Test func aBrowsersPairRequestSpendsAnAttemptAndNeverRevivesASession() {
+        var m = SessionMachine(rules: rules) // maxAttempts 2, refreshMinIntervalSeconds 3
+        #expect(m.refresh(now: t0, asAttempt: true).outcome == .noAttemptsLeft) // idle: nothing to replace
+        _ = m.handle(.start, now: t0)
+        _ = m.handle(.upstreamQR(qr("A")), now: t0)
+        let first = m.refresh(now: at(1), message: SessionMachine.pairingMessage, asAttempt: true)
+        #expect(first.outcome == .accepted && m.attempt == 1 && first.events == [.qrRegenerating(attempt: 1, message: SessionMachine.pairingMessage)])
+        #expect(m.refresh(now: at(5), asAttempt: true).outcome == .accepted && m.attempt == 2)
+        #expect(m.refresh(now: at(9), asAttempt: true).outcome == .noAttemptsLeft)
+        // A service's refresh still starts over.
+        #expect(m.refresh(now: at(13)).outcome == .accepted && m.attempt == 0)
+    }
+
     @Test func thePairOpValidatesTheNumber() throws {
         #expect(try ClientMessage.parse(Array(#"{"op":"pair","session":"s1","phoneNumber":"+5511987654321"}"#.utf8))
                 == .pair(session: "s1", phoneNumber: "5511987654321"))

@@ -458,6 +458,24 @@ def test_supabase_auth_tokens_hs256_es256_rs256(gateway_factory, tmp_path):
                 answer += chunk
         assert b" 401 " in answer.split(b"\r\n", 1)[0] and b"Invalid JWT: token has expired" in answer, answer
 
+        # On a topic that is not a session's, browsers (the anon key) are among themselves: they never hear services.
+        socks = {}
+        for name, key in (("anon", anon), ("svc1", service), ("svc2", service)):
+            socks[name] = await websockets.connect(f"ws://{g.host}:{g.port}/realtime/v1/websocket?apikey={key}&vsn=1.0.0")
+            await socks[name].send(json.dumps({"topic": "realtime:ops", "event": "phx_join", "ref": "1", "join_ref": "1",
+                                               "payload": {"config": {"broadcast": {"self": False}}}}))
+            while json.loads(await asyncio.wait_for(socks[name].recv(), 5))["event"] != "phx_reply":
+                pass
+        await socks["svc1"].send(json.dumps({"topic": "realtime:ops", "event": "broadcast", "ref": None,
+                                             "payload": {"type": "broadcast", "event": "deploy", "payload": {"secret": 1}}}))
+        assert json.loads(await asyncio.wait_for(socks["svc2"].recv(), 5))["payload"]["event"] == "deploy"
+        with pytest.raises(asyncio.TimeoutError):
+            while True:
+                m = json.loads(await asyncio.wait_for(socks["anon"].recv(), 1))
+                assert m["event"] != "broadcast", m
+        for ws in socks.values():
+            await ws.close()
+
         # QRGate's own socket takes the same user token: its session, and no other.
         async with websockets.connect(f"ws://{g.host}:{g.port}/ws?token={user(es_key, 'ES256', 'es-1')}") as ws:
             assert json.loads(await asyncio.wait_for(ws.recv(), 5))["role"] == "browser"

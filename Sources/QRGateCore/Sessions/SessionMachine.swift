@@ -102,6 +102,9 @@ public enum RefreshOutcome: Sendable, Equatable {
     case accepted
     case alreadyConnected
     case rateLimited(retryAfterSeconds: Int)
+    /// A request that spends an attempt (a browser's pairing request) when none is left, or when the
+    /// session is not showing codes (pending).
+    case noAttemptsLeft
 }
 
 /// One session's lifecycle as a value: `handle(input, now)` returns what to push and what to do.
@@ -276,8 +279,11 @@ public struct SessionMachine: Sendable, Equatable {
 
     /// An admin asks for a fresh QR: no attempt limit, but at most one per `refreshMinIntervalSeconds`.
     /// Every subscriber learns at once that the shown QR is going away (`qr_regenerating`, attempt 0).
-    public mutating func refresh(now: Date, message: String = refreshMessage) -> (outcome: RefreshOutcome, events: [SessionEvent], commands: [SessionCommand]) {
+    /// `asAttempt`: the round spends one of the attempts instead of resetting them (a browser's pairing
+    /// request: it may replace the code the user sees, but never keep a session alive past its attempts).
+    public mutating func refresh(now: Date, message: String = refreshMessage, asAttempt: Bool = false) -> (outcome: RefreshOutcome, events: [SessionEvent], commands: [SessionCommand]) {
         if status == .connected { return (.alreadyConnected, [], []) }
+        if asAttempt, status != .pending || attempt >= rules.maxAttempts { return (.noAttemptsLeft, [], []) }
         if let last = lastRefreshAt {
             let wait = last.addingTimeInterval(rules.refreshMinIntervalSeconds).timeIntervalSince(now)
             if wait > 0 { return (.rateLimited(retryAfterSeconds: Int(wait.rounded(.up))), [], []) }
@@ -285,7 +291,7 @@ public struct SessionMachine: Sendable, Equatable {
         lastRefreshAt = now
         generation += 1
         status = .pending
-        attempt = 0
+        attempt = asAttempt ? attempt + 1 : 0
         lastError = nil
         consecutiveFailures = 0
         retryAt = nil
@@ -294,7 +300,7 @@ public struct SessionMachine: Sendable, Equatable {
         var commands: [SessionCommand] = []
         inFlight = false // a running poll's answer is now stale (older generation); this refresh goes out now
         issue(.logoutThenFetch, into: &commands, now: now)
-        return (.accepted, [.qrRegenerating(attempt: 0, message: message)], commands)
+        return (.accepted, [.qrRegenerating(attempt: attempt, message: message)], commands)
     }
 
     /// The fields a store keeps; enough to continue by the same rules after a restart.

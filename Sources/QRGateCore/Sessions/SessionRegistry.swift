@@ -109,9 +109,9 @@ public final class SessionRegistry {
         return commands
     }
 
-    public func refresh(_ id: String, now: Date, message: String = SessionMachine.refreshMessage) -> (outcome: RefreshOutcome, commands: [SessionCommand])? {
+    public func refresh(_ id: String, now: Date, message: String = SessionMachine.refreshMessage, asAttempt: Bool = false) -> (outcome: RefreshOutcome, commands: [SessionCommand])? {
         guard var s = sessions[id] else { return nil }
-        let r = s.machine.refresh(now: now, message: message)
+        let r = s.machine.refresh(now: now, message: message, asAttempt: asAttempt)
         sessions[id] = s
         publish(r.events, of: id, now: now)
         return (r.outcome, r.commands)
@@ -201,8 +201,13 @@ public final class SessionRegistry {
             s.log.append(EventLog.Entry(seq: s.seq, action: event.action, bytes: bytes, event: event, at: now))
             sessions[id] = s
             observer?(s, event)
-            // Only the newest QR matters to a peer that is behind (and the newest countdown: tickCountdowns).
-            let key: String? = if case .qrGenerated = event { "qr:\(id)" } else { nil }
+            // Only the newest QR and its pairing code matter to a peer that is behind (and the newest countdown:
+            // tickCountdowns); each replaces its unsent predecessor in place, so the order stays QR, then code.
+            let key: String? = switch event {
+            case .qrGenerated: "qr:\(id)"
+            case .pairingCode: "pc:\(id)"
+            default: nil
+            }
             let seq = s.seq, maxAttempts = s.machine.maxAttempts, numberId = s.numberId
             let variant: ((QRFormats) -> [UInt8])? = SessionEventEncoding.carriesQR(event)
                 ? { SessionEventEncoding.event(event, session: id, seq: seq, now: now, maxAttempts: maxAttempts, numberId: numberId, formats: $0) }

@@ -179,10 +179,11 @@ public final class Authenticator: Sendable {
 
     /// A short-lived token that opens exactly one session, as a browser.
     public func issueBrowserToken(session: String, now: Date = Date()) async throws -> (token: String, expiresAt: Date) {
-        let exp = now.addingTimeInterval(browserTokenTTL)
+        // Whole seconds, as the claim carries them: the answer's expiresAt is the token's.
+        let exp = Date(timeIntervalSince1970: now.addingTimeInterval(browserTokenTTL).timeIntervalSince1970.rounded(.down))
         let claims = BrowserClaims(sub: SubjectClaim(value: session), role: "browser", iss: IssuerClaim(value: Self.ownIssuer),
                                    iat: IssuedAtClaim(value: Date(timeIntervalSince1970: now.timeIntervalSince1970.rounded(.down))),
-                                   exp: ExpirationClaim(value: Date(timeIntervalSince1970: exp.timeIntervalSince1970.rounded(.down))))
+                                   exp: ExpirationClaim(value: exp))
         return (try await signing.sign(claims, kid: JWKIdentifier(string: Self.ownKID)), exp)
     }
 
@@ -194,7 +195,9 @@ public final class Authenticator: Sendable {
               let alg = header.alg else { return .failure(.malformedToken) }
         // The header names the key; nothing of the payload is read before its signature holds.
         let kid = header.kid
-        let isOwn = kid == Self.ownKID
+        // Ours by kid; a kid-less HS256 token is ours too when no Supabase secret claims that shape (tokens
+        // issued before the kid was added, during an upgrade).
+        let isOwn = kid == Self.ownKID || (kid == nil && alg == "HS256" && supabase?.hs256 == nil)
         let key: any JWTAlgorithm
         if isOwn {
             key = own
@@ -208,11 +211,14 @@ public final class Authenticator: Sendable {
         // The key decides the algorithm; a header asking for another one is refused, never followed.
         guard key.name == alg else { return .failure(.algorithmMismatch(header: alg, key: key.name)) }
         guard let signature = try? Base64.decode(bytes: parts.signature, options: [.base64UrlAlphabet, .omitPaddingCharacter]),
-              (try? key.verify(signature, signs: bytes[..<(parts.signature.startIndex - 1)])) == true else { return .failure(.badSignature) }
+              (try? key.verify(signature, signs: bytes[..<(parts.signature.startIndex - 1)])) == true else {
+            // A kid-less HS256 token that is not ours is most likely a Supabase one this gateway was not told about.
+            return .failure(isOwn && kid == nil && supabase == nil ? .supabaseNotConfigured : .badSignature)
+        }
         guard let claims = try? parser.parse(bytes, as: TokenClaims.self).payload else { return .failure(.malformedToken) }
         guard let exp = claims.exp else { return .failure(.missingClaim("exp")) }
         do { try exp.verifyNotExpired(currentDate: now) } catch {
-            return .failure(.expired(secondsAgo: max(0, Int(now.timeIntervalSince(exp.value)))))
+            return .failure(.expired(secondsAgo: Int(clamping: Int64(max(0, min(now.timeIntervalSince(exp.value), 1e15))))))
         }
         if let nbf = claims.nbf {
             do { try nbf.verifyNotBefore(currentDate: now) } catch { return .failure(.notYetValid) }
@@ -308,7 +314,8 @@ struct TokenClaims: JWTPayload {
 
     func encode(to encoder: any Encoder) throws { try all.encode(to: encoder) }
 
-    /// The checks that need no configuration; the verifier runs them on its own clock.
+    /// jwt-kit's hook, for verification through its key collection; QRGate's verifier checks `exp` and `nbf`
+    /// itself, on the gateway's clock, and never calls this.
     func verify(using _: some JWTAlgorithm) throws {
         try exp?.verifyNotExpired()
         try nbf?.verifyNotBefore()

@@ -99,8 +99,10 @@ extension LWSLoop {
     /// The answer's own headers, the security headers every answer carries, and CORS for an allowed origin.
     private func headers(of response: HTTPResponse, to c: LWSConnection) -> [(String, String)] {
         var h = response.headers + options.responseHeaders
+        // Answers differ by Origin once some origins are allowed: caches must keep them apart.
+        if !options.corsOrigins.isEmpty { h.append(("Vary", "Origin")) }
         if let origin = c.request?.headers["origin"], options.corsOrigins.contains(origin) {
-            h += [("Access-Control-Allow-Origin", origin), ("Vary", "Origin"), ("Access-Control-Expose-Headers", "Retry-After")]
+            h += [("Access-Control-Allow-Origin", origin), ("Access-Control-Expose-Headers", "Retry-After")]
         }
         return h
     }
@@ -119,10 +121,12 @@ extension LWSLoop {
                 var p: UnsafeMutablePointer<UInt8>? = start
                 let end = start + buf.count - 1
                 for (name, value) in allHeaders {
-                    _ = lws_add_http_header_by_name(wsi, name.lowercased() + ":", value, Int32(value.utf8.count), &p, end)
+                    // A header that does not fit fails the answer rather than serving a page without its CSP.
+                    if lws_add_http_header_by_name(wsi, name.lowercased() + ":", value, Int32(value.utf8.count), &p, end) != 0 { return -1 }
                 }
                 return p! - start
             }
+            if n < 0 { return -1 }
             let r = extra.withUnsafeBufferPointer { buf in
                 lws_serve_http_file(wsi, path, mime, n > 0 ? UnsafeRawPointer(buf.baseAddress!).assumingMemoryBound(to: CChar.self) : nil, Int32(n))
             }

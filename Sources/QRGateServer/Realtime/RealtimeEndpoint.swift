@@ -308,10 +308,13 @@ public final class RealtimeEndpoint {
         if members[ch.memberKey]?.isEmpty == true { members[ch.memberKey] = nil }
     }
 
-    /// The broadcast scope of a credential: every unscoped key shares one; a tenant's key its prefix's.
-    /// Browser tokens share the unscoped one (their session topics are checked at join anyway).
+    /// The broadcast scope of a credential on topics that are not a session's: every unscoped key shares
+    /// one, a tenant's key its prefix's, and browsers (QRGate browser tokens, a Supabase user's or anon
+    /// token) one of their own, so the anon key every frontend bundle carries never reads nor writes what
+    /// services broadcast. Session topics are checked at join and shared by whoever may see the session.
     static func scope(of p: Principal) -> String {
-        p.prefix.map { "tenant:\($0)|" } ?? ""
+        if p.role < .service { return "browser|" }
+        return p.prefix.map { "tenant:\($0)|" } ?? ""
     }
 
     // MARK: Presence
