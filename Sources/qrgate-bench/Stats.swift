@@ -8,7 +8,9 @@ enum Stats {
         return sorted[rank]
     }
 
+    /// Percentiles of the latencies; empty (no key, so no NaN in the JSON) when nothing was measured.
     static func summary(_ latencies: [Double]) -> [String: Double] {
+        guard !latencies.isEmpty else { return [:] }
         let s = latencies.sorted()
         return ["p50_ms": percentile(s, 50), "p90_ms": percentile(s, 90), "p99_ms": percentile(s, 99), "max_ms": s.last ?? .nan]
     }

@@ -17,7 +17,14 @@ def test_benchmark_smoke_run_writes_a_report(tmp_path):
     assert {("fanout", "qrgate"), ("countdown", "qrgate"), ("firehose", "qrgate"), ("footprint", "qrgate"),
             ("refresh", "qrgate (defaults)")} <= scenarios
     assert any(s == "fanout" and srv != "qrgate" for s, srv in scenarios), "no peer ran"
+    fleet = [x for x in data["runs"] if x["scenario"] == "fleet"]
+    assert len(fleet) == 3, fleet
+    # The fleet rows report the gateway's CPU, RSS and database growth; with subscribers, rotations were seen.
+    assert all(x["cpu_share"] >= 0 and x["rss_mib"] > 0 and "db_growth_bytes_per_min" in x for x in fleet), fleet
+    assert fleet[2]["delivered"] > 0 and fleet[2]["p99_ms"] >= 0, fleet[2]
     for run in data["runs"]:
+        if run["scenario"] == "fleet":
+            continue
         if run["scenario"] in ("countdown", "firehose"):
             # Ticks counted over a window of D seconds: each stream may show one tick more or less at its edges.
             streams = run["clients"] if run["scenario"] == "countdown" else run["sessions"]
