@@ -83,20 +83,24 @@ public final class SessionRuntime {
         }
     }
 
-    /// Countdown slots per interval: each session ticks once per interval, in the slot of its own expiry.
-    /// One burst per interval made the last of 10 000 subscribers wait ~200 ms; 50 slots keep the latency
-    /// of per-session timers at half their CPU (Benchmarks/results/NOTES.md, issue 19).
+    /// The finest spread of countdowns: at most this many wake-ups per interval. Each session ticks once
+    /// per interval on its own whole second; the loop wakes when the next one is due (once a second for one
+    /// watched session), never on a fixed fast beat: a wake-up costs a `poll()` over every connection, which
+    /// a 50 Hz beat paid even with one session (Benchmarks/results/NOTES.md, issue 19).
     static let countdownSlots = 50
     private var countdownsDone: Date?
 
-    /// Countdowns, once per interval per session, for the sessions someone watches (nothing for the others),
-    /// spread over `countdownSlots` slots of the interval.
+    /// Countdowns, once per interval per session, for the sessions someone watches (nothing for the others).
     func startCountdowns(every seconds: Double, isolation: isolated any Actor) {
-        timers.schedule(after: seconds / Double(Self.countdownSlots)) { [weak self] in
+        let now = clock.now()
+        let slot = seconds / Double(Self.countdownSlots)
+        // Nobody watching a QR: look again in an interval (a new subscriber has its snapshot's `remaining`).
+        let due = registry.nextCountdown(after: now) ?? now.addingTimeInterval(seconds)
+        timers.schedule(at: max(due, now.addingTimeInterval(slot))) { [weak self] in
             guard let self else { return }
             _ = isolation
             let now = self.clock.now()
-            self.registry.tickCountdowns(now: now, since: self.countdownsDone ?? now.addingTimeInterval(-seconds / Double(Self.countdownSlots)))
+            self.registry.tickCountdowns(now: now, since: self.countdownsDone ?? now.addingTimeInterval(-slot))
             self.countdownsDone = now
             self.startCountdowns(every: seconds, isolation: isolation)
         }

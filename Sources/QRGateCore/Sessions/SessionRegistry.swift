@@ -132,6 +132,20 @@ public final class SessionRegistry {
         return (e, SessionEventEncoding.event(e, session: id, seq: nil, now: now, maxAttempts: s.machine.maxAttempts, numberId: nil))
     }
 
+    /// When the next watched session's whole second comes (its countdown is due), or nil when none shows a QR
+    /// to anyone: the loop sleeps until then instead of waking on a fixed beat.
+    public func nextCountdown(after now: Date) -> Date? {
+        let interval = rules.countdownIntervalSeconds
+        var next: Double?
+        for (id, s) in sessions where s.machine.status == .pending {
+            guard let exp = s.machine.qrExpiresAt, exp > now, hub.isWatched(id) else { continue }
+            var left = exp.timeIntervalSince(now).truncatingRemainder(dividingBy: interval)
+            if left <= 0 { left += interval }
+            next = min(next ?? left, left)
+        }
+        return next.map { now.addingTimeInterval($0) }
+    }
+
     /// Pushes the time left of the sessions that show a QR and that someone watches: computed from
     /// `qrExpiresAt`, not numbered, not stored. Returns how many. Each session ticks on its own whole seconds:
     /// a call takes the sessions whose expiry falls, within the countdown interval, between `since` and `now`
