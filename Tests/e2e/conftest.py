@@ -82,3 +82,14 @@ def gateway_factory():
 @pytest.fixture
 def gateway(gateway_factory):
     return gateway_factory({})
+
+
+@pytest.fixture(scope="module")
+def driver():
+    """Headless Chromium, one per test module (the page, the client, the embedding tests)."""
+    from pagekit import chrome  # pagekit imports this module: import it when the fixture runs
+    d = chrome()
+    d.set_page_load_timeout(20)
+    d.set_script_timeout(10)
+    yield d
+    d.quit()

@@ -17,7 +17,7 @@ import pytest
 from websockets.sync.client import connect as ws_connect
 
 from conftest import ROOT
-from pagekit import (MMSS, by_id, chrome, classes, clear_faults, decode_qr, faults, request, restart_on, seconds, sim_code,
+from pagekit import (MMSS, by_id, classes, clear_faults, decode_qr, faults, request, restart_on, seconds, sim_code,
                      state, text, visible, wait)
 
 URGENT = (180, 35, 42)
@@ -48,15 +48,6 @@ if (new URLSearchParams(location.search).get("watch")) {
   gate.watch({ all: true }).on("frame", (f) => { if (f.sessionId === s.id) rec.watch.push({ seq: f.seq, action: f.action }); });
 }
 """
-
-
-@pytest.fixture(scope="module")
-def driver():
-    d = chrome()
-    d.set_page_load_timeout(20)
-    d.set_script_timeout(10)
-    yield d
-    d.quit()
 
 
 @pytest.fixture(autouse=True)

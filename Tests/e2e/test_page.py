@@ -12,7 +12,7 @@ import pytest
 from selenium.webdriver.common.by import By
 from websockets.sync.client import connect as ws_connect
 
-from pagekit import (MMSS, browser_token, by_id, chrome, classes, clear_faults, decode_qr, faults, free_port, request,
+from pagekit import (MMSS, browser_token, by_id, classes, clear_faults, decode_qr, faults, free_port, request,
                      restart_on, scan, seconds, sim_code, state, text, visible, wait)
 
 FAST = {"poll": {"intervalSeconds": 1}, "simulator": {"firstQrSeconds": 30, "nextQrSeconds": 20}}
@@ -24,15 +24,6 @@ def config(**over):
     c = {**FAST, "qr": {"ttlSeconds": 30, "maxAttempts": 2}}
     c.update(over)
     return c
-
-
-@pytest.fixture(scope="module")
-def driver():
-    d = chrome()
-    d.set_page_load_timeout(20)
-    d.set_script_timeout(10)
-    yield d
-    d.quit()
 
 
 @pytest.fixture(autouse=True)

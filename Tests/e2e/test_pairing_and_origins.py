@@ -15,7 +15,7 @@ import pytest
 import websockets
 
 from apihelp import call
-from pagekit import chrome, wait
+from pagekit import wait
 
 SERVICE = "svc-key-0123456789"
 ADMIN = "adm-key-0123456789"
@@ -227,15 +227,6 @@ const ws = new WebSocket(gw.replace("http", "ws") + "/ws");
 ws.onmessage = (m) => { window.probe.ws = "open:" + JSON.parse(m.data).action; ws.close(); };
 ws.onerror = () => { if (!window.probe.ws) window.probe.ws = "refused"; };
 """
-
-
-@pytest.fixture(scope="module")
-def driver():
-    d = chrome()
-    d.set_page_load_timeout(20)
-    d.set_script_timeout(10)
-    yield d
-    d.quit()
 
 
 def test_in_chromium_csp_blocks_injected_inline_script_and_origins_are_enforced(driver, gateway_factory, tmp_path):

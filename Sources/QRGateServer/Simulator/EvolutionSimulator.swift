@@ -258,13 +258,7 @@ public final class EvolutionSimulator {
         case (.post, "scan"):
             guard parts.count == 2, var i = instances[parts[1]] else { return .error(404, "no such instance") }
             guard i.state == .connecting, i.code != nil else { return .error(409, "instance \(i.name) shows no QR to scan (state \(i.state.rawValue))") }
-            i.state = .open
-            i.code = nil
-            i.pairing = nil
-            i.qrExpiresAt = nil
-            instances[i.name] = i
-            webhook(i, event: "connection.update", data: ["instance": .string(i.name), "state": .string("open"), "statusReason": .int(200)])
-            return .json(200, ["success": true, "instance": i.name, "state": "open"])
+            return link(&i)
         case (.post, "pair"):
             // The user typed the pairing code on the phone.
             guard parts.count == 2, var i = instances[parts[1]] else { return .error(404, "no such instance") }
@@ -275,13 +269,7 @@ public final class EvolutionSimulator {
                 return .error(400, "body must be {\"code\": \"ABCD-EFGH\"}")
             }
             guard PairingCode.normalize(typed) == PairingCode.normalize(expected) else { return .error(400, "wrong pairing code") }
-            i.state = .open
-            i.code = nil
-            i.pairing = nil
-            i.qrExpiresAt = nil
-            instances[i.name] = i
-            webhook(i, event: "connection.update", data: ["instance": .string(i.name), "state": .string("open"), "statusReason": .int(200)])
-            return .json(200, ["success": true, "instance": i.name, "state": "open"])
+            return link(&i)
         case (.post, "disconnect"):
             // The phone unlinks the device.
             guard parts.count == 2, var i = instances[parts[1]] else { return .error(404, "no such instance") }
@@ -327,6 +315,17 @@ public final class EvolutionSimulator {
         default:
             return .error(404, "no such simulator endpoint")
         }
+    }
+
+    /// The phone linked (a scanned QR or a typed pairing code): state `open`, said by webhook.
+    private func link(_ i: inout Instance) -> HTTPResponse {
+        i.state = .open
+        i.code = nil
+        i.pairing = nil
+        i.qrExpiresAt = nil
+        instances[i.name] = i
+        webhook(i, event: "connection.update", data: ["instance": .string(i.name), "state": .string("open"), "statusReason": .int(200)])
+        return .json(200, ["success": true, "instance": i.name, "state": "open"])
     }
 
     private func oauth(_ req: HTTPRequest, now: Date) -> SimulatorReply {
