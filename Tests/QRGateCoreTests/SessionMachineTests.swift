@@ -242,6 +242,24 @@ import Testing
         #expect(reg.tickCountdowns(now: t0.addingTimeInterval(12), since: t0.addingTimeInterval(11.5)) == 50)
     }
 
+    @Test func aQRIssuedInsideTheWindowGetsNoCountdownUntilItsFirstWholeSecond() {
+        let hub = Hub(), transport = RecordingTransport()
+        hub.transport = transport
+        let reg = SessionRegistry(rules: SessionRules(ttlSeconds: 30, maxAttempts: 5, countdownIntervalSeconds: 1), hub: hub, logCapacity: 8)
+        reg.create(id: "s", instanceName: "s", now: t0)
+        _ = reg.apply(.start, to: "s", now: t0)
+        hub.subscribe(1, to: "s")
+        // A slot timer armed for some other phase fires 0.4 s after a new QR: the QR's phase lies in the
+        // window, but no whole second of its countdown has passed (qr_generated said 30 s left).
+        let issued = t0.addingTimeInterval(10.3)
+        _ = reg.apply(.upstreamQR(SessionQR(code: "A", pngDataURL: "p", svg: "s")), to: "s", now: issued)
+        #expect(reg.tickCountdowns(now: issued.addingTimeInterval(0.4), since: issued.addingTimeInterval(-0.5)) == 0)
+        // Its first whole second comes one interval after it appeared: 29 s left.
+        transport.sent.removeAll()
+        #expect(reg.tickCountdowns(now: issued.addingTimeInterval(1.01), since: issued.addingTimeInterval(0.4)) == 1)
+        #expect(json(transport.sent[0].bytes)["remaining"] as? Int == 29)
+    }
+
     @Test func qrFramesAreEncodedOncePerFormatSetInUse() {
         let hub = Hub(), transport = RecordingTransport()
         hub.transport = transport

@@ -156,16 +156,18 @@ public final class SessionRegistry {
         let interval = rules.countdownIntervalSeconds
         let window = since.map { min(max(0, now.timeIntervalSince($0)), interval) } ?? interval
         let end = now.timeIntervalSince1970.truncatingRemainder(dividingBy: interval)
-        func due(_ exp: Date) -> Bool {
+        func due(_ exp: Date, shownSince: Date?) -> Bool {
             guard window < interval else { return true }
             // The expiry's phase in the interval, in (end - window, end], wrapping around.
             var d = (end - exp.timeIntervalSince1970.truncatingRemainder(dividingBy: interval)).truncatingRemainder(dividingBy: interval)
             if d < 0 { d += interval }
-            return d < window
+            // The whole second crossed must come after the QR appeared: a QR issued inside the window has the
+            // phase of its own issue time, where its `qr_generated` already told the time left.
+            return d < window && now.addingTimeInterval(-d).timeIntervalSince(shownSince ?? .distantPast) > 0.001
         }
         var n = 0
         for (id, s) in sessions where s.machine.status == .pending {
-            guard let exp = s.machine.qrExpiresAt, due(exp), hub.isWatched(id), let c = countdown(session: id, now: now) else { continue }
+            guard let exp = s.machine.qrExpiresAt, due(exp, shownSince: s.machine.qrUpdatedAt), hub.isWatched(id), let c = countdown(session: id, now: now) else { continue }
             hub.publish(Publication(session: id, seq: nil, event: c.event, bytes: c.bytes, coalesceKey: "countdown:\(id)"))
             n += 1
         }
