@@ -23,6 +23,10 @@ final class LWSConnection {
     /// Since when (monotonic µs) the outbox has held more than `outboxBytes`; 0 when it does not.
     var overSince: Int64 = 0
     var closeCode: Int32 = 0
+    /// The peer sent something since our last WRITEABLE turn. lws answers pings at that turn, so a frame
+    /// written at once could overtake the pong of a ping that came before the message it answers
+    /// (Autobahn 5.7, 5.19): until the turn, frames queue.
+    var readSinceWriteable = true
     var closeReason = ""
 
     init(id: ConnectionID, wsi: OpaquePointer) { self.id = id; self.wsi = wsi }

@@ -58,6 +58,19 @@ extension LWSLoop {
     @discardableResult
     func send(_ frame: WireFrame, to id: ConnectionID, coalesceKey: String?, marker: Bool = false) -> Bool {
         guard let c = connections[id], c.isWebSocket, c.closeCode == 0 else { return false }
+        // Nothing queued here or in lws: the frame leaves at once, in one `send`, without waiting for a
+        // WRITEABLE turn (each turn is a `poll()` over every connection of the loop). What the kernel does
+        // not take, lws 4.1 keeps (its `buflist_out`) and sends before anything else; the next frames then
+        // queue in the outbox, where flow control counts them. No `lws_send_pipe_choked` first: it is a
+        // `poll()` syscall per frame, and lws 4.1 no longer refuses back-to-back writes (output.c).
+        if c.outbox.isEmpty, !c.readSinceWriteable, lws_partial_buffered(c.wsi) == 0 {
+            guard frame.write(to: c.wsi) >= 0 else {
+                lws_set_timeout(c.wsi, PENDING_TIMEOUT_CLOSE_SEND, LWS_TO_KILL_ASYNC)
+                return false
+            }
+            if marker { server?.toDelegate(from: self) { $0.webSocketWritten(id) } }
+            return true
+        }
         let before = c.outbox.bytes
         if c.outbox.push(frame, size: frame.count, key: coalesceKey, marker: marker) {
             coalesced.add(1, ordering: .relaxed)
@@ -103,6 +116,7 @@ extension LWSLoop {
 
     func receive(_ c: LWSConnection, _ input: UnsafeMutableRawPointer?, _ len: Int) -> Int32 {
         if c.closeCode != 0 { return 0 }
+        c.readSinceWriteable = true
         if c.rx.count + len > options.maxMessageBytes {
             c.rx = []
             c.rxOversize = true
@@ -126,6 +140,7 @@ extension LWSLoop {
     }
 
     func writeFrame(_ c: LWSConnection) -> Int32 {
+        c.readSinceWriteable = false
         if c.closeCode != 0 {
             var bytes = Array(c.closeReason.utf8)
             lws_close_reason(c.wsi, lws_close_status(rawValue: UInt32(c.closeCode)), &bytes, bytes.count)
@@ -144,8 +159,9 @@ extension LWSLoop {
                 let id = c.id
                 server?.toDelegate(from: self) { $0.webSocketWritten(id) }
             }
+            // A write the kernel did not take whole is held by lws: stop there (no `poll()` per frame).
             if c.closeCode != 0 || c.outbox.isEmpty || frames >= Self.framesPerWrite || bytes >= Self.bytesPerWrite
-                || lws_send_pipe_choked(c.wsi) != 0 { break }
+                || lws_partial_buffered(c.wsi) != 0 { break }
         }
         if c.overSince != 0, c.outbox.bytes <= options.outboxBytes { c.overSince = 0 }
         if !c.outbox.isEmpty || c.closeCode != 0 { lws_callback_on_writable(c.wsi) }
