@@ -192,10 +192,17 @@ def test_since_recovers_missed_events_after_a_dropped_connection(gateway_factory
     run(main())
 
 
+def slow_consumers_closed(g):
+    body = urllib.request.urlopen(g.http + "/metrics", timeout=10).read().decode()
+    return sum(float(line.split()[-1]) for line in body.splitlines() if line.startswith("qrgate_slow_consumers_closed_total"))
+
+
 def test_a_slow_reader_is_closed_and_the_others_are_unaffected(gateway_factory):
     """A service subscribed to every session stops reading: QR frames of 40 sessions pile up past the
     outbox bound (frames of one session coalesce, different sessions do not) and it is closed; a browser
-    on one session keeps getting its frames."""
+    on one session keeps getting its frames. Frames go straight to the kernel while it takes them, so the
+    outbox only fills once the kernel's send buffer for the socket is full (it grows to a few MB): the
+    admin refreshes round after round until the gateway reports the reader closed."""
     sessions = [{"sessionId": f"s{i}"} for i in range(40)]
     g = gateway_factory({"qr": {"ttlSeconds": 60}, "refresh": {"minIntervalSeconds": 0}, "server": {"outboxBytes": 16384, "slowConsumerSeconds": 1, "messagesPerSecond": 5000},
                          "sessions": sessions})
@@ -214,14 +221,18 @@ def test_a_slow_reader_is_closed_and_the_others_are_unaffected(gateway_factory):
         await recv(slow)
         await slow.send(json.dumps({"op": "subscribe", "session": "*"}))
         # The slow reader stops reading; an admin refreshes every session, round after round.
-        browser_qrs = 0
-        for round_ in range(8):
+        browser_qrs, closed_at = 0, None
+        for round_ in range(60):
             for i in range(40):
                 await admin.send(json.dumps({"op": "refresh", "session": f"s{i}"}))
                 assert (await until(admin, "refreshing"))["sessionId"] == f"s{i}"
             browser_qrs += 1
             await until(browser, "qr_generated")
-        assert browser_qrs == 8
+            if await asyncio.to_thread(slow_consumers_closed, g) >= 1:
+                closed_at = round_
+                break
+        assert closed_at is not None, "60 rounds of 40 QR frames and the reader that never reads is still open"
+        assert browser_qrs == closed_at + 1
         with pytest.raises(websockets.ConnectionClosed) as closed:
             while True:
                 await asyncio.wait_for(slow.recv(), 10)
