@@ -22,6 +22,7 @@ let package = Package(
         .package(url: "https://github.com/groue/GRDB.swift", from: "7.0.0"),
         .package(url: "https://github.com/apple/swift-metrics", from: "2.5.0"),
         .package(url: "https://github.com/swift-server/swift-prometheus", from: "2.0.0"),
+        .package(url: "https://github.com/vapor/postgres-nio", from: "1.33.2"),
     ],
     targets: [
         // C libraries, wrapped once each (module.modulemap + prefixed shim.h).
@@ -45,8 +46,15 @@ let package = Package(
             .product(name: "GRDB", package: "GRDB.swift"),
             .product(name: "Crypto", package: "swift-crypto"),
         ]),
+        // PostgreSQL through PostgresNIO, in its own target: its NIO names stay out of the server's code.
+        .target(name: "QRGatePostgres", dependencies: [
+            "QRGateCore", "QRGateStore",
+            .product(name: "PostgresNIO", package: "postgres-nio"),
+            .product(name: "Crypto", package: "swift-crypto"),
+            .product(name: "Logging", package: "swift-log"),
+        ]),
         .target(name: "QRGateServer", dependencies: [
-            "QRGateStore",
+            "QRGateStore", "QRGatePostgres",
             .product(name: "Metrics", package: "swift-metrics"),
             .product(name: "Prometheus", package: "swift-prometheus"),
             "CWebSockets", "QRGateCore", "QRGateQR", "QRGateUpstream", "QRGateHTTP",
@@ -57,7 +65,7 @@ let package = Package(
             .product(name: "Logging", package: "swift-log"),
         ]),
         .executableTarget(name: "qrgate", dependencies: [
-            "QRGateCore", "QRGateServer", "QRGateStore",
+            "QRGateCore", "QRGateServer", "QRGateStore", "QRGatePostgres",
             .product(name: "ArgumentParser", package: "swift-argument-parser"),
             .product(name: "Logging", package: "swift-log"),
         ]),
@@ -73,7 +81,7 @@ let package = Package(
         .testTarget(name: "QRGateCoreTests", dependencies: ["QRGateCore"]),
         .testTarget(name: "QRGateQRTests", dependencies: ["QRGateQR", "QRGateCore", "QRGateTestSupport"]),
         .testTarget(name: "QRGateUpstreamTests", dependencies: ["QRGateUpstream", "QRGateServer", "QRGateHTTP", "QRGateCore", "QRGateQR", "QRGateTestSupport"]),
-        .testTarget(name: "QRGateStoreTests", dependencies: ["QRGateStore", "QRGateCore"]),
+        .testTarget(name: "QRGateStoreTests", dependencies: ["QRGateStore", "QRGatePostgres", "QRGateCore"]),
         .testTarget(name: "QRGateServerTests", dependencies: ["QRGateServer", "QRGateHTTP", "QRGateCore", "QRGateQR", "QRGateUpstream", "QRGateTestSupport",
                                                           .product(name: "JWTKit", package: "jwt-kit")]),
     ]

@@ -6,6 +6,7 @@ extension Config {
         "EVOLUTION_API_BASE_URL": ["upstream", "baseURL"],
         "EVOLUTION_API_KEY": ["upstream", "apiKey"],
         "SUPABASE_JWT_SECRET": ["auth", "supabase", "jwtSecret"],
+        "DATABASE_URL": ["store", "url"],
     ]
 
     /// Builds a configuration from the JSON text of a file (nil: defaults only) and the environment.

@@ -71,12 +71,22 @@ public struct Config: Codable, Sendable, Equatable {
         public var logCapacity = 256
         /// Stored events older than this are dropped.
         public var maxAgeSeconds = 3600.0
+        /// The events kept per session (in memory and in the store) weigh at most this many bytes, oldest
+        /// dropped first; the newest is always kept.
+        public var maxBytesPerSession = EventLog.defaultMaxBytes
     }
 
     public struct Store: Codable, Sendable, Equatable {
-        /// `sqlite` (durable, the default) or `memory`.
+        /// `sqlite` (durable, the default), `postgres` (`url`), or `memory`.
         public var mode = StoreMode.sqlite
         public var path = "data/qrgate.sqlite"
+        /// `postgres://user:password@host:port/database?sslmode=disable|prefer|require` for `mode = postgres`
+        /// (also `DATABASE_URL` or `QRGATE_STORE_URL`). Logged with its password masked.
+        public var url = ""
+        /// Base64 of 32 bytes sealing instance tokens and phone numbers at rest in PostgreSQL; every node
+        /// needs the same one. Empty: a key is made once and kept in the database itself (weaker: whoever
+        /// reads the database reads the key).
+        public var sealKey = ""
     }
 
     /// One API key of `auth.serviceKeys` / `auth.adminKeys`: a string, or an object scoping it to the
@@ -351,8 +361,18 @@ public struct Config: Codable, Sendable, Equatable {
         if !(refresh.cycleSeconds > 0) { throw .invalid(key: "refresh.cycleSeconds", reason: "must be greater than 0") }
         if !(refresh.minIntervalSeconds >= 0) { throw .invalid(key: "refresh.minIntervalSeconds", reason: "must be 0 or more") }
         try positive(events.logCapacity, "events.logCapacity")
+        if events.maxBytesPerSession < 16 * 1024 {
+            throw .invalid(key: "events.maxBytesPerSession", reason: "must be at least 16384 (one QR frame is about 12 KB), got \(events.maxBytesPerSession)")
+        }
         if !(events.maxAgeSeconds > 0) { throw .invalid(key: "events.maxAgeSeconds", reason: "must be greater than 0") }
         if store.mode == .sqlite && store.path.isEmpty { throw .invalid(key: "store.path", reason: "is required when store.mode is sqlite") }
+        if store.mode == .postgres {
+            if store.url.isEmpty { throw .invalid(key: "store.url", reason: "is required when store.mode is postgres (or set DATABASE_URL)") }
+            if let why = Self.postgresURLProblem(store.url) { throw .invalid(key: "store.url", reason: why) }
+        }
+        if !store.sealKey.isEmpty, Data(base64Encoded: store.sealKey)?.count != 32 {
+            throw .invalid(key: "store.sealKey", reason: "must be the base64 of 32 bytes (openssl rand -base64 32)")
+        }
         for (i, seed) in sessions.enumerated() {
             if !ClientMessage.isValidSessionID(seed.sessionId) { throw .invalid(key: "sessions[\(i)].sessionId", reason: "must be 1–128 characters of A–Z a–z 0–9 . _ : @ -") }
             if let n = seed.instanceName, !ClientMessage.isValidSessionID(n) { throw .invalid(key: "sessions[\(i)].instanceName", reason: "has characters an instance name cannot carry") }
@@ -393,7 +413,20 @@ public enum UpstreamMode: String, Sendable, CaseIterable, ConfigChoice { case si
 public enum EventLoopKind: String, Sendable, CaseIterable, ConfigChoice { case poll, libev }
 
 /// Where sessions are kept (`store.mode`).
-public enum StoreMode: String, Sendable, CaseIterable, ConfigChoice { case sqlite, memory }
+public enum StoreMode: String, Sendable, CaseIterable, ConfigChoice { case sqlite, postgres, memory }
+
+extension Config {
+    /// Why a `store.url` cannot be a PostgreSQL address, or nil when it can.
+    public static func postgresURLProblem(_ url: String) -> String? {
+        guard let c = URLComponents(string: url) else { return "is not a URL" }
+        guard ["postgres", "postgresql"].contains(c.scheme ?? "") else { return "must start with postgres:// (got \(c.scheme.map { "\($0)://" } ?? "no scheme"))" }
+        guard let host = c.host, !host.isEmpty else { return "names no host" }
+        if let mode = c.queryItems?.last(where: { $0.name == "sslmode" })?.value, !["disable", "prefer", "require"].contains(mode) {
+            return "sslmode must be disable, prefer or require (got \(mode))"
+        }
+        return nil
+    }
+}
 
 /// A configuration value that is one of a few words; any other word stops start-up naming the choices.
 public protocol ConfigChoice: RawRepresentable, CaseIterable, Codable where RawValue == String {}

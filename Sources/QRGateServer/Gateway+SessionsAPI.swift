@@ -201,10 +201,17 @@ extension Gateway {
         }
     }
 
-    /// A state change is stored before the call that caused it is answered.
+    /// A state change is stored before the call that caused it is answered; a store that cannot manage it
+    /// within `storeWaitSeconds` gets the call a 503 with the store's reason.
     func respondWhenDurable(_ id: String, _ connection: ConnectionID, _ response: HTTPResponse) {
-        runtime.whenDurable(id) { [server] in server.respond(connection, response) }
+        runtime.whenDurable(id, within: Self.storeWaitSeconds, isolation: self) { [server, store = runtime.store] stored in
+            server.respond(connection, stored ? response
+                : .error(503, "the change is not stored yet: \(store.problem() ?? "the store is slow"); it is written again until the store takes it"))
+        }
     }
+
+    /// How long a call or a subscription waits for the store before it is told the store is not answering.
+    static let storeWaitSeconds = 10.0
 
     func sessionData(_ s: SessionRegistry.Session, message: String? = nil) -> [String: Any] {
         let m = s.machine

@@ -121,7 +121,7 @@ extension Gateway {
         // A new subscription with the same selector replaces the stream still running for it.
         for (sid, st) in peer.streams where st.selector == selector { peer.streams[sid] = nil }
         var seqAtStart: [String: Int] = [:]
-        for id in sinceMap.keys { if let s = registry[id] { seqAtStart[id] = s.seq } }
+        for id in sinceMap.keys { if let s = registry[id] { seqAtStart[id] = s.visibleSeq } }
         peer.streams[nextStream] = SnapshotStream(id: nextStream, selector: selector, ids: ids, since: sinceMap, seqAtStart: seqAtStart,
                                                   formats: formats)
         sockets[connection] = peer
@@ -206,7 +206,7 @@ extension Gateway {
             guard hub.reaches(connection, session: id) else { continue }
             // Nothing missed before the subscription, and live events since: the client is current.
             if let since = st.since[id], since == st.seqAtStart[id] { continue }
-            if let since = st.since[id], registry[id]?.seq == st.seqAtStart[id] {
+            if let since = st.since[id], registry[id]?.visibleSeq == st.seqAtStart[id] {
                 if let frames = registry.replay(session: id, since: since, formats: st.formats) {
                     for f in frames { send(f, to: connection); replayed += f.count }
                     continue

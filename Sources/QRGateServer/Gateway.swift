@@ -107,7 +107,8 @@ public actor Gateway: LWSServerDelegate {
                                  countdownIntervalSeconds: Double(config.qr.countdownIntervalSeconds),
                                  pollIntervalSeconds: config.poll.intervalSeconds, refreshMinIntervalSeconds: config.refresh.minIntervalSeconds,
                                  backoffMaxSeconds: config.poll.backoffMaxSeconds, connectedCheckSeconds: config.poll.connectedIntervalSeconds)
-        runtime = SessionRuntime(registry: SessionRegistry(rules: rules, hub: hub, logCapacity: config.events.logCapacity),
+        runtime = SessionRuntime(registry: SessionRegistry(rules: rules, hub: hub, logCapacity: config.events.logCapacity,
+                                                                 logMaxBytes: config.events.maxBytesPerSession),
                                  timers: timers, frames: frames,
                                  cycleSeconds: config.refresh.cycleSeconds, store: store, metrics: metrics, logger: logger)
         realtime = RealtimeEndpoint(server: server, auth: auth, registry: runtime.registry, demoMode: demoMode, clock: clock, logger: logger)

@@ -2,6 +2,7 @@ import Foundation
 import Logging
 import QRGateCore
 import QRGateHTTP
+import QRGatePostgres
 import QRGateStore
 import QRGateUpstream
 import Synchronization
@@ -19,6 +20,8 @@ public final class GatewayApp: Sendable {
     public let credentials: UpstreamCredentials
     public let store: SessionStore
     public let metrics = GatewayMetrics()
+    /// What the store held at start, handed to the gateway once by `start()`.
+    private let restoring: Mutex<[(StoredSession, [StoredEvent])]?>
 
     public init(config: Config, host: String, port: Int, staticDir: String, logger: Logger) async throws {
         self.logger = logger
@@ -39,12 +42,19 @@ public final class GatewayApp: Sendable {
         let files = try StaticFiles(directory: staticDir)
         switch config.store.mode {
         case .sqlite:
-            store = try SQLiteStore(path: config.store.path, eventCapacity: config.events.logCapacity, eventMaxAgeSeconds: config.events.maxAgeSeconds)
+            store = try SQLiteStore(path: config.store.path, eventCapacity: config.events.logCapacity, eventMaxAgeSeconds: config.events.maxAgeSeconds,
+                                    eventMaxBytes: config.events.maxBytesPerSession)
             logger.info("store: SQLite at \(config.store.path)")
+        case .postgres:
+            store = try await PostgresStore.open(url: config.store.url, sealKey: config.store.sealKey, eventCapacity: config.events.logCapacity,
+                                                 eventMaxAgeSeconds: config.events.maxAgeSeconds, eventMaxBytes: config.events.maxBytesPerSession,
+                                                 logger: logger)
+            logger.info("store: PostgreSQL at \(PostgresStore.masked(config.store.url))")
         case .memory:
             store = MemoryStore(eventCapacity: config.events.logCapacity)
             logger.notice("store: memory only (store.mode = memory): sessions end with the process")
         }
+        restoring = Mutex(try await store.loadAll())
         var options = LWSServerOptions(
             host: host, port: port,
             maxMessageBytes: config.server.maxMessageBytes, maxBodyBytes: config.server.maxBodyBytes,
@@ -81,7 +91,7 @@ public final class GatewayApp: Sendable {
                                            metrics.time("qrgate_upstream_request_duration_seconds", [("operation", op)], seconds: seconds)
                                        })
         logger.info("upstream \(config.upstream.mode.rawValue) at \(base), key \(Secret.mask(config.upstream.apiKey))")
-        let stored = try store.loadAll()
+        let stored = restoring.withLock { r in defer { r = nil }; return r ?? [] }
         // Started on the loop itself (no hop through the global pool, which a synchronous caller may hold).
         let gateway = gateway
         Task(executorPreference: server.executor) {

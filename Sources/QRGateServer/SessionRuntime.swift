@@ -25,8 +25,15 @@ public final class SessionRuntime {
     let metrics: GatewayMetrics
     /// Per session: the seq handed to the store, and how many writes are still running, and who waits for them.
     private var enqueuedSeq: [String: Int] = [:]
+    /// Per session: every event up to this seq is stored (and published).
+    private var durableSeq: [String: Int] = [:]
     private var writesInFlight: [String: Int] = [:]
-    private var durableWaiters: [String: [() -> Void]] = [:]
+    private var durableWaiters: [String: [(id: Int, done: (Bool) -> Void)]] = [:]
+    private var nextDurableWaiter = 0
+    /// Sessions whose failed write is written again soon.
+    private var retrying: Set<String> = []
+    /// How long a failed write waits before it is tried again.
+    static let retrySeconds = 1.0
 
     /// Someone (a REST call) waiting for a session's next QR, or for the reason there is none.
     private struct Waiter {
@@ -51,6 +58,7 @@ public final class SessionRuntime {
         self.frames = frames
         self.cycleSeconds = cycleSeconds
         self.logger = logger
+        registry.holdsUntilStored = store.isDurable
         registry.observer = { [weak self] session, event in
             self?.metrics.count("qrgate_events_pushed_total", [("type", event.action)])
             self?.notifyWaiters(session.id, event)
@@ -154,6 +162,7 @@ public final class SessionRuntime {
             registry.restore(s, events: events, now: now, pictures: pictures)
             byInstance[s.instanceName, default: []].insert(s.id)
             enqueuedSeq[s.id] = s.seq
+            durableSeq[s.id] = s.seq
             logger.info("session \(s.id) restored: \(s.state.status.rawValue), attempt \(s.state.attempt), seq \(s.seq)")
         }
         for (s, _) in stored where s.state.status == .pending { feed(s.id, .tick, isolation: isolation) }
@@ -164,11 +173,26 @@ public final class SessionRuntime {
         persist(id, force: true, isolation: isolation)
     }
 
-    /// Runs `done` once everything this session changed so far is stored.
-    public func whenDurable(_ id: String, _ done: @escaping () -> Void) {
-        if writesInFlight[id, default: 0] == 0 { return done() }
-        durableWaiters[id, default: []].append(done)
+    /// Runs `done(true)` once everything this session changed so far is stored (and published), or
+    /// `done(false)` after `within` seconds if the store has not managed it by then.
+    public func whenDurable(_ id: String, within seconds: Double, isolation: isolated any Actor, _ done: @escaping (Bool) -> Void) {
+        if isDurable(id) { return done(true) }
+        nextDurableWaiter += 1
+        let wid = nextDurableWaiter
+        var fired = false
+        let timer = timers.schedule(after: seconds) { [weak self] in
+            _ = isolation
+            guard let self, let i = self.durableWaiters[id]?.firstIndex(where: { $0.id == wid }) else { return }
+            self.durableWaiters[id]!.remove(at: i)
+            if !fired { fired = true; done(false) }
+        }
+        durableWaiters[id, default: []].append((wid, { [weak self] ok in
+            self?.timers.cancel(timer)
+            if !fired { fired = true; done(ok) }
+        }))
     }
+
+    private func isDurable(_ id: String) -> Bool { writesInFlight[id, default: 0] == 0 && !registry.isHolding(id) }
 
     private func persist(_ id: String, force: Bool = false, isolation: isolated any Actor) {
         guard let s = registry[id], let stored = registry.stored(id) else { return }
@@ -178,18 +202,32 @@ public final class SessionRuntime {
         let events = s.log.entries(after: max(last, 0)).map {
             StoredEvent(sessionId: id, seq: $0.seq, action: $0.action, payload: registry.atRest($0, of: id), at: s.lastActiveAt)
         }
-        enqueuedSeq[id] = s.seq
+        let from = max(last, 0), through = s.seq
+        enqueuedSeq[id] = through
         writesInFlight[id, default: 0] += 1
         let store = store, logger = logger
         // Tasks isolated to the loop start in the order they are made (its executor is a FIFO queue), and
         // each hands its write to the store before its first suspension: writes reach the store in seq order.
         Task {
             _ = isolation
-            if let error = await store.write(stored, events: events) {
-                logger.error("store write for session \(id) failed: \(error)")
-            }
+            let error = await store.write(stored, events: events)
             self.writesInFlight[id, default: 1] -= 1
-            if self.writesInFlight[id] == 0, let list = self.durableWaiters.removeValue(forKey: id) { list.forEach { $0() } }
+            if let error {
+                logger.error("store write for session \(id) failed (its events wait, tried again in \(Self.retrySeconds) s): \(error)")
+                // Everything after the last stored seq goes again, in one write.
+                self.enqueuedSeq[id] = self.durableSeq[id] ?? -1
+                if self.retrying.insert(id).inserted {
+                    _ = self.timers.schedule(after: Self.retrySeconds) { [weak self] in
+                        self?.retrying.remove(id)
+                        self?.persist(id, force: true, isolation: isolation)
+                    }
+                }
+            } else if from <= self.durableSeq[id] ?? 0 {
+                // Contiguous with what is stored: these events may go out now, in order.
+                self.durableSeq[id] = max(self.durableSeq[id] ?? 0, through)
+                self.registry.release(id, through: through)
+            }
+            if self.isDurable(id), let list = self.durableWaiters.removeValue(forKey: id) { list.forEach { $0.done(true) } }
         }
     }
 

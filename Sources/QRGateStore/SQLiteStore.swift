@@ -9,9 +9,10 @@ import QRGateCore
 public final class SQLiteStore: SessionStore, @unchecked Sendable {
     public let path: String
     private let pool: DatabasePool
-    private let key: SymmetricKey
+    private let sealer: Sealer
     private let eventCapacity: Int
     private let eventMaxAge: TimeInterval
+    private let eventMaxBytes: Int
     private let queue = DispatchQueue(label: "qrgate.store")
     private let lock = NSLock()
     private var pending: [String: PendingWrite] = [:]
@@ -38,13 +39,14 @@ public final class SQLiteStore: SessionStore, @unchecked Sendable {
     }
 
     /// Opens (creating when needed) the database at `path` and its key file beside it.
-    public init(path: String, eventCapacity: Int, eventMaxAgeSeconds: Double) throws {
+    public init(path: String, eventCapacity: Int, eventMaxAgeSeconds: Double, eventMaxBytes: Int = EventLog.defaultMaxBytes) throws {
         self.path = path
         self.eventCapacity = eventCapacity
         eventMaxAge = eventMaxAgeSeconds
+        self.eventMaxBytes = eventMaxBytes
         let dir = (path as NSString).deletingLastPathComponent
         if !dir.isEmpty { try FileManager.default.createDirectory(atPath: dir, withIntermediateDirectories: true) }
-        key = try Self.loadOrCreateKey(at: path + ".key")
+        sealer = try Sealer.loadOrCreateKey(at: path + ".key")
         var config = Configuration()
         config.prepareDatabase { db in
             // WAL (DatabasePool's default) + NORMAL: a commit survives the process being killed.
@@ -250,6 +252,12 @@ public final class SQLiteStore: SessionStore, @unchecked Sendable {
             // Bounded by count and by age: what `since` recovery can still serve.
             try db.execute(sql: "DELETE FROM events WHERE session_id = ? AND (seq <= ? OR at < ?)",
                            arguments: [s.id, s.seq - eventCapacity, Date().timeIntervalSince1970 - eventMaxAge])
+            // And by bytes, oldest first (the newest stays whatever its size).
+            try db.execute(sql: """
+                DELETE FROM events WHERE session_id = ? AND seq < (SELECT MAX(seq) FROM events WHERE session_id = ?) AND seq IN (
+                    SELECT seq FROM (SELECT seq, SUM(length(payload)) OVER (ORDER BY seq DESC) AS kept FROM events WHERE session_id = ?)
+                    WHERE kept > ?)
+                """, arguments: [s.id, s.id, s.id, eventMaxBytes])
         }
     }
 
@@ -280,22 +288,6 @@ public final class SQLiteStore: SessionStore, @unchecked Sendable {
 
     // MARK: Instance tokens at rest
 
-    private func seal(_ token: String) throws -> Data {
-        try AES.GCM.seal(Data(token.utf8), using: key).combined!
-    }
-
-    private func open(_ sealed: Data) throws -> String {
-        String(decoding: try AES.GCM.open(AES.GCM.SealedBox(combined: sealed), using: key), as: UTF8.self)
-    }
-
-    /// 32 random bytes in a file only the owner can read, made on first use.
-    static func loadOrCreateKey(at path: String) throws -> SymmetricKey {
-        if let data = FileManager.default.contents(atPath: path), data.count == 32 { return SymmetricKey(data: data) }
-        let key = SymmetricKey(size: .bits256)
-        let data = key.withUnsafeBytes { Data($0) }
-        guard FileManager.default.createFile(atPath: path, contents: data, attributes: [.posixPermissions: 0o600]) else {
-            throw CocoaError(.fileWriteUnknown, userInfo: [NSFilePathErrorKey: path])
-        }
-        return key
-    }
+    private func seal(_ token: String) throws -> Data { try sealer.seal(token) }
+    private func open(_ sealed: Data) throws -> String { try sealer.open(sealed) }
 }

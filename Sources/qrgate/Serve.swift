@@ -44,10 +44,10 @@ private func raiseOpenFilesLimit() {
     setrlimit(__rlimit_resource_t(RLIMIT_NOFILE.rawValue), &l)
 }
 
-/// Start-up work that is async (jwt-kit resolves keys in an actor), run from the synchronous main thread.
+/// Start-up work that is async (jwt-kit resolves keys in an actor; PostgreSQL), run from the synchronous main thread.
 /// The main thread is not one of the pool's: waiting on it holds no pool thread, and it keeps the
 /// signal mask `ShutdownSignals.block()` gave it, which an async `main` would not.
-private func startUp<T: Sendable>(_ work: @escaping @Sendable () async throws -> T) throws -> T {
+func startUp<T: Sendable>(_ work: @escaping @Sendable () async throws -> T) throws -> T {
     let outcome = Mutex<Result<T, any Error>?>(nil)
     let done = DispatchSemaphore(value: 0)
     Task {

@@ -1,6 +1,8 @@
 import ArgumentParser
 import Foundation
 import QRGateCore
+import Logging
+import QRGatePostgres
 import QRGateStore
 
 /// Operators' questions answered from the store, with or without a running gateway.
@@ -14,8 +16,9 @@ struct Sessions: ParsableCommand {
 
     func run() throws {
         let store = try StoreAccess.open(config)
+        defer { store.close() }
         let now = Date()
-        var rows = try store.loadAll().map(\.0)
+        var rows = try startUp { try await store.loadAll() }.map(\.0)
         if let status { rows = rows.filter { $0.state.status.rawValue == status } }
         if let stale {
             rows = rows.filter { $0.state.status == .pending && now.timeIntervalSince($0.state.qrUpdatedAt ?? $0.createdAt) > stale }
@@ -48,8 +51,10 @@ struct Cycles: ParsableCommand {
 
     func run() throws {
         let store = try StoreAccess.open(config)
+        defer { store.close() }
+        let cycles = try startUp { try await store.recentCycles(limit: limit) }
         print("STARTED (UTC)              DURATION  TOTAL  REFRESHED  FAILED")
-        for c in try store.recentCycles(limit: limit) {
+        for c in cycles {
             print(SessionEventEncoding.iso8601(c.startedAt).padding(toLength: 27, withPad: " ", startingAt: 0)
                   + "\(c.durationMs)ms".padding(toLength: 10, withPad: " ", startingAt: 0) + "\(c.total)".padding(toLength: 7, withPad: " ", startingAt: 0)
                   + "\(c.refreshed)".padding(toLength: 11, withPad: " ", startingAt: 0) + "\(c.failed)")
@@ -58,15 +63,27 @@ struct Cycles: ParsableCommand {
 }
 
 enum StoreAccess {
-    static func open(_ configPath: String) throws -> SQLiteStore {
+    static func open(_ configPath: String) throws -> SessionStore {
         let cfg: Config
         do {
             cfg = try Config.load(path: configPath, required: configPath != "Config/qrgate.json", environment: ProcessInfo.processInfo.environment)
         } catch {
             throw ValidationError(error.description)
         }
-        guard cfg.store.mode == .sqlite else { throw ValidationError("store.mode is memory: there is nothing stored to read") }
-        guard FileManager.default.fileExists(atPath: cfg.store.path) else { throw ValidationError("no database at \(cfg.store.path) (store.path)") }
-        return try SQLiteStore(path: cfg.store.path, eventCapacity: cfg.events.logCapacity, eventMaxAgeSeconds: cfg.events.maxAgeSeconds)
+        switch cfg.store.mode {
+        case .memory:
+            throw ValidationError("store.mode is memory: there is nothing stored to read")
+        case .sqlite:
+            guard FileManager.default.fileExists(atPath: cfg.store.path) else { throw ValidationError("no database at \(cfg.store.path) (store.path)") }
+            return try SQLiteStore(path: cfg.store.path, eventCapacity: cfg.events.logCapacity, eventMaxAgeSeconds: cfg.events.maxAgeSeconds)
+        case .postgres:
+            var logger = Logger(label: "qrgate")
+            logger.logLevel = .error
+            let quiet = logger
+            return try startUp {
+                try await PostgresStore.open(url: cfg.store.url, sealKey: cfg.store.sealKey, eventCapacity: cfg.events.logCapacity,
+                                             eventMaxAgeSeconds: cfg.events.maxAgeSeconds, logger: quiet)
+            }
+        }
     }
 }

@@ -32,6 +32,24 @@ import Testing
         #expect(try load(#"{"sessions": [{"sessionId": "a", "numberId": "1"}]}"#).sessions == [.init(sessionId: "a", numberId: "1")])
     }
 
+    @Test func thePostgresStoreNeedsAUsableURLFromTheFileOrDATABASE_URL() throws {
+        #expect(throws: ConfigError.invalid(key: "store.url", reason: "is required when store.mode is postgres (or set DATABASE_URL)")) {
+            try load(#"{"store": {"mode": "postgres"}}"#)
+        }
+        #expect(throws: ConfigError.invalid(key: "store.url", reason: "must start with postgres:// (got mysql://)")) {
+            try load(#"{"store": {"mode": "postgres", "url": "mysql://db/x"}}"#)
+        }
+        #expect(throws: ConfigError.invalid(key: "store.url", reason: "sslmode must be disable, prefer or require (got verify-full)")) {
+            try load(#"{"store": {"mode": "postgres", "url": "postgres://u@db/x?sslmode=verify-full"}}"#)
+        }
+        #expect(throws: ConfigError.invalid(key: "store.sealKey", reason: "must be the base64 of 32 bytes (openssl rand -base64 32)")) {
+            try load(#"{"store": {"sealKey": "c2hvcnQ="}}"#)
+        }
+        let c = try load(#"{"store": {"mode": "postgres"}}"#, env: ["DATABASE_URL": "postgresql://qrgate:pw@127.0.0.1:5433/qrgate"])
+        #expect(c.store.mode == .postgres && c.store.url == "postgresql://qrgate:pw@127.0.0.1:5433/qrgate")
+        #expect(throws: ConfigError.self) { try load(#"{"store": {"mode": "mysql"}}"#) }
+    }
+
     @Test func wrongTypeNamesTheKey() {
         #expect(throws: ConfigError.wrongType(key: "qr.ttlSeconds", expected: "an integer")) { try load(#"{"qr": {"ttlSeconds": "60"}}"#) }
         #expect(throws: ConfigError.wrongType(key: "qr", expected: "an object")) { try load(#"{"qr": 3}"#) }

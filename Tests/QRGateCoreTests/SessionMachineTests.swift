@@ -339,3 +339,15 @@ extension SessionMachineTests {
         #expect(stale.events.isEmpty && m.status == .disconnected)
     }
 }
+
+@Suite struct EventLogBoundTests {
+    @Test func theLogIsBoundedByBytesOldestFirstAndStaysContiguous() {
+        var log = EventLog(capacity: 100, maxBytes: 1_000)
+        for seq in 1...20 { log.append(EventLog.Entry(seq: seq, action: "x", bytes: [UInt8](repeating: 1, count: 100))) }
+        #expect(log.entries(after: 0).map(\.seq) == Array(11...20) && log.bytes == 1_000)
+        #expect(log.after(12, lastSeq: 20)?.map(\.seq) == Array(13...20))
+        #expect(log.after(5, lastSeq: 20) == nil) // gone: a snapshot is due
+        log.append(EventLog.Entry(seq: 21, action: "x", bytes: [UInt8](repeating: 1, count: 5_000)))
+        #expect(log.entries(after: 0).map(\.seq) == [21] && log.bytes == 5_000)
+    }
+}

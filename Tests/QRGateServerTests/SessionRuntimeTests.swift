@@ -55,7 +55,7 @@ import QRGateUpstream
         let timers: LoopTimers
         let runtime: SessionRuntime
 
-        init(upstream: ScriptedUpstream, clock: ManualClock) {
+        init(upstream: ScriptedUpstream, clock: ManualClock, store: SessionStore = MemoryStore()) {
             self.clock = clock
             timers = LoopTimers(clock: clock, arm: { _ in })
             let rules = SessionRules(ttlSeconds: 20, maxAttempts: 2, countdownIntervalSeconds: 1, pollIntervalSeconds: 5,
@@ -64,7 +64,7 @@ import QRGateUpstream
             logger.logLevel = .warning
             runtime = SessionRuntime(registry: SessionRegistry(rules: rules, hub: hub), timers: timers,
                                      frames: QRFrameFactory(renderer: QRRenderer(style: QRStyle(correction: .medium, quietZone: 4, moduleSize: 2))),
-                                     cycleSeconds: 3600, store: MemoryStore(), metrics: GatewayMetrics(), logger: logger)
+                                     cycleSeconds: 3600, store: store, metrics: GatewayMetrics(), logger: logger)
             runtime.upstream = upstream
             hub.transport = transport
             hub.subscribe(1, to: "s")
@@ -80,8 +80,75 @@ import QRGateUpstream
         func actions() -> [String] { transport.frames.compactMap { $0["action"] as? String } }
         func shownCodes() -> [String] { transport.frames.filter { $0["action"] as? String == "qr_generated" }.compactMap { $0["qrSvg"] as? String } }
         func currentCode() -> String? { runtime.registry["s"]?.machine.qr?.code }
+        /// A newcomer's snapshot: its seq, and whether it shows a QR (a PNG data URL).
+        func snapshot() -> (seq: Int?, showsQR: Bool) {
+            let o = runtime.registry.snapshot(session: "s", now: clock.now()).flatMap { try? JSONSerialization.jsonObject(with: Data($0)) as? [String: Any] } ?? [:]
+            return (o["seq"] as? Int, (o["qrCode"] as? String)?.hasPrefix("data:image/png") == true)
+        }
+        func welcomeActions(since: Int) -> [String] {
+            runtime.registry.welcome(session: "s", since: since, now: clock.now()).compactMap {
+                (try? JSONSerialization.jsonObject(with: Data($0)) as? [String: Any])?["action"] as? String
+            }.filter { $0 != "countdown" }
+        }
         func inFlight() -> Bool { runtime.registry["s"]?.machine.inFlight ?? false }
         func svg(of code: String) throws -> String { try QRRenderer(style: QRStyle(correction: .medium, quietZone: 4, moduleSize: 2)).svg(code) }
+    }
+
+    /// A durable store whose writes finish when the test says, successfully or not.
+    final class GatedStore: SessionStore {
+        struct Failed: Error {}
+        private let pending = Mutex<[(seqs: [Int], done: @Sendable (Error?) -> Void)]>([])
+        var waiting: Int { pending.withLock { $0.count } }
+        func loadAll() -> [(StoredSession, [StoredEvent])] { [] }
+        func write(_ session: StoredSession, events: [StoredEvent], completion: @escaping @Sendable (Error?) -> Void) {
+            pending.withLock { $0.append((events.map(\.seq), completion)) }
+        }
+        /// Finishes every write waiting; returns the seqs they carried.
+        @discardableResult func finish(failing: Bool = false) -> [Int] {
+            let all = pending.withLock { p in defer { p = [] }; return p }
+            for w in all { w.done(failing ? Failed() : nil) }
+            return all.flatMap(\.seqs)
+        }
+        func recordCycle(_ cycle: StoredCycle) {}
+        func recentCycles(limit: Int) -> [StoredCycle] { [] }
+        func problem() -> String? { nil }
+        func close() {}
+    }
+
+    @Test func eventsReachSubscribersOnlyOnceStoredAndAFailedWriteHoldsThemUntilItsRetrySucceeds() async throws {
+        let upstream = ScriptedUpstream(), store = GatedStore()
+        let loop = Loop(upstream: upstream, clock: ManualClock(), store: store)
+        await loop.add()
+        try await upstream.waitFor(1)
+        upstream.answer(0, code: "FIRST")
+        try await waitUntil { await loop.currentCode() == "FIRST" }
+        // Numbered and logged, but not out: subscribers and a newcomer's snapshot still see seq 0, no QR.
+        #expect(await loop.actions().filter { $0 != "countdown" }.isEmpty)
+        var snapshot = await loop.snapshot()
+        #expect(snapshot.seq == 0 && !snapshot.showsQR)
+        #expect(await loop.welcomeActions(since: 0) == [])
+        try await waitUntil { store.waiting > 0 }
+        #expect(store.finish().contains(1))
+        try await waitUntil { await loop.actions().contains("qr_generated") }
+        snapshot = await loop.snapshot()
+        #expect(snapshot.seq == 1 && snapshot.showsQR)
+
+        // A refresh whose write fails: its events wait, and are written again a second later.
+        #expect(await loop.refresh() == .accepted)
+        try await upstream.waitFor(1)
+        upstream.answer(0, code: "SECOND")
+        try await waitUntil { await loop.currentCode() == "SECOND" }
+        try await waitUntil { store.waiting > 0 }
+        store.finish(failing: true)
+        try await Task.sleep(for: .milliseconds(20))
+        #expect(await loop.actions().filter { $0 != "countdown" } == ["qr_generated"])
+        #expect(await loop.snapshot().seq == 1)
+        await loop.advance(by: SessionRuntime.retrySeconds)
+        try await waitUntil { store.waiting > 0 }
+        #expect(store.finish() == [2, 3]) // the retry carries everything after the last stored seq
+        try await waitUntil { await loop.actions().filter { $0 != "countdown" }.count == 3 }
+        #expect(await loop.actions().filter { $0 != "countdown" } == ["qr_generated", "qr_regenerating", "qr_generated"])
+        #expect(await loop.snapshot().seq == 3)
     }
 
     /// A session added and showing its first QR, `code`.

@@ -105,6 +105,18 @@ import QRGateCore
         #expect(try store.loadAll()[0].1.map(\.seq) == [2])
     }
 
+    @Test func eventsAreBoundedByBytesOldestFirst() throws {
+        defer { try? FileManager.default.removeItem(at: dir) }
+        let store = try SQLiteStore(path: path, eventCapacity: 100, eventMaxAgeSeconds: 3600, eventMaxBytes: 2_000)
+        for seq in 1...10 {
+            try writeAndWait(store, session("a", seq: seq), [StoredEvent(sessionId: "a", seq: seq, action: "x", payload: [UInt8](repeating: 7, count: 500), at: Date())])
+        }
+        #expect(try store.loadAll()[0].1.map(\.seq) == [7, 8, 9, 10])
+        // One event over the bound on its own is still kept: the newest always is.
+        try writeAndWait(store, session("a", seq: 11), [StoredEvent(sessionId: "a", seq: 11, action: "x", payload: [UInt8](repeating: 7, count: 5_000), at: Date())])
+        #expect(try store.loadAll()[0].1.map(\.seq) == [11])
+    }
+
     @Test func refreshCyclesAreKept() throws {
         defer { try? FileManager.default.removeItem(at: dir) }
         let store = try SQLiteStore(path: path, eventCapacity: 10, eventMaxAgeSeconds: 60)

@@ -1,16 +1,26 @@
 """Starts the real qrgate binary on 127.0.0.1 and an ephemeral port for end-to-end tests."""
+import glob
 import json
 import os
+import pwd
 import re
+import shutil
 import signal
+import socket
 import subprocess
 import tempfile
 import time
+import uuid
 
 import pytest
 
 ROOT = os.path.abspath(os.path.join(os.path.dirname(__file__), "..", ".."))
 BINARY = os.environ.get("QRGATE_BIN_FOR_TESTS") or os.path.join(ROOT, ".build", "debug", "qrgate")
+
+
+# Environment variables the gateway reads as configuration besides QRGATE_* (Config.environmentAliases):
+# a developer's own must not leak into the tests.
+CONFIG_ENV_ALIASES = {"EVOLUTION_API_BASE_URL", "EVOLUTION_API_KEY", "SUPABASE_JWT_SECRET", "DATABASE_URL"}
 
 
 class Gateway:
@@ -24,7 +34,7 @@ class Gateway:
         self.config_file = tempfile.NamedTemporaryFile("w", suffix=".json", delete=False)
         json.dump(config, self.config_file)
         self.config_file.close()
-        env = {k: v for k, v in os.environ.items() if not k.startswith("QRGATE_")}
+        env = {k: v for k, v in os.environ.items() if not k.startswith("QRGATE_") and k not in CONFIG_ENV_ALIASES}
         self.proc = subprocess.Popen(
             [BINARY, "serve", "--port", "0", "--config", self.config_file.name,
              "--static-dir", os.path.join(ROOT, "static"), *extra_args],
@@ -93,3 +103,60 @@ def driver():
     d.set_script_timeout(10)
     yield d
     d.quit()
+
+
+class Postgres:
+    """A throwaway PostgreSQL cluster: initdb in a temp directory, a free loopback port, stopped at the end.
+    The server refuses to run as root, so as root it runs as the `postgres` user Debian's package makes."""
+
+    def __init__(self):
+        bins = sorted(glob.glob("/usr/lib/postgresql/*/bin/initdb"))
+        if not bins:
+            raise RuntimeError("PostgreSQL is not installed (Debian's postgresql package): scripts/setup --test installs it")
+        self.bin = os.path.dirname(bins[-1])
+        self.as_user = ["runuser", "-u", "postgres", "--"] if os.geteuid() == 0 else []
+        self.dir = tempfile.mkdtemp(prefix="qrgate-pg-")
+        if os.geteuid() == 0:
+            pw = pwd.getpwnam("postgres")
+            os.chown(self.dir, pw.pw_uid, pw.pw_gid)
+        with socket.socket() as s:
+            s.bind(("127.0.0.1", 0))
+            self.port = s.getsockname()[1]
+        subprocess.run([*self.as_user, f"{self.bin}/initdb", "-D", f"{self.dir}/data", "-A", "trust", "-U", "postgres",
+                        "--no-sync", "-E", "UTF8"], check=True, capture_output=True, timeout=120)
+        self.start()
+
+    def start(self):
+        subprocess.run([*self.as_user, f"{self.bin}/pg_ctl", "-D", f"{self.dir}/data", "-l", f"{self.dir}/log", "-w", "-t", "60",
+                        "-o", f"-p {self.port} -k {self.dir} -c listen_addresses=127.0.0.1 -c fsync=off -c max_connections=200",
+                        "start"], check=True, capture_output=True, timeout=90)
+
+    def stop(self, mode="immediate"):
+        subprocess.run([*self.as_user, f"{self.bin}/pg_ctl", "-D", f"{self.dir}/data", "-m", mode, "-w", "stop"],
+                       capture_output=True, timeout=60)
+
+    def url(self, database):
+        return f"postgres://postgres@127.0.0.1:{self.port}/{database}"
+
+    def sql(self, database, statement):
+        """Runs one statement with psql; returns the rows as lists of strings."""
+        out = subprocess.run([f"{self.bin}/psql", "-h", "127.0.0.1", "-p", str(self.port), "-U", "postgres", "-d", database,
+                              "-At", "-F", "\t", "-v", "ON_ERROR_STOP=1", "-c", statement],
+                             check=True, capture_output=True, text=True, timeout=30).stdout
+        return [line.split("\t") for line in out.splitlines()]
+
+    def new_database(self):
+        name = "t_" + uuid.uuid4().hex[:12]
+        self.sql("postgres", f"CREATE DATABASE {name}")
+        return name
+
+    def close(self):
+        self.stop()
+        shutil.rmtree(self.dir, ignore_errors=True)
+
+
+@pytest.fixture(scope="session")
+def postgres():
+    pg = Postgres()
+    yield pg
+    pg.close()

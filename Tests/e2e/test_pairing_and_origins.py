@@ -343,9 +343,13 @@ def test_pairing_codes_arriving_by_webhook_reach_the_page_without_a_poll(gateway
             # The simulator rotates after a second and says so by webhook: a new QR, then its new code right
             # after it. (Webhooks of the round the pair request ended may arrive late and start another round:
             # what counts is that a new code comes, beside its QR, with no poll.)
-            last_qr, end = None, time.monotonic() + 8
+            last_qr, end, seen = None, time.monotonic() + 8, []
             while True:
-                m = json.loads(await asyncio.wait_for(ws.recv(), max(0.1, end - time.monotonic())))
+                try:
+                    m = json.loads(await asyncio.wait_for(ws.recv(), max(0.1, end - time.monotonic())))
+                except TimeoutError:
+                    pytest.fail(f"no new pairing code within 8 s of {first}; saw {seen}")
+                seen.append({k: m.get(k) for k in ("action", "seq", "code", "attempt", "remaining", "message") if k in m})
                 if m["action"] == "qr_generated":
                     last_qr = m
                 elif m["action"] == "pairing_code" and m["code"] != first["code"]:

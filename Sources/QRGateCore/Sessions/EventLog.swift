@@ -1,6 +1,7 @@
 import Foundation
 
-/// The recent events of one session, for `since` recovery: bounded by count, and to one QR frame (the newest).
+/// The recent events of one session, for `since` recovery: bounded by count, by bytes, and to one QR frame
+/// (the newest).
 public struct EventLog: Sendable {
     public struct Entry: Sendable {
         public let seq: Int
@@ -16,19 +17,41 @@ public struct EventLog: Sendable {
         }
     }
     public let capacity: Int
+    /// The frames kept weigh at most this many bytes (the newest is kept whatever its size).
+    public let maxBytes: Int
     private var entries: [Entry] = []
+    public private(set) var bytes = 0
 
-    public init(capacity: Int) { self.capacity = max(1, capacity) }
+    public init(capacity: Int, maxBytes: Int = EventLog.defaultMaxBytes) {
+        self.capacity = max(1, capacity)
+        self.maxBytes = max(1, maxBytes)
+    }
+
+    /// One QR frame and a few hundred small events fit with room to spare.
+    public static let defaultMaxBytes = 256 * 1024
 
     public mutating func append(_ e: Entry) {
         // A new QR supersedes the older ones: the log drops everything up to the previous QR (or its pairing
         // code), so it stays contiguous and holds one QR frame however many rotations there were; a client
         // behind that point gets a snapshot, which carries the same QR.
         if e.action == "qr_generated", let last = entries.lastIndex(where: { $0.action == "qr_generated" || $0.action == "pairing_code" }) {
-            entries.removeFirst(last + 1)
+            dropFirst(last + 1)
         }
         entries.append(e)
-        if entries.count > capacity { entries.removeFirst(entries.count - capacity) }
+        bytes += e.bytes.count
+        if entries.count > capacity { dropFirst(entries.count - capacity) }
+        // Oldest first, so the log stays a contiguous tail.
+        var over = 0, excess = bytes - maxBytes
+        while excess > 0 && over < entries.count - 1 {
+            excess -= entries[over].bytes.count
+            over += 1
+        }
+        if over > 0 { dropFirst(over) }
+    }
+
+    private mutating func dropFirst(_ n: Int) {
+        bytes -= entries[..<n].reduce(0) { $0 + $1.bytes.count }
+        entries.removeFirst(n)
     }
 
     /// Every kept event after `seq`, countdowns included.

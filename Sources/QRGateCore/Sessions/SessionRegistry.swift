@@ -17,19 +17,32 @@ public final class SessionRegistry {
         public let createdAt: Date
         /// When the session last had an event (or was created).
         public var lastActiveAt: Date
+        /// While events wait for the store: the state and seq subscribers have been shown (snapshots and
+        /// replays are built from it, so none shows a seq before it is stored). Nil when nothing waits.
+        public var shown: (machine: SessionMachine, seq: Int)?
+        /// The state new subscribers see: `shown` while events wait for the store, else the machine.
+        public var visibleMachine: SessionMachine { shown?.machine ?? machine }
+        public var visibleSeq: Int { shown?.seq ?? seq }
     }
 
     public let rules: SessionRules
     public let hub: Hub
     private let logCapacity: Int
+    private let logMaxBytes: Int
     public private(set) var sessions: [String: Session] = [:]
-    /// Called with every event after it is numbered (metrics, logs, stores).
+    /// Called with every event once it is published (metrics, REST waiters).
     public var observer: ((Session, SessionEvent) -> Void)?
+    /// With a durable store: events are numbered and logged at once, but reach subscribers and the observer
+    /// only when `release(_:through:)` says they are stored, so a seq a client saw is never lost to a crash
+    /// and handed to another event after the restart.
+    public var holdsUntilStored = false
+    private var held: [String: [(publication: Publication, machine: SessionMachine)]] = [:]
 
-    public init(rules: SessionRules, hub: Hub, logCapacity: Int = 256) {
+    public init(rules: SessionRules, hub: Hub, logCapacity: Int = 256, logMaxBytes: Int = EventLog.defaultMaxBytes) {
         self.rules = rules
         self.hub = hub
         self.logCapacity = logCapacity
+        self.logMaxBytes = logMaxBytes
     }
 
     public subscript(id: String) -> Session? { sessions[id] }
@@ -39,7 +52,7 @@ public final class SessionRegistry {
     public func create(id: String, instanceName: String, instanceToken: String? = nil, numberId: String? = nil, now: Date) -> Bool {
         guard sessions[id] == nil else { return false }
         sessions[id] = Session(id: id, instanceName: instanceName, instanceToken: instanceToken, numberId: numberId,
-                               machine: SessionMachine(rules: rules), log: EventLog(capacity: logCapacity), createdAt: now, lastActiveAt: now)
+                               machine: SessionMachine(rules: rules), log: EventLog(capacity: logCapacity, maxBytes: logMaxBytes), createdAt: now, lastActiveAt: now)
         return true
     }
 
@@ -64,7 +77,7 @@ public final class SessionRegistry {
             guard e.seq == (tail.first?.seq ?? stored.seq + 1) - 1 else { break }
             tail.insert(e, at: 0)
         }
-        var log = EventLog(capacity: logCapacity)
+        var log = EventLog(capacity: logCapacity, maxBytes: logMaxBytes)
         for e in tail {
             if e.action == "qr_generated", let o = JSONValue.parse(e.payload), let code = o["qrText"]?.stringValue, o["qrSvg"] == nil,
                let exp = o["qrExpiresAt"]?.stringValue.flatMap(SessionEventEncoding.date), let attempt = o["attempt"]?.intValue,
@@ -103,17 +116,19 @@ public final class SessionRegistry {
     /// Feeds an input; numbers, logs and publishes the events; returns the upstream work to do.
     public func apply(_ input: SessionInput, to id: String, now: Date) -> [SessionCommand] {
         guard var s = sessions[id] else { return [] }
+        let before = (s.machine, s.seq)
         let (events, commands) = s.machine.handle(input, now: now)
         sessions[id] = s
-        publish(events, of: id, now: now)
+        publish(events, of: id, now: now, before: before)
         return commands
     }
 
     public func refresh(_ id: String, now: Date, message: String = SessionMachine.refreshMessage, asAttempt: Bool = false) -> (outcome: RefreshOutcome, commands: [SessionCommand])? {
         guard var s = sessions[id] else { return nil }
+        let before = (s.machine, s.seq)
         let r = s.machine.refresh(now: now, message: message, asAttempt: asAttempt)
         sessions[id] = s
-        publish(r.events, of: id, now: now)
+        publish(r.events, of: id, now: now, before: before)
         return (r.outcome, r.commands)
     }
 
@@ -127,9 +142,11 @@ public final class SessionRegistry {
 
     /// The session's countdown now, unnumbered, while it shows a QR.
     public func countdown(session id: String, now: Date) -> (event: SessionEvent, bytes: [UInt8])? {
-        guard let s = sessions[id], s.machine.status == .pending, let exp = s.machine.qrExpiresAt, exp > now else { return nil }
-        let e = SessionEvent.countdown(remaining: s.machine.remaining(at: now), expiresAt: exp)
-        return (e, SessionEventEncoding.event(e, session: id, seq: nil, now: now, maxAttempts: s.machine.maxAttempts, numberId: nil))
+        guard let s = sessions[id] else { return nil }
+        let m = s.visibleMachine
+        guard m.status == .pending, let exp = m.qrExpiresAt, exp > now else { return nil }
+        let e = SessionEvent.countdown(remaining: m.remaining(at: now), expiresAt: exp)
+        return (e, SessionEventEncoding.event(e, session: id, seq: nil, now: now, maxAttempts: m.maxAttempts, numberId: nil))
     }
 
     /// When the next watched session's whole second comes (its countdown is due), or nil when none shows a QR
@@ -177,14 +194,14 @@ public final class SessionRegistry {
     /// The session's state as one `snapshot` frame.
     public func snapshot(session id: String, now: Date, formats: QRFormats = .standard, recovered: Bool? = nil) -> [UInt8]? {
         guard let s = sessions[id] else { return nil }
-        return SessionEventEncoding.snapshot(session: id, machine: s.machine, seq: s.seq, now: now, recovered: recovered,
+        return SessionEventEncoding.snapshot(session: id, machine: s.visibleMachine, seq: s.visibleSeq, now: now, recovered: recovered,
                                              numberId: s.numberId, phoneNumber: s.phoneNumber, formats: formats)
     }
 
     /// The events after `since`, or nil when the log no longer holds them all (then a snapshot is due).
     public func replay(session id: String, since: Int, formats: QRFormats = .standard) -> [[UInt8]]? {
-        guard let s = sessions[id], let missed = s.log.after(since, lastSeq: s.seq) else { return nil }
-        return replay(missed, of: s, formats: formats)
+        guard let s = sessions[id], let missed = s.log.after(since, lastSeq: s.visibleSeq) else { return nil }
+        return replay(missed.filter { $0.seq <= s.visibleSeq }, of: s, formats: formats)
     }
 
     /// The missed frames in the subscriber's formats, or nil when one of them cannot be re-encoded
@@ -208,7 +225,9 @@ public final class SessionRegistry {
 
     public func nextDeadline(of id: String) -> Date? { sessions[id]?.machine.nextDeadline() }
 
-    private func publish(_ events: [SessionEvent], of id: String, now: Date) {
+    private func publish(_ events: [SessionEvent], of id: String, now: Date, before: (SessionMachine, Int)) {
+        // The first events to wait for the store: subscribers keep seeing the state before them.
+        if holdsUntilStored, !events.isEmpty, !isHolding(id) { sessions[id]?.shown = before }
         for event in events {
             guard var s = sessions[id] else { return }
             s.seq += 1
@@ -216,7 +235,6 @@ public final class SessionRegistry {
             let bytes = SessionEventEncoding.event(event, session: id, seq: s.seq, now: now, maxAttempts: s.machine.maxAttempts, numberId: s.numberId)
             s.log.append(EventLog.Entry(seq: s.seq, action: event.action, bytes: bytes, event: event, at: now))
             sessions[id] = s
-            observer?(s, event)
             // Only the newest QR and its pairing code matter to a peer that is behind (and the newest countdown:
             // tickCountdowns); each replaces its unsent predecessor in place, so the order stays QR, then code.
             let key: String? = switch event {
@@ -228,7 +246,33 @@ public final class SessionRegistry {
             let variant: ((QRFormats) -> [UInt8])? = SessionEventEncoding.carriesQR(event)
                 ? { SessionEventEncoding.event(event, session: id, seq: seq, now: now, maxAttempts: maxAttempts, numberId: numberId, formats: $0) }
                 : nil
-            hub.publish(Publication(session: id, seq: s.seq, event: event, bytes: bytes, coalesceKey: key, variant: variant))
+            let publication = Publication(session: id, seq: s.seq, event: event, bytes: bytes, coalesceKey: key, variant: variant)
+            if holdsUntilStored {
+                held[id, default: []].append((publication, s.machine))
+            } else {
+                observer?(s, event)
+                hub.publish(publication)
+            }
+        }
+    }
+
+    /// Whether some of the session's numbered events wait for the store.
+    public func isHolding(_ id: String) -> Bool { !(held[id]?.isEmpty ?? true) }
+
+    /// Publishes the session's held events up to `seq` (stored now), in order.
+    public func release(_ id: String, through seq: Int) {
+        guard var list = held[id] else { return }
+        let n = list.prefix { ($0.publication.seq ?? 0) <= seq }.count
+        guard n > 0 else { return }
+        let out = list.prefix(n)
+        list.removeFirst(n)
+        held[id] = list.isEmpty ? nil : list
+        // The state after the last released event is what subscribers may now be shown (all of it when
+        // nothing waits any more).
+        if let last = out.last { sessions[id]?.shown = list.isEmpty ? nil : (last.machine, last.publication.seq ?? 0) }
+        for p in out {
+            if let s = sessions[id] { observer?(s, p.publication.event) }
+            hub.publish(p.publication)
         }
     }
 }

@@ -46,18 +46,24 @@ public struct StoredCycle: Sendable, Equatable {
     }
 }
 
-/// Where sessions live between restarts: SQLite today, PostgreSQL later, the core unchanged.
+/// Where sessions live between restarts: SQLite, PostgreSQL or memory, the core unchanged.
 /// Writes run off the event loop; `completion` runs on the store's own thread once durable.
 public protocol SessionStore: AnyObject, Sendable {
     /// Every stored session with its recent events (oldest first).
-    func loadAll() throws -> [(StoredSession, [StoredEvent])]
+    func loadAll() async throws -> [(StoredSession, [StoredEvent])]
     func write(_ session: StoredSession, events: [StoredEvent], completion: @escaping @Sendable (Error?) -> Void)
     func recordCycle(_ cycle: StoredCycle)
-    func recentCycles(limit: Int) throws -> [StoredCycle]
+    func recentCycles(limit: Int) async throws -> [StoredCycle]
     /// A short description for /readyz; nil when healthy.
     func problem() -> String?
     /// Waits for queued writes and closes.
     func close()
+    /// Whether a write survives the process (events are published only once written). Default true.
+    var isDurable: Bool { get }
+}
+
+extension SessionStore {
+    public var isDurable: Bool { true }
 }
 
 /// Keeps everything in memory (`store.mode = memory`): for tests and throw-away demos.
@@ -96,4 +102,6 @@ public final class MemoryStore: SessionStore, @unchecked Sendable {
 
     public func problem() -> String? { nil }
     public func close() {}
+    /// Nothing outlives the process: events are published at once.
+    public var isDurable: Bool { false }
 }

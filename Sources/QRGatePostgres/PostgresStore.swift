@@ -1,0 +1,505 @@
+import Foundation
+import Logging
+import PostgresNIO
+import QRGateCore
+import QRGateStore
+import Synchronization
+
+/// Sessions and their recent events in PostgreSQL (`store.mode = postgres`), through PostgresNIO's
+/// pooled client. Like the SQLite store, writes are queued off the event loop, coalesced per session and
+/// committed in batches, one transaction each: a session row, its new events and its `evolution_instances`
+/// row land together or not at all. Schema changes are numbered migrations, applied under an advisory lock
+/// so several nodes starting at once apply each one once.
+///
+/// Sendable by its parts: PostgresNIO's client is Sendable, everything mutable is in `state` (a Mutex).
+public final class PostgresStore: SessionStore {
+    private let client: PostgresClient
+    private let runner: Task<Void, Never>
+    private let probe = Mutex<Task<Void, Never>?>(nil)
+    private let sealer: Sealer
+    private let logger: Logger
+    private let eventCapacity: Int
+    private let eventMaxAge: TimeInterval
+    private let eventMaxBytes: Int
+    /// A batch, a probe or a query that waits longer than this fails (PostgresNIO itself would queue a
+    /// request for a minute while the database is away; a node must notice sooner).
+    static let timeoutSeconds: Double = 5
+    private let state = Mutex(State())
+
+    private struct State {
+        var pending: [String: PendingWrite] = [:]
+        var order: [String] = []
+        var draining = false
+        var lastError: String?
+        var unreachable: String?
+        /// What each row last held as this store wrote it: a countdown-only change rewrites only `seq`.
+        var written: [String: RowContent] = [:]
+    }
+
+    private struct RowContent: Equatable {
+        var instanceName: String
+        var instanceToken: String?
+        var numberId: String?
+        var phoneNumber: String?
+        var state: SessionMachine.Persisted
+        var createdAt: Date
+    }
+
+    private struct PendingWrite: Sendable {
+        var session: StoredSession
+        var events: [StoredEvent]
+        var completions: [@Sendable (Error?) -> Void]
+    }
+
+    private init(client: PostgresClient, runner: Task<Void, Never>, sealer: Sealer, logger: Logger, eventCapacity: Int, eventMaxAge: TimeInterval,
+                 eventMaxBytes: Int) {
+        self.eventMaxBytes = eventMaxBytes
+        self.client = client
+        self.runner = runner
+        self.sealer = sealer
+        self.logger = logger
+        self.eventCapacity = eventCapacity
+        self.eventMaxAge = eventMaxAge
+    }
+
+    /// A store with nothing to write would not notice the database leaving: /readyz asks `problem()`,
+    /// which a probe every few seconds keeps current.
+    private func startProbe() {
+        let task = Task.detached { [weak self] in
+            while !Task.isCancelled {
+                guard let self else { return }
+                let outcome: String?
+                do {
+                    try await Self.withTimeout(Self.timeoutSeconds) { [client] in try await client.query("SELECT 1") }
+                    outcome = nil
+                } catch {
+                    outcome = Self.describe(error)
+                }
+                self.state.withLock { $0.unreachable = outcome }
+                try? await Task.sleep(for: .seconds(outcome == nil ? 5 : 1))
+            }
+        }
+        probe.withLock { $0 = task }
+    }
+
+    /// Connects, applies the migrations and reads (or makes) the seal key, over one connection of its own
+    /// (a refused or unreachable database fails start-up at once, with the reason, instead of the pool
+    /// retrying for a minute); then starts the pool the store works with.
+    public static func open(url: String, sealKey: String, eventCapacity: Int, eventMaxAgeSeconds: Double,
+                            eventMaxBytes: Int = EventLog.defaultMaxBytes, logger: Logger) async throws -> PostgresStore {
+        var pgLogger = logger
+        pgLogger.logLevel = max(logger.logLevel, .warning) // the pool logs every failed reconnect at info
+        let quiet = pgLogger
+        let target = try target(url: url)
+        let key: Data
+        do {
+            key = try await withTimeout(timeoutSeconds * 2) {
+                let conn = try await PostgresConnection.connect(configuration: target.connection, id: 0, logger: quiet)
+                do {
+                    let key = try await conn.withTransaction(logger: quiet) { conn in
+                        try await Self.migrate(conn, logger: quiet)
+                        return try await Self.sealKey(configured: sealKey, conn, logger: quiet)
+                    }
+                    try? await conn.close()
+                    return key
+                } catch {
+                    try? await conn.close()
+                    throw error
+                }
+            }
+        } catch {
+            throw PostgresStoreError.unavailable("\(masked(url)): \(describe(error))")
+        }
+        if sealKey.isEmpty {
+            logger.notice("store.sealKey is empty: instance tokens are sealed with a key kept in the database (set store.sealKey to keep it apart)")
+        }
+        let client = PostgresClient(configuration: target.pool, backgroundLogger: quiet)
+        let runner = Task.detached { await client.run() }
+        let store = PostgresStore(client: client, runner: runner, sealer: try Sealer(bytes: key), logger: quiet,
+                                  eventCapacity: eventCapacity, eventMaxAge: eventMaxAgeSeconds, eventMaxBytes: eventMaxBytes)
+        store.startProbe()
+        return store
+    }
+
+    /// `postgres://user:password@host:port/db?sslmode=…` as PostgresNIO's configurations: the pool's, and
+    /// one connection's (for the migrations).
+    static func target(url: String) throws -> (pool: PostgresClient.Configuration, connection: PostgresConnection.Configuration) {
+        if let why = Config.postgresURLProblem(url) { throw PostgresStoreError.badURL(why) }
+        let c = URLComponents(string: url)!
+        let mode = c.queryItems?.last(where: { $0.name == "sslmode" })?.value ?? "disable"
+        let host = c.host!, port = c.port ?? 5432, user = c.user ?? "postgres"
+        let database = c.path.count > 1 ? String(c.path.dropFirst()) : nil
+        let poolTLS: PostgresClient.Configuration.TLS, connectionTLS: PostgresConnection.Configuration.TLS
+        switch mode {
+        case "require":
+            poolTLS = .require(.makeClientConfiguration())
+            connectionTLS = .require(try NIOSSLContext(configuration: .makeClientConfiguration()))
+        case "prefer":
+            poolTLS = .prefer(.makeClientConfiguration())
+            connectionTLS = .prefer(try NIOSSLContext(configuration: .makeClientConfiguration()))
+        default:
+            poolTLS = .disable
+            connectionTLS = .disable
+        }
+        var pool = PostgresClient.Configuration(host: host, port: port, username: user, password: c.password, database: database, tls: poolTLS)
+        pool.options.connectTimeout = .seconds(Int64(timeoutSeconds))
+        pool.options.maximumConnections = 8
+        var connection = PostgresConnection.Configuration(host: host, port: port, username: user, password: c.password, database: database,
+                                                          tls: connectionTLS)
+        connection.options.connectTimeout = .seconds(Int64(timeoutSeconds))
+        return (pool, connection)
+    }
+
+    /// The URL with its password masked, for logs.
+    public static func masked(_ url: String) -> String {
+        guard var c = URLComponents(string: url), let p = c.password else { return url }
+        c.password = Secret.mask(p)
+        return c.string ?? "postgres://…"
+    }
+
+    // MARK: Schema
+
+    /// Numbered migrations: each runs once, in order, in the transaction that records it.
+    static let migrations: [(version: Int, statements: [String])] = [
+        (1, [
+            """
+            CREATE TABLE sessions (
+                id text PRIMARY KEY, instance_name text NOT NULL, instance_token_sealed bytea, number_id text,
+                phone_number_sealed bytea, status text NOT NULL, qr_code_text text, qr_png text, qr_pairing_code text,
+                qr_expires_at timestamptz, qr_updated_at timestamptz, attempt integer NOT NULL, last_error text,
+                connected_at timestamptz, last_refresh_at timestamptz, seq bigint NOT NULL,
+                created_at timestamptz NOT NULL, last_active_at timestamptz NOT NULL)
+            """,
+            """
+            CREATE TABLE events (
+                session_id text NOT NULL REFERENCES sessions (id) ON DELETE CASCADE, seq bigint NOT NULL,
+                action text NOT NULL, payload bytea NOT NULL, created_at timestamptz NOT NULL,
+                PRIMARY KEY (session_id, seq))
+            """,
+            "CREATE INDEX events_created_at ON events (created_at)",
+            """
+            CREATE TABLE refresh_cycles (
+                id bigserial PRIMARY KEY, started_at timestamptz NOT NULL, duration_ms integer NOT NULL,
+                total integer NOT NULL, refreshed integer NOT NULL, failed integer NOT NULL)
+            """,
+            // The seed system's table, kept current in the same transactions: tools that read it keep working.
+            """
+            CREATE TABLE evolution_instances (
+                session_id text PRIMARY KEY REFERENCES sessions (id) ON DELETE CASCADE, instance_name text NOT NULL,
+                instance_status text NOT NULL, qr_code text, last_qr_update timestamptz, qr_expires_at timestamptz,
+                attempt integer NOT NULL, pairing_code text, updated_at timestamptz NOT NULL DEFAULT now())
+            """,
+            "CREATE INDEX evolution_instances_instance_name ON evolution_instances (instance_name)",
+            "CREATE TABLE qrgate_settings (name text PRIMARY KEY, value bytea NOT NULL)",
+        ]),
+    ]
+
+    static func migrate(_ conn: PostgresConnection, logger: Logger) async throws {
+        // One node at a time (released at commit); the others then find the versions applied.
+        try await conn.query("SELECT pg_advisory_xact_lock(\(Int(0x7172_6761_7465)))", logger: logger)
+        try await conn.query("CREATE TABLE IF NOT EXISTS qrgate_schema (version integer PRIMARY KEY, applied_at timestamptz NOT NULL DEFAULT now())",
+                             logger: logger)
+        var current = 0
+        for try await v in try await conn.query("SELECT COALESCE(MAX(version), 0) FROM qrgate_schema", logger: logger).decode(Int.self) {
+            current = v
+        }
+        for m in migrations where m.version > current {
+            for sql in m.statements { try await conn.query(PostgresQuery(unsafeSQL: sql), logger: logger) }
+            try await conn.query("INSERT INTO qrgate_schema (version) VALUES (\(m.version))", logger: logger)
+            logger.notice("store: PostgreSQL schema migrated to version \(m.version)")
+        }
+    }
+
+    static func sealKey(configured: String, _ conn: PostgresConnection, logger: Logger) async throws -> Data {
+        if !configured.isEmpty {
+            guard let data = Data(base64Encoded: configured), data.count == 32 else { throw SealerError.badKey }
+            return data
+        }
+        try await conn.query("INSERT INTO qrgate_settings (name, value) VALUES ('seal_key', \(Sealer.newKeyBytes())) ON CONFLICT (name) DO NOTHING",
+                             logger: logger)
+        for try await data in try await conn.query("SELECT value FROM qrgate_settings WHERE name = 'seal_key'", logger: logger).decode(Data.self) {
+            return data
+        }
+        throw PostgresStoreError.unavailable("the seal key row is missing")
+    }
+
+    // MARK: Reading
+
+    public func loadAll() async throws -> [(StoredSession, [StoredEvent])] {
+        try await Self.withTimeout(Self.timeoutSeconds * 6) { [self] in
+            try await client.withConnection { conn in
+                var events: [String: [StoredEvent]] = [:]
+                let er = try await conn.query("SELECT session_id, seq, action, payload, created_at FROM events ORDER BY session_id, seq", logger: logger)
+                for try await (id, seq, action, payload, at) in er.decode((String, Int, String, Data, Date).self) {
+                    events[id, default: []].append(StoredEvent(sessionId: id, seq: seq, action: action, payload: [UInt8](payload), at: at))
+                }
+                var out: [(StoredSession, [StoredEvent])] = []
+                let sr = try await conn.query("""
+                    SELECT id, instance_name, instance_token_sealed, number_id, phone_number_sealed, status, qr_code_text, qr_png,
+                        qr_pairing_code, qr_expires_at, qr_updated_at, attempt, last_error, connected_at, last_refresh_at, seq,
+                        created_at, last_active_at
+                    FROM sessions ORDER BY id
+                    """, logger: logger)
+                for try await row in sr.decode((String, String, Data?, String?, Data?, String, String?, String?, String?, Date?, Date?,
+                                                 Int, String?, Date?, Date?, Int, Date, Date).self) {
+                    let (id, instance, token, numberId, phone, status, code, png, pairing, expires, updated,
+                         attempt, lastError, connectedAt, lastRefreshAt, seq, createdAt, lastActiveAt) = row
+                    let qr = code.map { SessionQR(code: $0, pngDataURL: png ?? "", svg: "", upstreamImage: png != nil, pairingCode: pairing) }
+                    let state = SessionMachine.Persisted(status: SessionMachine.Status(rawValue: status) ?? .idle, qr: qr, qrExpiresAt: expires,
+                                                         qrUpdatedAt: updated, attempt: attempt, connectedAt: connectedAt, lastError: lastError,
+                                                         lastRefreshAt: lastRefreshAt)
+                    let s = StoredSession(id: id, instanceName: instance, instanceToken: try token.map(sealer.open), numberId: numberId,
+                                          phoneNumber: try phone.map(sealer.open), state: state, seq: seq, createdAt: createdAt,
+                                          lastActiveAt: lastActiveAt)
+                    out.append((s, events[id] ?? []))
+                }
+                return out
+            }
+        }
+    }
+
+    public func recentCycles(limit: Int) async throws -> [StoredCycle] {
+        try await Self.withTimeout(Self.timeoutSeconds) { [self] in
+            var out: [StoredCycle] = []
+            let rows = try await client.query("SELECT started_at, duration_ms, total, refreshed, failed FROM refresh_cycles ORDER BY id DESC LIMIT \(limit)",
+                                              logger: logger)
+            for try await (at, ms, total, refreshed, failed) in rows.decode((Date, Int, Int, Int, Int).self) {
+                out.append(StoredCycle(startedAt: at, durationMs: ms, total: total, refreshed: refreshed, failed: failed))
+            }
+            return out
+        }
+    }
+
+    // MARK: Writing
+
+    public func write(_ session: StoredSession, events: [StoredEvent], completion: @escaping @Sendable (Error?) -> Void) {
+        let start = state.withLock { s -> Bool in
+            if var p = s.pending[session.id] {
+                p.session = session
+                p.events += events
+                p.completions.append(completion)
+                s.pending[session.id] = p
+            } else {
+                s.pending[session.id] = PendingWrite(session: session, events: events, completions: [completion])
+                s.order.append(session.id)
+            }
+            defer { s.draining = true }
+            return !s.draining
+        }
+        if start { Task.detached { await self.drain() } }
+    }
+
+    /// Commits everything queued, in batches, until the queue is empty (one drainer at a time, so the
+    /// writes of a session reach the database in the order they were made).
+    private func drain() async {
+        while true {
+            let (batch, known) = state.withLock { s -> ([PendingWrite], [String: RowContent]) in
+                let batch = s.order.compactMap { s.pending[$0] }
+                s.pending.removeAll(keepingCapacity: true)
+                s.order.removeAll(keepingCapacity: true)
+                if batch.isEmpty { s.draining = false }
+                return (batch, s.written)
+            }
+            if batch.isEmpty { return }
+            var failure: Error?
+            var wrote: [String: RowContent] = [:]
+            do {
+                wrote = try await Self.withTimeout(Self.timeoutSeconds) { [self] in
+                    try await client.withTransaction(logger: logger) { conn in
+                        var wrote: [String: RowContent] = [:]
+                        for w in batch {
+                            if let content = try await self.store(w, known: known[w.session.id], on: conn) { wrote[w.session.id] = content }
+                        }
+                        return wrote
+                    }
+                }
+            } catch {
+                failure = error
+            }
+            let reason = failure.map(Self.describe)
+            state.withLock { s in
+                if let reason {
+                    s.lastError = reason
+                    s.written.removeAll() // the rolled-back rows are unknown now: rewrite them whole next time
+                } else {
+                    s.lastError = nil
+                    s.written.merge(wrote) { $1 }
+                }
+            }
+            if let reason { logger.error("store: a batch of \(batch.count) session writes failed: \(reason)") }
+            for w in batch { for c in w.completions { c(failure) } }
+        }
+    }
+
+    /// One session's row, events and `evolution_instances` row; returns the row content when it was
+    /// written whole.
+    private func store(_ w: PendingWrite, known: RowContent?, on conn: PostgresConnection) async throws -> RowContent? {
+        let s = w.session
+        let content = RowContent(instanceName: s.instanceName, instanceToken: s.instanceToken, numberId: s.numberId, phoneNumber: s.phoneNumber,
+                                 state: s.state, createdAt: s.createdAt)
+        var wroteRow: RowContent?
+        var updated = false
+        if known == content {
+            let r = try await conn.query("UPDATE sessions SET seq = \(s.seq), last_active_at = \(s.lastActiveAt) WHERE id = \(s.id) RETURNING id",
+                                         logger: logger)
+            for try await _ in r.decode(String.self) { updated = true }
+        }
+        if !updated {
+            try await upsert(s, on: conn)
+            try await upsertInstanceRow(s, on: conn)
+            wroteRow = content
+        }
+        try await append(w.events, of: s, on: conn)
+        return wroteRow
+    }
+
+    private func upsert(_ s: StoredSession, on conn: PostgresConnection) async throws {
+        let st = s.state
+        // The code, not the pictures (drawn again from it); the upstream's own PNG is passed on as it came.
+        let png = st.qr.flatMap { $0.upstreamImage ? $0.pngDataURL : nil }
+        let token = try s.instanceToken.map(sealer.seal), phone = try s.phoneNumber.map(sealer.seal)
+        try await conn.query("""
+            INSERT INTO sessions (id, instance_name, instance_token_sealed, number_id, phone_number_sealed, status, qr_code_text, qr_png,
+                qr_pairing_code, qr_expires_at, qr_updated_at, attempt, last_error, connected_at, last_refresh_at, seq, created_at, last_active_at)
+            VALUES (\(s.id), \(s.instanceName), \(token), \(s.numberId), \(phone), \(st.status.rawValue), \(st.qr?.code), \(png),
+                \(st.qr?.pairingCode), \(st.qrExpiresAt), \(st.qrUpdatedAt), \(st.attempt), \(st.lastError), \(st.connectedAt),
+                \(st.lastRefreshAt), \(s.seq), \(s.createdAt), \(s.lastActiveAt))
+            ON CONFLICT (id) DO UPDATE SET instance_name = excluded.instance_name, instance_token_sealed = excluded.instance_token_sealed,
+                number_id = excluded.number_id, phone_number_sealed = excluded.phone_number_sealed, status = excluded.status,
+                qr_code_text = excluded.qr_code_text, qr_png = excluded.qr_png, qr_pairing_code = excluded.qr_pairing_code,
+                qr_expires_at = excluded.qr_expires_at, qr_updated_at = excluded.qr_updated_at, attempt = excluded.attempt,
+                last_error = excluded.last_error, connected_at = excluded.connected_at, last_refresh_at = excluded.last_refresh_at,
+                seq = excluded.seq, last_active_at = excluded.last_active_at
+            """, logger: logger)
+    }
+
+    /// The seed's `evolution_instances` row (the columns of docs/SUPABASE.md), as the Realtime endpoint
+    /// shows it: while a QR is being replaced (pending, none shown) the row keeps the old one, so a
+    /// refresh is one UPDATE carrying the new QR. Never a token.
+    private func upsertInstanceRow(_ s: StoredSession, on conn: PostgresConnection) async throws {
+        let st = s.state
+        let status = switch st.status {
+        case .pending: "connecting"
+        case .connected: "open"
+        default: "close"
+        }
+        let picture = st.qr.map(\.pngDataURL).flatMap { $0.isEmpty ? nil : $0 }
+        try await conn.query("""
+            INSERT INTO evolution_instances (session_id, instance_name, instance_status, qr_code, last_qr_update, qr_expires_at, attempt, pairing_code)
+            VALUES (\(s.id), \(s.instanceName), \(status), \(picture), \(st.qrUpdatedAt), \(st.qrExpiresAt), \(st.attempt), \(st.qr?.pairingCode))
+            ON CONFLICT (session_id) DO UPDATE SET instance_name = excluded.instance_name, instance_status = excluded.instance_status,
+                qr_code = CASE WHEN excluded.instance_status = 'connecting' AND excluded.qr_code IS NULL THEN evolution_instances.qr_code ELSE excluded.qr_code END,
+                last_qr_update = CASE WHEN excluded.instance_status = 'connecting' AND excluded.qr_code IS NULL THEN evolution_instances.last_qr_update ELSE excluded.last_qr_update END,
+                qr_expires_at = CASE WHEN excluded.instance_status = 'connecting' AND excluded.qr_code IS NULL THEN evolution_instances.qr_expires_at ELSE excluded.qr_expires_at END,
+                pairing_code = CASE WHEN excluded.instance_status = 'connecting' AND excluded.qr_code IS NULL THEN evolution_instances.pairing_code ELSE excluded.pairing_code END,
+                attempt = excluded.attempt, updated_at = now()
+            WHERE (evolution_instances.instance_name, evolution_instances.instance_status, evolution_instances.qr_code, evolution_instances.attempt,
+                   evolution_instances.pairing_code, evolution_instances.qr_expires_at)
+                IS DISTINCT FROM (excluded.instance_name, excluded.instance_status,
+                   CASE WHEN excluded.instance_status = 'connecting' AND excluded.qr_code IS NULL THEN evolution_instances.qr_code ELSE excluded.qr_code END,
+                   excluded.attempt,
+                   CASE WHEN excluded.instance_status = 'connecting' AND excluded.qr_code IS NULL THEN evolution_instances.pairing_code ELSE excluded.pairing_code END,
+                   CASE WHEN excluded.instance_status = 'connecting' AND excluded.qr_code IS NULL THEN evolution_instances.qr_expires_at ELSE excluded.qr_expires_at END)
+            """, logger: logger)
+    }
+
+    private func append(_ events: [StoredEvent], of s: StoredSession, on conn: PostgresConnection) async throws {
+        for e in events {
+            try await conn.query("""
+                INSERT INTO events (session_id, seq, action, payload, created_at) VALUES (\(e.sessionId), \(e.seq), \(e.action), \(Data(e.payload)), \(e.at))
+                ON CONFLICT (session_id, seq) DO UPDATE SET action = excluded.action, payload = excluded.payload, created_at = excluded.created_at
+                """, logger: logger)
+        }
+        // As the in-memory log does: a new QR supersedes the older QRs and their pairing codes.
+        if let newest = events.last(where: { $0.action == "qr_generated" }) {
+            try await conn.query("""
+                DELETE FROM events WHERE session_id = \(s.id) AND seq <= (SELECT MAX(seq) FROM events WHERE session_id = \(s.id)
+                    AND seq < \(newest.seq) AND action IN ('qr_generated', 'pairing_code'))
+                """, logger: logger)
+        }
+        if !events.isEmpty {
+            // Bounded by count and by age: what `since` recovery can still serve.
+            try await conn.query("DELETE FROM events WHERE session_id = \(s.id) AND (seq <= \(s.seq - eventCapacity) OR created_at < \(Date().addingTimeInterval(-eventMaxAge)))",
+                                 logger: logger)
+            // And by bytes, oldest first (the newest stays whatever its size).
+            try await conn.query("""
+                DELETE FROM events WHERE session_id = \(s.id) AND seq < (SELECT MAX(seq) FROM events WHERE session_id = \(s.id)) AND seq IN (
+                    SELECT seq FROM (SELECT seq, SUM(octet_length(payload)) OVER (ORDER BY seq DESC) AS kept FROM events WHERE session_id = \(s.id)) t
+                    WHERE kept > \(eventMaxBytes))
+                """, logger: logger)
+        }
+    }
+
+    public func recordCycle(_ c: StoredCycle) {
+        Task.detached { [self] in
+            do {
+                try await Self.withTimeout(Self.timeoutSeconds) { [self] in
+                    try await client.withTransaction(logger: logger) { conn in
+                        try await conn.query("""
+                            INSERT INTO refresh_cycles (started_at, duration_ms, total, refreshed, failed)
+                            VALUES (\(c.startedAt), \(c.durationMs), \(c.total), \(c.refreshed), \(c.failed))
+                            """, logger: logger)
+                        try await conn.query("DELETE FROM refresh_cycles WHERE id <= (SELECT MAX(id) FROM refresh_cycles) - 1000", logger: logger)
+                    }
+                }
+            } catch {
+                logger.warning("store: a refresh cycle was not recorded: \(Self.describe(error))")
+            }
+        }
+    }
+
+    public func problem() -> String? {
+        state.withLock { s in
+            if let u = s.unreachable { return "PostgreSQL unreachable: \(u)" }
+            if let e = s.lastError { return "last write failed: \(e)" }
+            return nil
+        }
+    }
+
+    /// Waits (up to twice the timeout) for queued writes, then closes the client.
+    public func close() {
+        let deadline = Date().addingTimeInterval(Self.timeoutSeconds * 2)
+        while state.withLock({ $0.draining }) && Date() < deadline { usleep(5_000) }
+        probe.withLock { $0?.cancel() }
+        runner.cancel()
+    }
+
+    // MARK: Helpers
+
+    /// PostgresNIO's errors say little in `description` on purpose; the server's message is what helps.
+    static func describe(_ error: Error) -> String {
+        if let e = error as? PSQLError {
+            if let message = e.serverInfo?[.message] { return message }
+            return "\(e.code)"
+        }
+        if let e = error as? PostgresTransactionError {
+            for inner in [e.beginError, e.closureError, e.commitError].compactMap({ $0 }) { return describe(inner) }
+        }
+        return "\(error)"
+    }
+
+    static func withTimeout<T: Sendable>(_ seconds: Double, _ work: @escaping @Sendable () async throws -> T) async throws -> T {
+        try await withThrowingTaskGroup(of: T.self) { group in
+            group.addTask { try await work() }
+            group.addTask {
+                try await Task.sleep(for: .seconds(seconds))
+                throw PostgresStoreError.timedOut(seconds)
+            }
+            defer { group.cancelAll() }
+            return try await group.next()!
+        }
+    }
+}
+
+public enum PostgresStoreError: Error, CustomStringConvertible {
+    case badURL(String)
+    case unavailable(String)
+    case timedOut(Double)
+    public var description: String {
+        switch self {
+        case let .badURL(why): "store.url \(why)"
+        case let .unavailable(why): "PostgreSQL unavailable: \(why)"
+        case let .timedOut(s): "no answer from PostgreSQL within \(Int(s)) s"
+        }
+    }
+}

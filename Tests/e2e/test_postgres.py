@@ -1,0 +1,131 @@
+"""store.mode = postgres against a throwaway PostgreSQL cluster (the `postgres` fixture): sessions, events and the
+seed's `evolution_instances` table survive a kill -9; losing the database shows in /readyz, holds events back
+instead of losing them, and the node recovers by itself."""
+import json
+import threading
+import time
+import urllib.error
+import urllib.request
+
+import websockets
+
+from apihelp import call
+from test_durability import recv, run, status_of, wait_for
+
+
+def pg_config(postgres, database, **extra):
+    return {"store": {"mode": "postgres", "url": postgres.url(database)}, "demoSession": "", "log": {"level": "warning"},
+            "qr": {"ttlSeconds": 30, "maxAttempts": 3}, "poll": {"intervalSeconds": 1},
+            "simulator": {"firstQrSeconds": 60, "nextQrSeconds": 60}, "refresh": {"minIntervalSeconds": 0}, **extra}
+
+
+async def subscribe(ws_url, session, since=None):
+    ws = await websockets.connect(ws_url)
+    await recv(ws)  # hello
+    msg = {"op": "subscribe", "session": session, "formats": ["code"]}
+    if since is not None:
+        msg["since"] = since
+    await ws.send(json.dumps(msg))
+    assert (await recv(ws))["action"] == "subscribed"
+    return ws
+
+
+async def next_action(ws, action, timeout=10):
+    deadline = time.monotonic() + timeout
+    while True:
+        m = await recv(ws, max(0.1, deadline - time.monotonic()))
+        if m.get("action") == action:
+            return m
+
+
+def test_postgres_store_keeps_sessions_events_and_the_seed_table_across_kill_9(gateway_factory, postgres):
+    db = postgres.new_database()
+    cfg = pg_config(postgres, db)
+    g = gateway_factory(cfg)
+    assert call(g, "POST", "/api/v1/sessions/init/", {"sessionId": "pg-a", "instanceToken": "tok-secret-4711"})[0] == 200
+    assert call(g, "POST", "/api/v1/sessions/init/", {"sessionId": "pg-b"})[0] == 200
+
+    async def refresh_and_watch():
+        ws = await subscribe(g.ws, "pg-a")
+        snap = await recv(ws)
+        assert snap["action"] == "snapshot" and snap["qrText"]
+        assert call(g, "POST", "/api/v1/sessions/refresh-qr/", {"sessionId": "pg-a"})[0] == 200
+        fresh = await next_action(ws, "qr_generated")
+        await ws.close()
+        return snap, fresh
+
+    snap, fresh = run(refresh_and_watch())
+    assert fresh["seq"] > snap["seq"] and fresh["qrText"] != snap["qrText"]
+
+    # The seed's table, as tools that read it expect: the QR as a PNG data URL while connecting.
+    rows = postgres.sql(db, "SELECT instance_name, instance_status, left(qr_code, 22), attempt FROM evolution_instances ORDER BY instance_name")
+    assert rows == [["pg-a", "connecting", "data:image/png;base64,", "0"], ["pg-b", "connecting", "data:image/png;base64,", "0"]]
+    # The instance token is sealed at rest; events keep the code, not the pictures.
+    assert "tok-secret-4711" not in json.dumps(postgres.sql(db, "SELECT encode(instance_token_sealed, 'escape') FROM sessions"))
+    stored = postgres.sql(db, "SELECT seq, action, position('base64' in convert_from(payload, 'UTF8')) FROM events WHERE session_id = 'pg-a' ORDER BY seq")
+    assert stored[-1][:2] == [str(fresh["seq"]), "qr_generated"] and stored[-1][2] == "0"
+
+    g.proc.kill()
+    g.proc.wait()
+    g2 = gateway_factory(cfg)
+    # The stored QR is back, and a client that had everything misses nothing.
+    assert status_of(g2, "pg-a")["qrCode"].startswith("data:image/png;base64,")
+
+    async def resume():
+        ws = await subscribe(g2.ws, "pg-a", since=fresh["seq"])
+        first = await recv(ws)
+        assert first["action"] == "countdown" and "seq" not in first, first
+        assert call(g2, "POST", "/api/v1/sessions/refresh-qr/", {"sessionId": "pg-a"})[0] == 200
+        after = await next_action(ws, "qr_generated")
+        await ws.close()
+        return after
+
+    after = run(resume())
+    assert after["seq"] > fresh["seq"]
+    # Linking shows in the seed's table: open, and no QR any more.
+    call(g2, "POST", "/simulator/scan/pg-a")
+    wait_for(lambda: postgres.sql(db, "SELECT instance_status, qr_code IS NULL FROM evolution_instances WHERE session_id = 'pg-a'") == [["open", "t"]],
+             10, "pg-a to show as open in evolution_instances")
+    assert postgres.sql(db, "SELECT version FROM qrgate_schema") == [["1"]]
+
+
+def test_losing_postgres_holds_events_back_shows_in_readyz_and_recovers(gateway_factory, postgres):
+    db = postgres.new_database()
+    g = gateway_factory(pg_config(postgres, db))
+    assert call(g, "POST", "/api/v1/sessions/init/", {"sessionId": "pg-loss"})[0] == 200
+    assert call(g, "GET", "/readyz")[0] == 200
+
+    async def scenario():
+        ws = await subscribe(g.ws, "pg-loss")
+        snap = await recv(ws)
+        postgres.stop()
+        try:
+            wait_for(lambda: call(g, "GET", "/readyz")[0] == 503, 15, "/readyz to fail without the database")
+            body = call(g, "GET", "/readyz")[2]
+            assert any("PostgreSQL" in r for r in body["reasons"]), body
+            # A refresh while the database is away: its events are numbered but wait for the store.
+            answer = {}
+            t = threading.Thread(target=lambda: answer.update(r=call(g, "POST", "/api/v1/sessions/refresh-qr/", {"sessionId": "pg-loss"})))
+            t.start()
+            time.sleep(2.5)
+            try:
+                m = await recv(ws, 0.5)
+                assert m.get("action") == "countdown", f"an event went out before it was stored: {m}"
+            except TimeoutError:
+                pass
+        finally:
+            postgres.start()
+        # Once the database is back the held events go out, in order, and nothing crashed.
+        regenerating = await next_action(ws, "qr_regenerating", 30)
+        generated = await next_action(ws, "qr_generated", 30)
+        assert snap["seq"] < regenerating["seq"] < generated["seq"]
+        t.join(30)
+        status, _, body = answer["r"]
+        assert status == 200 or (status == 503 and "not stored yet" in json.dumps(body)), (status, body)
+        await ws.close()
+        return generated
+
+    generated = run(scenario(), 90)
+    wait_for(lambda: call(g, "GET", "/readyz")[0] == 200, 20, "/readyz to recover")
+    assert g.alive()
+    assert postgres.sql(db, "SELECT max(seq) FROM events WHERE session_id = 'pg-loss'") == [[str(generated["seq"])]]
