@@ -1,3 +1,4 @@
+import Crypto
 import Foundation
 import Logging
 import PostgresNIO
@@ -144,6 +145,10 @@ public final class PostgresStore: SessionStore {
         var pool = PostgresClient.Configuration(host: host, port: port, username: user, password: c.password, database: database, tls: poolTLS)
         pool.options.connectTimeout = .seconds(Int64(timeoutSeconds))
         pool.options.maximumConnections = 8
+        // The server ends what runs too long: a statement, a wait for a lock, a transaction left open.
+        let ms = Int(timeoutSeconds * 1000)
+        pool.options.additionalStartupParameters = [("statement_timeout", "\(ms)"), ("lock_timeout", "\(ms)"),
+                                                    ("idle_in_transaction_session_timeout", "\(ms * 3)")]
         var connection = PostgresConnection.Configuration(host: host, port: port, username: user, password: c.password, database: database,
                                                           tls: connectionTLS)
         connection.options.connectTimeout = .seconds(Int64(timeoutSeconds))
@@ -211,16 +216,28 @@ public final class PostgresStore: SessionStore {
     }
 
     static func sealKey(configured: String, _ conn: PostgresConnection, logger: Logger) async throws -> Data {
+        var key: Data?
         if !configured.isEmpty {
             guard let data = Data(base64Encoded: configured), data.count == 32 else { throw SealerError.badKey }
-            return data
+            key = data
+        } else {
+            try await conn.query("INSERT INTO qrgate_settings (name, value) VALUES ('seal_key', \(Sealer.newKeyBytes())) ON CONFLICT (name) DO NOTHING",
+                                 logger: logger)
+            for try await data in try await conn.query("SELECT value FROM qrgate_settings WHERE name = 'seal_key'", logger: logger).decode(Data.self) {
+                key = data
+            }
         }
-        try await conn.query("INSERT INTO qrgate_settings (name, value) VALUES ('seal_key', \(Sealer.newKeyBytes())) ON CONFLICT (name) DO NOTHING",
+        guard let key else { throw PostgresStoreError.unavailable("the seal key row is missing") }
+        // Tokens sealed with one key cannot be opened with another: the first key's fingerprint is kept, and a
+        // node started with a different one stops here, saying so, instead of failing on the first token.
+        let fingerprint = Data(SHA256.hash(data: key).prefix(8))
+        try await conn.query("INSERT INTO qrgate_settings (name, value) VALUES ('seal_key_fingerprint', \(fingerprint)) ON CONFLICT (name) DO NOTHING",
                              logger: logger)
-        for try await data in try await conn.query("SELECT value FROM qrgate_settings WHERE name = 'seal_key'", logger: logger).decode(Data.self) {
-            return data
+        for try await kept in try await conn.query("SELECT value FROM qrgate_settings WHERE name = 'seal_key_fingerprint'", logger: logger).decode(Data.self)
+        where kept != fingerprint {
+            throw PostgresStoreError.sealKeyMismatch(configured: !configured.isEmpty)
         }
-        throw PostgresStoreError.unavailable("the seal key row is missing")
+        return key
     }
 
     // MARK: Reading
@@ -294,40 +311,63 @@ public final class PostgresStore: SessionStore {
     private func drain() async {
         while true {
             let (batch, known) = state.withLock { s -> ([PendingWrite], [String: RowContent]) in
-                let batch = s.order.compactMap { s.pending[$0] }
-                s.pending.removeAll(keepingCapacity: true)
-                s.order.removeAll(keepingCapacity: true)
+                // At most `batchSessions` per transaction: a fleet's refresh cycle (or the backlog after an
+                // outage) commits in several, each well inside the statement timeout.
+                let ids = s.order.prefix(Self.batchSessions)
+                let batch = ids.compactMap { s.pending[$0] }
+                for id in ids { s.pending[id] = nil }
+                s.order.removeFirst(ids.count)
                 if batch.isEmpty { s.draining = false }
                 return (batch, s.written)
             }
             if batch.isEmpty { return }
-            var failure: Error?
+            var outcome: [String: Error] = [:]
             var wrote: [String: RowContent] = [:]
             do {
-                wrote = try await Self.withTimeout(Self.timeoutSeconds) { [self] in
-                    try await client.withTransaction(logger: logger) { conn in
-                        var wrote: [String: RowContent] = [:]
-                        for w in batch {
-                            if let content = try await self.store(w, known: known[w.session.id], on: conn) { wrote[w.session.id] = content }
-                        }
-                        return wrote
+                wrote = try await commit(batch, known: known)
+            } catch where batch.count > 1 {
+                // One session's write can fail for itself (text PostgreSQL refuses, say): then each goes alone,
+                // so the others are stored and only that one waits.
+                for w in batch {
+                    do {
+                        wrote.merge(try await commit([w], known: known)) { $1 }
+                    } catch {
+                        outcome[w.session.id] = error
                     }
                 }
             } catch {
-                failure = error
+                outcome[batch[0].session.id] = error
             }
-            let reason = failure.map(Self.describe)
+            let reason = outcome.first.map { "session \($0.key): \(Self.describe($0.value))" }
             state.withLock { s in
                 if let reason {
                     s.lastError = reason
-                    s.written.removeAll() // the rolled-back rows are unknown now: rewrite them whole next time
+                    for id in outcome.keys { s.written[id] = nil } // rolled back: rewrite those rows whole next time
                 } else {
                     s.lastError = nil
-                    s.written.merge(wrote) { $1 }
                 }
+                s.written.merge(wrote) { $1 }
             }
-            if let reason { logger.error("store: a batch of \(batch.count) session writes failed: \(reason)") }
-            for w in batch { for c in w.completions { c(failure) } }
+            if let reason { logger.error("store: \(outcome.count) of \(batch.count) session writes failed: \(reason)") }
+            for w in batch { for c in w.completions { c(outcome[w.session.id]) } }
+        }
+    }
+
+    /// Sessions written in one transaction at most.
+    static let batchSessions = 200
+
+    /// One transaction for these sessions. PostgreSQL ends a statement after `timeoutSeconds` itself
+    /// (`statement_timeout`, set for every connection): a query cannot be cancelled from here, so that is
+    /// what bounds a stalled write; the outer timeout only catches a connection that never comes.
+    private func commit(_ batch: [PendingWrite], known: [String: RowContent]) async throws -> [String: RowContent] {
+        try await Self.withTimeout(Self.timeoutSeconds * 3) { [self] in
+            try await client.withTransaction(logger: logger) { conn in
+                var wrote: [String: RowContent] = [:]
+                for w in batch {
+                    if let content = try await self.store(w, known: known[w.session.id], on: conn) { wrote[w.session.id] = content }
+                }
+                return wrote
+            }
         }
     }
 
@@ -394,12 +434,13 @@ public final class PostgresStore: SessionStore {
                 pairing_code = CASE WHEN excluded.instance_status = 'connecting' AND excluded.qr_code IS NULL THEN evolution_instances.pairing_code ELSE excluded.pairing_code END,
                 attempt = excluded.attempt, updated_at = now()
             WHERE (evolution_instances.instance_name, evolution_instances.instance_status, evolution_instances.qr_code, evolution_instances.attempt,
-                   evolution_instances.pairing_code, evolution_instances.qr_expires_at)
+                   evolution_instances.pairing_code, evolution_instances.qr_expires_at, evolution_instances.last_qr_update)
                 IS DISTINCT FROM (excluded.instance_name, excluded.instance_status,
                    CASE WHEN excluded.instance_status = 'connecting' AND excluded.qr_code IS NULL THEN evolution_instances.qr_code ELSE excluded.qr_code END,
                    excluded.attempt,
                    CASE WHEN excluded.instance_status = 'connecting' AND excluded.qr_code IS NULL THEN evolution_instances.pairing_code ELSE excluded.pairing_code END,
-                   CASE WHEN excluded.instance_status = 'connecting' AND excluded.qr_code IS NULL THEN evolution_instances.qr_expires_at ELSE excluded.qr_expires_at END)
+                   CASE WHEN excluded.instance_status = 'connecting' AND excluded.qr_code IS NULL THEN evolution_instances.qr_expires_at ELSE excluded.qr_expires_at END,
+                   CASE WHEN excluded.instance_status = 'connecting' AND excluded.qr_code IS NULL THEN evolution_instances.last_qr_update ELSE excluded.last_qr_update END)
             """, logger: logger)
     }
 
@@ -495,8 +536,13 @@ public enum PostgresStoreError: Error, CustomStringConvertible {
     case badURL(String)
     case unavailable(String)
     case timedOut(Double)
+    case sealKeyMismatch(configured: Bool)
     public var description: String {
         switch self {
+        case let .sealKeyMismatch(configured):
+            configured
+                ? "store.sealKey is not the key this database's tokens were sealed with (its fingerprint differs): use that key, or remove store.sealKey if the database kept its own"
+                : "this database's tokens were sealed with a store.sealKey: set the same store.sealKey"
         case let .badURL(why): "store.url \(why)"
         case let .unavailable(why): "PostgreSQL unavailable: \(why)"
         case let .timedOut(s): "no answer from PostgreSQL within \(Int(s)) s"

@@ -214,7 +214,7 @@ extension Gateway {
     static let storeWaitSeconds = 10.0
 
     func sessionData(_ s: SessionRegistry.Session, message: String? = nil) -> [String: Any] {
-        let m = s.machine
+        let m = s.visibleMachine // what subscribers were shown: nothing before it is stored
         var d: [String: Any] = [
             "sessionId": s.id, "status": m.status.rawValue,
             "qrCode": m.qr?.pngDataURL ?? NSNull(),
@@ -238,8 +238,8 @@ extension Gateway {
         var d = sessionData(s)
         d["phoneNumber"] = s.numberId ?? NSNull()
         d["pairingPhone"] = s.phoneNumber.map(PhoneNumber.masked) ?? NSNull()
-        d["isReady"] = s.machine.status == .connected
-        d["connectedAt"] = s.machine.connectedAt.map(SessionEventEncoding.iso8601) ?? NSNull()
+        d["isReady"] = s.visibleMachine.status == .connected
+        d["connectedAt"] = s.visibleMachine.connectedAt.map(SessionEventEncoding.iso8601) ?? NSNull()
         d["lastActiveAt"] = SessionEventEncoding.iso8601(s.lastActiveAt)
         return .json(200, ["success": true, "data": d])
     }
@@ -284,12 +284,12 @@ extension Gateway {
         }
         let now = clock.now()
         let rows = runtime.registry.sessions.values.filter { p.canSee($0.id) }.sorted { $0.id < $1.id }.compactMap { s -> [String: Any]? in
-            let qrAge = now.timeIntervalSince(s.machine.qrUpdatedAt ?? s.createdAt)
-            if let stale, !(s.machine.status == .pending && qrAge > stale) { return nil }
+            let qrAge = now.timeIntervalSince(s.visibleMachine.qrUpdatedAt ?? s.createdAt)
+            if let stale, !(s.visibleMachine.status == .pending && qrAge > stale) { return nil }
             var d = sessionData(s)
             d["instanceName"] = s.instanceName
-            d["qrAgeSeconds"] = s.machine.qrUpdatedAt.map { Int(now.timeIntervalSince($0)) } ?? NSNull()
-            d["lastError"] = s.machine.lastError ?? NSNull()
+            d["qrAgeSeconds"] = s.visibleMachine.qrUpdatedAt.map { Int(now.timeIntervalSince($0)) } ?? NSNull()
+            d["lastError"] = s.visibleMachine.lastError ?? NSNull()
             d["lastActiveAt"] = SessionEventEncoding.iso8601(s.lastActiveAt)
             d.removeValue(forKey: "qrCode")
             return d

@@ -32,6 +32,8 @@ public final class SessionRuntime {
     private var nextDurableWaiter = 0
     /// Sessions whose failed write is written again soon.
     private var retrying: Set<String> = []
+    /// Sessions with a change the store has not taken yet (a write failed and no later one succeeded).
+    private var unstored: Set<String> = []
     /// How long a failed write waits before it is tried again.
     static let retrySeconds = 1.0
 
@@ -192,7 +194,9 @@ public final class SessionRuntime {
         }))
     }
 
-    private func isDurable(_ id: String) -> Bool { writesInFlight[id, default: 0] == 0 && !registry.isHolding(id) }
+    private func isDurable(_ id: String) -> Bool {
+        writesInFlight[id, default: 0] == 0 && !registry.isHolding(id) && !unstored.contains(id)
+    }
 
     private func persist(_ id: String, force: Bool = false, isolation: isolated any Actor) {
         guard let s = registry[id], let stored = registry.stored(id) else { return }
@@ -215,6 +219,7 @@ public final class SessionRuntime {
             if let error {
                 logger.error("store write for session \(id) failed (its events wait, tried again in \(Self.retrySeconds) s): \(error)")
                 // Everything after the last stored seq goes again, in one write.
+                self.unstored.insert(id)
                 self.enqueuedSeq[id] = self.durableSeq[id] ?? -1
                 if self.retrying.insert(id).inserted {
                     _ = self.timers.schedule(after: Self.retrySeconds) { [weak self] in
@@ -224,6 +229,7 @@ public final class SessionRuntime {
                 }
             } else if from <= self.durableSeq[id] ?? 0 {
                 // Contiguous with what is stored: these events may go out now, in order.
+                self.unstored.remove(id)
                 self.durableSeq[id] = max(self.durableSeq[id] ?? 0, through)
                 self.registry.release(id, through: through)
             }

@@ -80,6 +80,10 @@ import QRGateUpstream
         func actions() -> [String] { transport.frames.compactMap { $0["action"] as? String } }
         func shownCodes() -> [String] { transport.frames.filter { $0["action"] as? String == "qr_generated" }.compactMap { $0["qrSvg"] as? String } }
         func currentCode() -> String? { runtime.registry["s"]?.machine.qr?.code }
+        var durable: Bool?
+        func setToken(_ token: String) { runtime.setInstanceToken(token, for: "s", isolation: self) }
+        func askWhenDurable() { durable = nil; runtime.whenDurable("s", within: 30, isolation: self) { self.durable = $0 } }
+        func durableAnswer() -> Bool? { durable }
         /// A newcomer's snapshot: its seq, and whether it shows a QR (a PNG data URL).
         func snapshot() -> (seq: Int?, showsQR: Bool) {
             let o = runtime.registry.snapshot(session: "s", now: clock.now()).flatMap { try? JSONSerialization.jsonObject(with: Data($0)) as? [String: Any] } ?? [:]
@@ -149,6 +153,31 @@ import QRGateUpstream
         try await waitUntil { await loop.actions().filter { $0 != "countdown" }.count == 3 }
         #expect(await loop.actions().filter { $0 != "countdown" } == ["qr_generated", "qr_regenerating", "qr_generated"])
         #expect(await loop.snapshot().seq == 3)
+    }
+
+    @Test func aChangeWithoutEventsIsNotReportedStoredWhenItsWriteFailed() async throws {
+        let upstream = ScriptedUpstream(), store = GatedStore()
+        let loop = Loop(upstream: upstream, clock: ManualClock(), store: store)
+        await loop.add()
+        try await upstream.waitFor(1)
+        upstream.answer(0, code: "FIRST")
+        try await waitUntil {
+            store.finish()
+            return await loop.actions().contains("qr_generated")
+        }
+        // A new instance token: a write with no event. It fails: the caller must not hear "stored".
+        await loop.setToken("tok-0123456789")
+        try await waitUntil { store.waiting > 0 }
+        store.finish(failing: true)
+        try await Task.sleep(for: .milliseconds(20))
+        await loop.askWhenDurable()
+        try await Task.sleep(for: .milliseconds(20))
+        #expect(await loop.durableAnswer() == nil)
+        // The retry a second later succeeds: now it is stored.
+        await loop.advance(by: SessionRuntime.retrySeconds)
+        try await waitUntil { store.waiting > 0 }
+        store.finish()
+        try await waitUntil { await loop.durableAnswer() == true }
     }
 
     /// A session added and showing its first QR, `code`.

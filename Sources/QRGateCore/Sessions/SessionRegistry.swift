@@ -154,8 +154,8 @@ public final class SessionRegistry {
     public func nextCountdown(after now: Date) -> Date? {
         let interval = rules.countdownIntervalSeconds
         var next: Double?
-        for (id, s) in sessions where s.machine.status == .pending {
-            guard let exp = s.machine.qrExpiresAt, exp > now, hub.isWatched(id) else { continue }
+        for (id, s) in sessions where s.visibleMachine.status == .pending {
+            guard let exp = s.visibleMachine.qrExpiresAt, exp > now, hub.isWatched(id) else { continue }
             var left = exp.timeIntervalSince(now).truncatingRemainder(dividingBy: interval)
             if left <= 0 { left += interval }
             next = min(next ?? left, left)
@@ -183,8 +183,9 @@ public final class SessionRegistry {
             return d < window && now.addingTimeInterval(-d).timeIntervalSince(shownSince ?? .distantPast) > 0.001
         }
         var n = 0
-        for (id, s) in sessions where s.machine.status == .pending {
-            guard let exp = s.machine.qrExpiresAt, due(exp, shownSince: s.machine.qrUpdatedAt), hub.isWatched(id), let c = countdown(session: id, now: now) else { continue }
+        for (id, s) in sessions where s.visibleMachine.status == .pending {
+            let m = s.visibleMachine
+            guard let exp = m.qrExpiresAt, due(exp, shownSince: m.qrUpdatedAt), hub.isWatched(id), let c = countdown(session: id, now: now) else { continue }
             hub.publish(Publication(session: id, seq: nil, event: c.event, bytes: c.bytes, coalesceKey: "countdown:\(id)"))
             n += 1
         }
@@ -248,12 +249,31 @@ public final class SessionRegistry {
                 : nil
             let publication = Publication(session: id, seq: s.seq, event: event, bytes: bytes, coalesceKey: key, variant: variant)
             if holdsUntilStored {
-                held[id, default: []].append((publication, s.machine))
+                hold(publication, machine: s.machine, of: id)
             } else {
                 observer?(s, event)
                 hub.publish(publication)
             }
         }
+    }
+
+    /// Holds an event until it is stored. While the store is away a session goes on rotating QRs: a new QR
+    /// replaces the held QRs and pairing codes before it (only the newest matters, as in the outbox; seqs
+    /// skipped this way are a gap the protocol allows for these two kinds), and past `logCapacity` held
+    /// events the oldest go (they stay in the log for `since`), so memory stays bounded.
+    private func hold(_ publication: Publication, machine: SessionMachine, of id: String) {
+        var list = held[id, default: []]
+        if case .qrGenerated = publication.event {
+            list.removeAll {
+                switch $0.publication.event {
+                case .qrGenerated, .pairingCode: true
+                default: false
+                }
+            }
+        }
+        list.append((publication, machine))
+        if list.count > logCapacity { list.removeFirst(list.count - logCapacity) }
+        held[id] = list
     }
 
     /// Whether some of the session's numbered events wait for the store.

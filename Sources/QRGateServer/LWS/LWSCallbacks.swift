@@ -48,6 +48,9 @@ extension LWSLoop {
         case LWS_CALLBACK_RECEIVE:
             guard let c = connection(wsi, user, create: false) else { return -1 }
             return receive(c, input, len)
+        case LWS_CALLBACK_WS_PEER_INITIATED_CLOSE:
+            connection(wsi, user, create: false)?.noDirectWrites = true
+            return 0
         case LWS_CALLBACK_SERVER_WRITEABLE:
             guard let c = connection(wsi, user, create: false) else { return 0 }
             return writeFrame(c)

@@ -23,10 +23,14 @@ final class LWSConnection {
     /// Since when (monotonic µs) the outbox has held more than `outboxBytes`; 0 when it does not.
     var overSince: Int64 = 0
     var closeCode: Int32 = 0
-    /// The peer sent something since our last WRITEABLE turn. lws answers pings at that turn, so a frame
+    /// The peer sent a message since our last WRITEABLE turn. lws answers pings at that turn, so a reply
     /// written at once could overtake the pong of a ping that came before the message it answers
-    /// (Autobahn 5.7, 5.19): until the turn, frames queue.
+    /// (Autobahn 5.7, 5.19): until the turn, frames queue. (A ping alone sets nothing: lws keeps control
+    /// frames to itself, and a pushed frame going before a pong is allowed by RFC 6455.)
     var readSinceWriteable = true
+    /// No frame is written at once: the peer started the close handshake (lws echoes it at the next
+    /// WRITEABLE turn, and a data frame must not go after the peer's close), or a write failed.
+    var noDirectWrites = false
     var closeReason = ""
 
     init(id: ConnectionID, wsi: OpaquePointer) { self.id = id; self.wsi = wsi }

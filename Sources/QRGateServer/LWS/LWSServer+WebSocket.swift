@@ -63,12 +63,18 @@ extension LWSLoop {
         // not take, lws 4.1 keeps (its `buflist_out`) and sends before anything else; the next frames then
         // queue in the outbox, where flow control counts them. No `lws_send_pipe_choked` first: it is a
         // `poll()` syscall per frame, and lws 4.1 no longer refuses back-to-back writes (output.c).
-        if c.outbox.isEmpty, !c.readSinceWriteable, lws_partial_buffered(c.wsi) == 0 {
+        // Not over HTTP/2 (a WebSocket stream of a TLS connection): there the stream's credit and the network
+        // connection's buffer decide, which lws checks only at WRITEABLE.
+        if c.outbox.isEmpty, !c.readSinceWriteable, !c.noDirectWrites, lws_partial_buffered(c.wsi) == 0,
+           lws_get_network_wsi(c.wsi) == c.wsi {
             guard frame.write(to: c.wsi) >= 0 else {
+                c.noDirectWrites = true // lws closes it; later frames queue until then
                 lws_set_timeout(c.wsi, PENDING_TIMEOUT_CLOSE_SEND, LWS_TO_KILL_ASYNC)
                 return false
             }
-            if marker { server?.toDelegate(from: self) { $0.webSocketWritten(id) } }
+            // Told from the executor, never from inside this call: the caller (a snapshot stream's pump)
+            // may not have saved its own state yet.
+            if marker { server?.toDelegateLater(from: self) { $0.webSocketWritten(id) } }
             return true
         }
         let before = c.outbox.bytes

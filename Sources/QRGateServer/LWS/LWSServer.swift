@@ -179,4 +179,10 @@ public final class LWSServer: Sendable {
         guard let d = delegate else { return }
         if loop.index == 0 { call(d) } else { loops[0].executor.post { call(d) } }
     }
+
+    /// The same, but always as a job of the first loop's executor (never inside the caller's call).
+    func toDelegateLater(from loop: LWSLoop, _ call: @escaping @Sendable (any LWSServerDelegate) -> Void) {
+        guard let d = delegate else { return }
+        loops[0].executor.post { call(d) }
+    }
 }

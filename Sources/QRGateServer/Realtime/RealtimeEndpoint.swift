@@ -446,7 +446,7 @@ public final class RealtimeEndpoint {
 
     /// A session as a row of the old table; never a token or secret.
     static func row(_ s: SessionRegistry.Session) -> [String: JSONValue] {
-        let m = s.machine
+        let m = s.visibleMachine // what subscribers were shown: nothing before it is stored
         let status: String = switch m.status {
         case .pending: "connecting"
         case .connected: "open"
