@@ -126,6 +126,10 @@ extension Gateway {
         }
         guard case let .string(s) = v else { throw APIError(status: 400, reason: "\"\(key)\" must be a string") }
         guard s.unicodeScalars.count <= 1024 else { throw APIError(status: 400, reason: "\"\(key)\" is longer than 1024 characters") }
+        // No field has a use for them, and a NUL is text PostgreSQL refuses to store.
+        guard !s.unicodeScalars.contains(where: { $0.value < 0x20 || $0.value == 0x7f }) else {
+            throw APIError(status: 400, reason: "\"\(key)\" must not contain control characters")
+        }
         if id && !ClientMessage.isValidSessionID(s) {
             throw APIError(status: 400, reason: "\"\(key)\" must be 1–128 characters of A–Z a–z 0–9 . _ : @ -")
         }
@@ -164,7 +168,8 @@ extension Gateway {
         }
         let s = try session(id)
         if s.machine.status == .connected || s.machine.qr != nil {
-            respondWhenDurable(id, connection, .json(200, ["success": true, "data": sessionData(s, message: s.machine.status == .connected ? "Session already connected." : qrMessage)]))
+            let message = s.machine.status == .connected ? "Session already connected." : qrMessage
+            respondWhenDurable(id, connection) { s in .json(200, ["success": true, "data": self.sessionData(s, message: message)]) }
             return nil
         }
         answerWithNextQR(id, connection: connection, message: qrMessage)
@@ -184,29 +189,32 @@ extension Gateway {
     private func answerWithNextQR(_ id: String, connection: ConnectionID, message: String) {
         let timeout = config.upstream.timeoutSeconds * 2 + 2
         runtime.waitForQR(id, timeout: timeout, isolation: self) { event in
-            guard let s = self.runtime.registry[id] else { return }
-            let response: HTTPResponse
-            switch event {
-            case let .upstreamError(reason)? where reason == UpstreamError.unauthorized.description && s.instanceToken != nil,
-                 let .error(reason)? where reason == UpstreamError.unauthorized.description && s.instanceToken != nil:
-                // The upstream refused the instanceToken the client gave for this session: the caller's credential, not ours.
-                response = .error(403, "the upstream refused this session's instanceToken: \(reason)")
-            case let .upstreamError(reason)?: response = .error(502, reason)
-            case let .error(reason)?: response = .error(502, reason)
-            case .connected?: response = .json(200, ["success": true, "data": self.sessionData(s, message: "Session already connected.")])
-            case .qrGenerated?: response = .json(200, ["success": true, "data": self.sessionData(s, message: message)])
-            default: response = .json(202, ["success": true, "data": self.sessionData(s, message: "QR code not available yet; subscribe for updates.")])
+            self.respondWhenDurable(id, connection) { s in
+                switch event {
+                case let .upstreamError(reason)? where reason == UpstreamError.unauthorized.description && s.instanceToken != nil,
+                     let .error(reason)? where reason == UpstreamError.unauthorized.description && s.instanceToken != nil:
+                    // The upstream refused the instanceToken the client gave for this session: the caller's credential, not ours.
+                    .error(403, "the upstream refused this session's instanceToken: \(reason)")
+                case let .upstreamError(reason)?: .error(502, reason)
+                case let .error(reason)?: .error(502, reason)
+                case .connected?: .json(200, ["success": true, "data": self.sessionData(s, message: "Session already connected.")])
+                case .qrGenerated?: .json(200, ["success": true, "data": self.sessionData(s, message: message)])
+                default: .json(202, ["success": true, "data": self.sessionData(s, message: "QR code not available yet; subscribe for updates.")])
+                }
             }
-            self.respondWhenDurable(id, connection, response)
         }
     }
 
-    /// A state change is stored before the call that caused it is answered; a store that cannot manage it
-    /// within `storeWaitSeconds` gets the call a 503 with the store's reason.
-    func respondWhenDurable(_ id: String, _ connection: ConnectionID, _ response: HTTPResponse) {
+    /// A state change is stored before the call that caused it is answered, with the session as it is then
+    /// (what subscribers have been shown); a store that cannot manage it within `storeWaitSeconds` gets the
+    /// call a 503 with the store's reason.
+    func respondWhenDurable(_ id: String, _ connection: ConnectionID, _ response: @escaping (SessionRegistry.Session) -> HTTPResponse) {
         runtime.whenDurable(id, within: Self.storeWaitSeconds, isolation: self) { [server, store = runtime.store] stored in
-            server.respond(connection, stored ? response
-                : .error(503, "the change is not stored yet: \(store.problem() ?? "the store is slow"); it is written again until the store takes it"))
+            guard stored else {
+                return server.respond(connection, .error(503, "the change is not stored yet: \(store.problem() ?? "the store is slow"); it is written again until the store takes it"))
+            }
+            guard let s = self.runtime.registry[id] else { return server.respond(connection, .error(404, "session \(id) not found")) }
+            server.respond(connection, response(s))
         }
     }
 
@@ -271,7 +279,7 @@ extension Gateway {
         try check(p, opens: id)
         _ = try session(id)
         runtime.feed(id, .disconnect, isolation: self)
-        respondWhenDurable(id, connection, .json(200, ["success": true, "data": sessionData(try session(id), message: "Session disconnected.")]))
+        respondWhenDurable(id, connection) { s in .json(200, ["success": true, "data": self.sessionData(s, message: "Session disconnected.")]) }
         return nil
     }
 
@@ -308,7 +316,7 @@ extension Gateway {
                           isolation: self) else {
             throw APIError(status: 409, reason: "session \(id) already exists")
         }
-        respondWhenDurable(id, connection, .json(201, ["success": true, "data": ["sessionId": id, "status": runtime.registry[id]?.machine.status.rawValue ?? "pending"]]))
+        respondWhenDurable(id, connection) { s in .json(201, ["success": true, "data": ["sessionId": id, "status": s.visibleMachine.status.rawValue]]) }
         return nil
     }
 

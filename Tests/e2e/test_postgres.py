@@ -134,3 +134,28 @@ def test_losing_postgres_holds_events_back_shows_in_readyz_and_recovers(gateway_
     wait_for(lambda: call(g, "GET", "/readyz")[0] == 200, 20, "/readyz to recover")
     assert g.alive()
     assert postgres.sql(db, "SELECT max(seq) FROM events WHERE session_id = 'pg-loss'") == [[str(generated["seq"])]]
+
+
+def test_control_characters_are_refused_and_another_seal_key_stops_start_up(gateway_factory, postgres):
+    import base64
+    import os
+
+    import pytest
+    db = postgres.new_database()
+    key_a, key_b = (base64.b64encode(os.urandom(32)).decode() for _ in range(2))
+
+    def config(key):
+        return pg_config(postgres, db, store={"mode": "postgres", "url": postgres.url(db), "sealKey": key})
+
+    g = gateway_factory(config(key_a))
+    # A NUL is text PostgreSQL refuses: refused at the door, with the reason, not stuck in the store.
+    status, _, body = call(g, "POST", "/api/v1/sessions/init/", {"sessionId": "pg-nul", "numberId": "55\u000011"})
+    assert status == 400 and "control characters" in json.dumps(body), body
+    assert call(g, "POST", "/api/v1/sessions/init/", {"sessionId": "pg-key", "instanceToken": "tok-sealed-0123456789"})[0] == 200
+    g.stop()
+    # Tokens sealed with one key cannot be opened with another: start-up stops and says so.
+    with pytest.raises(RuntimeError) as refused:
+        gateway_factory(config(key_b))
+    assert "store.sealKey is not the key" in str(refused.value), refused.value
+    g2 = gateway_factory(config(key_a))
+    assert status_of(g2, "pg-key")["sessionId"] == "pg-key"
