@@ -71,7 +71,7 @@ public final class PostgresStore: SessionStore {
                 guard let self else { return }
                 let outcome: String?
                 do {
-                    try await Self.withTimeout(Self.timeoutSeconds) { [client] in try await client.query("SELECT 1") }
+                    _ = try await Self.withTimeout(Self.timeoutSeconds) { [client] in try await client.query("SELECT 1") }
                     outcome = nil
                 } catch {
                     outcome = Self.describe(error)
