@@ -34,16 +34,7 @@ public final class PostgresStore: SessionStore {
         var lastError: String?
         var unreachable: String?
         /// What each row last held as this store wrote it: a countdown-only change rewrites only `seq`.
-        var written: [String: RowContent] = [:]
-    }
-
-    private struct RowContent: Equatable {
-        var instanceName: String
-        var instanceToken: String?
-        var numberId: String?
-        var phoneNumber: String?
-        var state: SessionMachine.Persisted
-        var createdAt: Date
+        var written: [String: SessionRowContent] = [:]
     }
 
     private struct PendingWrite: Sendable {
@@ -310,7 +301,7 @@ public final class PostgresStore: SessionStore {
     /// writes of a session reach the database in the order they were made).
     private func drain() async {
         while true {
-            let (batch, known) = state.withLock { s -> ([PendingWrite], [String: RowContent]) in
+            let (batch, known) = state.withLock { s -> ([PendingWrite], [String: SessionRowContent]) in
                 // At most `batchSessions` per transaction: a fleet's refresh cycle (or the backlog after an
                 // outage) commits in several, each well inside the statement timeout.
                 let ids = s.order.prefix(Self.batchSessions)
@@ -322,7 +313,7 @@ public final class PostgresStore: SessionStore {
             }
             if batch.isEmpty { return }
             var outcome: [String: Error] = [:]
-            var wrote: [String: RowContent] = [:]
+            var wrote: [String: SessionRowContent] = [:]
             do {
                 wrote = try await commit(batch, known: known)
             } catch where batch.count > 1 {
@@ -359,10 +350,10 @@ public final class PostgresStore: SessionStore {
     /// One transaction for these sessions. PostgreSQL ends a statement after `timeoutSeconds` itself
     /// (`statement_timeout`, set for every connection): a query cannot be cancelled from here, so that is
     /// what bounds a stalled write; the outer timeout only catches a connection that never comes.
-    private func commit(_ batch: [PendingWrite], known: [String: RowContent]) async throws -> [String: RowContent] {
+    private func commit(_ batch: [PendingWrite], known: [String: SessionRowContent]) async throws -> [String: SessionRowContent] {
         try await Self.withTimeout(Self.timeoutSeconds * 3) { [self] in
             try await client.withTransaction(logger: logger) { conn in
-                var wrote: [String: RowContent] = [:]
+                var wrote: [String: SessionRowContent] = [:]
                 for w in batch {
                     if let content = try await self.store(w, known: known[w.session.id], on: conn) { wrote[w.session.id] = content }
                 }
@@ -373,11 +364,10 @@ public final class PostgresStore: SessionStore {
 
     /// One session's row, events and `evolution_instances` row; returns the row content when it was
     /// written whole.
-    private func store(_ w: PendingWrite, known: RowContent?, on conn: PostgresConnection) async throws -> RowContent? {
+    private func store(_ w: PendingWrite, known: SessionRowContent?, on conn: PostgresConnection) async throws -> SessionRowContent? {
         let s = w.session
-        let content = RowContent(instanceName: s.instanceName, instanceToken: s.instanceToken, numberId: s.numberId, phoneNumber: s.phoneNumber,
-                                 state: s.state, createdAt: s.createdAt)
-        var wroteRow: RowContent?
+        let content = SessionRowContent(s)
+        var wroteRow: SessionRowContent?
         var updated = false
         if known == content {
             let r = try await conn.query("UPDATE sessions SET seq = \(s.seq), last_active_at = \(s.lastActiveAt) WHERE id = \(s.id) RETURNING id",

@@ -21,16 +21,7 @@ public final class SQLiteStore: SessionStore, @unchecked Sendable {
     private var lastError: String?
     /// What each session row last held, as written by this store (touched only on `queue`): a countdown
     /// changes only `seq`, so the row is not rewritten with its QR images every second.
-    private var written: [String: RowContent] = [:]
-
-    private struct RowContent: Equatable {
-        var instanceName: String
-        var instanceToken: String?
-        var numberId: String?
-        var phoneNumber: String?
-        var state: SessionMachine.Persisted
-        var createdAt: Date
-    }
+    private var written: [String: SessionRowContent] = [:]
 
     private struct PendingWrite {
         var session: StoredSession
@@ -197,8 +188,7 @@ public final class SQLiteStore: SessionStore, @unchecked Sendable {
 
     private func store(_ w: PendingWrite, in db: Database) throws {
         let s = w.session
-        let content = RowContent(instanceName: s.instanceName, instanceToken: s.instanceToken, numberId: s.numberId, phoneNumber: s.phoneNumber,
-                                 state: s.state, createdAt: s.createdAt)
+        let content = SessionRowContent(s)
         var updated = false
         if written[s.id] == content {
             try db.execute(sql: "UPDATE sessions SET seq = ?, last_active_at = ? WHERE id = ?",
