@@ -89,8 +89,16 @@ public final class EvolutionSimulator {
 
     // MARK: Clock
 
-    /// Rotates the QR codes that are due and ends attempts that ran out of refs; returns webhooks to deliver.
+    /// Rotates the QR codes that are due and ends attempts that ran out of refs; returns webhooks to deliver
+    /// (those of these rotations and any still waiting).
     public func advance(now: Date) -> [SimulatorWebhook] {
+        rotateDue(now: now)
+        defer { pendingWebhooks.removeAll() }
+        return pendingWebhooks
+    }
+
+    /// The rotations that are due; their webhooks wait in `pendingWebhooks` for the next `advance`.
+    private func rotateDue(now: Date) {
         while let top = deadlines.min, top.at <= now {
             deadlines.removeMin()
             deadlinesVisited += 1
@@ -112,8 +120,6 @@ public final class EvolutionSimulator {
             }
             instances[top.name] = i
         }
-        defer { pendingWebhooks.removeAll() }
-        return pendingWebhooks
     }
 
     /// Sets when the instance's current code expires.
@@ -139,7 +145,10 @@ public final class EvolutionSimulator {
     }
 
     public func handle(_ req: HTTPRequest, now: Date) -> SimulatorReply {
-        _ = advance(now: now) // keep state current even between timer ticks; webhooks go out on the next tick
+        // State current even between timer ticks; the webhooks of rotations done here go out with the next
+        // `advance` (the host ticks after every request). Discarding them lost a rotation's webhook whenever
+        // a request came between its deadline and the timer.
+        rotateDue(now: now)
         let parts = req.path.split(separator: "/").map(String.init)
         if parts.first == "simulator" { return .now(control(req, parts: Array(parts.dropFirst()), now: now)) }
         if req.path == "/oauth/token" { return oauth(req, now: now) }
