@@ -1,21 +1,7 @@
 #!/bin/bash
-# Fan-out before (ccfb527, session start) and after (HEAD), same client (picows x2), Node ws at the same frame size, one run.
-cd /work/main
-echo '{"refresh":{"minIntervalSeconds":0,"cycleSeconds":3600},"qr":{"ttlSeconds":3600},"server":{"maxConnectionsPerIP":100000,"messagesPerSecond":100000},"store":{"mode":"memory"},"log":{"level":"warning"},"upstream":{"concurrency":1024,"timeoutSeconds":30}}' > /tmp/ba19.json
-run_gw() { # binary label
-  cp /tmp/ba19.json /tmp/ba19-$3.json
-  ($1 serve --port 0 --config /tmp/ba19-$3.json --static-dir /work/main/static > /tmp/ba19-gw.out 2>/dev/null &)
-  sleep 3
-  PORT=$(grep -o '127.0.0.1:[0-9]*' /tmp/ba19-gw.out | head -1 | cut -d: -f2); PID=$(pgrep -f "config /tmp/ba19-$3.json" | head -1)
-  python3 Benchmarks/clients/picows-fanout.py --url ws://127.0.0.1:$PORT/ws --clients 10000 --rounds 10 --trigger-url http://127.0.0.1:$PORT/api/v1/sessions/refresh-qr/ --trigger-body '{"sessionId":"demo"}' --server-pid $PID --subscribe '{"op":"subscribe","session":"demo","formats":["svg"]}' --label "$2" 2>/dev/null | tail -1
-  kill $PID; sleep 2
-}
-run_node() { # bytes label
-  (PEER_MESSAGE_BYTES=$1 NODE_PATH=/usr/share/nodejs node Benchmarks/peers/node-ws.js > /tmp/ba19-node.out 2>&1 &); sleep 1
-  PORT=$(grep -o '127.0.0.1:[0-9]*' /tmp/ba19-node.out | cut -d: -f2); PID=$(pgrep -f "peers/node-ws.js" | head -1)
-  python3 Benchmarks/clients/picows-fanout.py --url ws://127.0.0.1:$PORT/ws --clients 10000 --rounds 10 --trigger-url http://127.0.0.1:$PORT/publish --subscribe "" --match timestamp --server-pid $PID --label "$2" 2>/dev/null | tail -1
-  kill $PID; sleep 2
-}
-
-run_node 5450 "node-ws at the svg frame size"
-run_gw /work/main/.build/release/qrgate "qrgate after (HEAD, the page's svg frame)" after
+# Fan-out before (ccfb527, the session's start) and after issue 19's changes, memory store; see ../pairs.sh for
+# the run (Node ws at the same frame size in the same run).
+# Usage: [ORDER=reversed] fanout-before-after.sh BEFORE_BINARY AFTER_BINARY > fanout-before-after.jsonl
+cd "$(dirname "$0")/../../.."
+. Benchmarks/results/pairs.sh
+pair_runs "$1" "qrgate before (ccfb527, the page's svg frame)" "$2" "qrgate after (HEAD, the page's svg frame)" "$PAIR_MEMORY"
