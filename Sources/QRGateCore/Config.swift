@@ -13,6 +13,7 @@ public struct Config: Codable, Sendable, Equatable {
     public var auth = Auth()
     public var events = Events()
     public var store = Store()
+    public var cluster = Cluster()
     /// Sessions to watch from start-up.
     public var sessions: [SessionSeed] = []
     /// With the simulator upstream, this session is created and started at start-up ("" for none).
@@ -87,6 +88,21 @@ public struct Config: Codable, Sendable, Equatable {
         /// needs the same one. Empty: a key is made once and kept in the database itself (weaker: whoever
         /// reads the database reads the key).
         public var sealKey = ""
+    }
+
+    /// Several nodes on one PostgreSQL (`store.mode = postgres`): every node runs the sessions it holds a
+    /// lease on and follows the others over the bus (LISTEN/NOTIFY). docs/OPERATIONS.md.
+    public struct Cluster: Codable, Sendable, Equatable {
+        /// This node's name in the leases ("" : the host name and process id). A node restarted with the same
+        /// name takes its own sessions back at once instead of waiting for their leases to lapse; two live
+        /// nodes must never share one.
+        public var nodeId = ""
+        /// A dead node's sessions run on another node within this many seconds (leases last 70 % of it and
+        /// are renewed every 20 %; a node that cannot renew stops running them before they lapse).
+        public var leaseSeconds = 10.0
+        /// How long an order (a refresh, an init, a disconnect) sent to the node that runs the session waits
+        /// for its answer.
+        public var orderTimeoutSeconds = 5.0
     }
 
     /// One API key of `auth.serviceKeys` / `auth.adminKeys`: a string, or an object scoping it to the
@@ -369,6 +385,15 @@ public struct Config: Codable, Sendable, Equatable {
         if store.mode == .postgres {
             if store.url.isEmpty { throw .invalid(key: "store.url", reason: "is required when store.mode is postgres (or set DATABASE_URL)") }
             if let why = Self.postgresURLProblem(store.url) { throw .invalid(key: "store.url", reason: why) }
+        }
+        if !(cluster.leaseSeconds >= 1 && cluster.leaseSeconds <= 600) {
+            throw .invalid(key: "cluster.leaseSeconds", reason: "must be between 1 and 600, got \(cluster.leaseSeconds)")
+        }
+        if !(cluster.orderTimeoutSeconds > 0 && cluster.orderTimeoutSeconds <= 120) {
+            throw .invalid(key: "cluster.orderTimeoutSeconds", reason: "must be greater than 0 and at most 120")
+        }
+        if !cluster.nodeId.isEmpty, cluster.nodeId.count > 64 || !ClientMessage.isValidSessionID(cluster.nodeId) {
+            throw .invalid(key: "cluster.nodeId", reason: "must be 1–64 characters of A–Z a–z 0–9 . _ : @ -")
         }
         if !store.sealKey.isEmpty, Data(base64Encoded: store.sealKey)?.count != 32 {
             throw .invalid(key: "store.sealKey", reason: "must be the base64 of 32 bytes (openssl rand -base64 32)")

@@ -76,4 +76,9 @@ public enum JSONValue: Codable, Equatable, Sendable {
     public var stringValue: String? { if case let .string(s) = self { return s }; return nil }
     public var intValue: Int? { if case let .int(i) = self { return i }; return nil }
     public var objectValue: [String: JSONValue]? { if case let .object(o) = self { return o }; return nil }
+    public var boolValue: Bool? { if case let .bool(b) = self { return b }; return nil }
+}
+
+extension JSONValue: ExpressibleByStringLiteral {
+    public init(stringLiteral value: String) { self = .string(value) }
 }

@@ -22,6 +22,10 @@ public final class PostgresStore: SessionStore {
     private let eventCapacity: Int
     private let eventMaxAge: TimeInterval
     private let eventMaxBytes: Int
+    /// This node's name in the leases (`sessions.owner_node`): a row is written only by the node that holds it.
+    public let nodeId: String
+    /// How long a lease lasts from its last renewal (70 % of `cluster.leaseSeconds`).
+    public let leaseTTL: Double
     /// A batch, a probe or a query that waits longer than this fails (PostgresNIO itself would queue a
     /// request for a minute while the database is away; a node must notice sooner).
     static let timeoutSeconds: Double = 5
@@ -35,6 +39,8 @@ public final class PostgresStore: SessionStore {
         var unreachable: String?
         /// What each row last held as this store wrote it: a countdown-only change rewrites only `seq`.
         var written: [String: SessionRowContent] = [:]
+        /// Sessions this node holds the lease of, as far as its writes and claims know (the cluster renews these).
+        var leased: Set<String> = []
     }
 
     private struct PendingWrite: Sendable {
@@ -44,7 +50,10 @@ public final class PostgresStore: SessionStore {
     }
 
     private init(client: PostgresClient, runner: Task<Void, Never>, sealer: Sealer, logger: Logger, eventCapacity: Int, eventMaxAge: TimeInterval,
-                 eventMaxBytes: Int) {
+                 eventMaxBytes: Int, nodeId: String, leaseTTL: Double, connection: PostgresConnection.Configuration) {
+        self.nodeId = nodeId
+        self.leaseTTL = leaseTTL
+        self.connectionConfiguration = connection
         self.eventMaxBytes = eventMaxBytes
         self.client = client
         self.runner = runner
@@ -78,7 +87,8 @@ public final class PostgresStore: SessionStore {
     /// (a refused or unreachable database fails start-up at once, with the reason, instead of the pool
     /// retrying for a minute); then starts the pool the store works with.
     public static func open(url: String, sealKey: String, eventCapacity: Int, eventMaxAgeSeconds: Double,
-                            eventMaxBytes: Int = EventLog.defaultMaxBytes, logger: Logger) async throws -> PostgresStore {
+                            eventMaxBytes: Int = EventLog.defaultMaxBytes, nodeId: String = PostgresStore.defaultNodeId(),
+                            leaseSeconds: Double = 10, logger: Logger) async throws -> PostgresStore {
         var pgLogger = logger
         pgLogger.logLevel = max(logger.logLevel, .warning) // the pool logs every failed reconnect at info
         let quiet = pgLogger
@@ -108,10 +118,23 @@ public final class PostgresStore: SessionStore {
         let client = PostgresClient(configuration: target.pool, backgroundLogger: quiet)
         let runner = Task.detached { await client.run() }
         let store = PostgresStore(client: client, runner: runner, sealer: try Sealer(bytes: key), logger: quiet,
-                                  eventCapacity: eventCapacity, eventMaxAge: eventMaxAgeSeconds, eventMaxBytes: eventMaxBytes)
+                                  eventCapacity: eventCapacity, eventMaxAge: eventMaxAgeSeconds, eventMaxBytes: eventMaxBytes,
+                                  nodeId: nodeId, leaseTTL: leaseSeconds * 0.7, connection: target.connection)
         store.startProbe()
         return store
     }
+
+    /// The host name, the process id and a random suffix: unique among live nodes, new with every start.
+    public static func defaultNodeId() -> String {
+        let host = ProcessInfo.processInfo.hostName.split(separator: ".").first.map(String.init) ?? "node"
+        let clean = String(host.filter { $0.isLetter || $0.isNumber || $0 == "-" }.prefix(40))
+        return "\(clean.isEmpty ? "node" : clean)-\(getpid())-\(String(UInt16.random(in: 0...UInt16.max), radix: 16))"
+    }
+
+    /// What a dedicated connection (the bus's LISTEN) connects with.
+    let connectionConfiguration: PostgresConnection.Configuration
+    var pool: PostgresClient { client }
+    var log: Logger { logger }
 
     /// `postgres://user:password@host:port/db?sslmode=…` as PostgresNIO's configurations: the pool's, and
     /// one connection's (for the migrations).
@@ -188,6 +211,12 @@ public final class PostgresStore: SessionStore {
             "CREATE INDEX evolution_instances_instance_name ON evolution_instances (instance_name)",
             "CREATE TABLE qrgate_settings (name text PRIMARY KEY, value bytea NOT NULL)",
         ]),
+        // Several nodes: who runs each session, until when; and the nodes alive.
+        (2, [
+            "ALTER TABLE sessions ADD COLUMN owner_node text, ADD COLUMN lease_until timestamptz",
+            "CREATE INDEX sessions_owner_node ON sessions (owner_node)",
+            "CREATE TABLE qrgate_nodes (node_id text PRIMARY KEY, started_at timestamptz NOT NULL, heartbeat_at timestamptz NOT NULL)",
+        ]),
     ]
 
     static func migrate(_ conn: PostgresConnection, logger: Logger) async throws {
@@ -234,24 +263,38 @@ public final class PostgresStore: SessionStore {
     // MARK: Reading
 
     public func loadAll() async throws -> [(StoredSession, [StoredEvent])] {
-        try await Self.withTimeout(Self.timeoutSeconds * 6) { [self] in
+        try await read(nil).map { ($0.session, $0.events) }
+    }
+
+    /// Sessions with their owners, and their events after the seq given for each (nil: every kept event);
+    /// `wanted` nil: every session.
+    func read(_ wanted: [String: Int?]?) async throws -> [ClusterSnapshot] {
+        let all = wanted == nil
+        let ids = wanted.map { Array($0.keys) } ?? []
+        let after = ids.map { (wanted?[$0] ?? nil) ?? -1 }
+        return try await Self.withTimeout(Self.timeoutSeconds * 6) { [self] in
             try await client.withConnection { conn in
                 var events: [String: [StoredEvent]] = [:]
-                let er = try await conn.query("SELECT session_id, seq, action, payload, created_at FROM events ORDER BY session_id, seq", logger: logger)
+                let er = try await conn.query("""
+                    SELECT e.session_id, e.seq, e.action, e.payload, e.created_at FROM events e
+                    LEFT JOIN unnest(\(ids)::text[], \(after)::bigint[]) AS w(id, after) ON w.id = e.session_id
+                    WHERE \(all) OR (w.id IS NOT NULL AND e.seq > w.after)
+                    ORDER BY e.session_id, e.seq
+                    """, logger: logger)
                 for try await (id, seq, action, payload, at) in er.decode((String, Int, String, Data, Date).self) {
                     events[id, default: []].append(StoredEvent(sessionId: id, seq: seq, action: action, payload: [UInt8](payload), at: at))
                 }
-                var out: [(StoredSession, [StoredEvent])] = []
+                var out: [ClusterSnapshot] = []
                 let sr = try await conn.query("""
                     SELECT id, instance_name, instance_token_sealed, number_id, phone_number_sealed, status, qr_code_text, qr_png,
                         qr_pairing_code, qr_expires_at, qr_updated_at, attempt, last_error, connected_at, last_refresh_at, seq,
-                        created_at, last_active_at
-                    FROM sessions ORDER BY id
+                        created_at, last_active_at, owner_node
+                    FROM sessions WHERE \(all) OR id = ANY(\(ids)::text[]) ORDER BY id
                     """, logger: logger)
                 for try await row in sr.decode((String, String, Data?, String?, Data?, String, String?, String?, String?, Date?, Date?,
-                                                 Int, String?, Date?, Date?, Int, Date, Date).self) {
+                                                 Int, String?, Date?, Date?, Int, Date, Date, String?).self) {
                     let (id, instance, token, numberId, phone, status, code, png, pairing, expires, updated,
-                         attempt, lastError, connectedAt, lastRefreshAt, seq, createdAt, lastActiveAt) = row
+                         attempt, lastError, connectedAt, lastRefreshAt, seq, createdAt, lastActiveAt, owner) = row
                     let qr = code.map { SessionQR(code: $0, pngDataURL: png ?? "", svg: "", upstreamImage: png != nil, pairingCode: pairing) }
                     let state = SessionMachine.Persisted(status: SessionMachine.Status(rawValue: status) ?? .idle, qr: qr, qrExpiresAt: expires,
                                                          qrUpdatedAt: updated, attempt: attempt, connectedAt: connectedAt, lastError: lastError,
@@ -259,7 +302,7 @@ public final class PostgresStore: SessionStore {
                     let s = StoredSession(id: id, instanceName: instance, instanceToken: try token.map(sealer.open), numberId: numberId,
                                           phoneNumber: try phone.map(sealer.open), state: state, seq: seq, createdAt: createdAt,
                                           lastActiveAt: lastActiveAt)
-                    out.append((s, events[id] ?? []))
+                    out.append(ClusterSnapshot(session: s, events: events[id] ?? [], owner: owner))
                 }
                 return out
             }
@@ -323,23 +366,27 @@ public final class PostgresStore: SessionStore {
                     do {
                         wrote.merge(try await commit([w], known: known)) { $1 }
                     } catch {
-                        outcome[w.session.id] = error
+                        outcome[w.session.id] = Self.leaseLost(in: error) ?? error
                     }
                 }
             } catch {
-                outcome[batch[0].session.id] = error
+                outcome[batch[0].session.id] = Self.leaseLost(in: error) ?? error
             }
-            let reason = outcome.first.map { "session \($0.key): \(Self.describe($0.value))" }
+            // A lease that moved is not the database failing: the session's new node writes it from now on.
+            let failures = outcome.filter { !($0.value is LeaseLost) }
+            let reason = failures.first.map { "session \($0.key): \(Self.describe($0.value))" }
             state.withLock { s in
                 if let reason {
                     s.lastError = reason
-                    for id in outcome.keys { s.written[id] = nil } // rolled back: rewrite those rows whole next time
                 } else {
                     s.lastError = nil
                 }
+                for id in outcome.keys { s.written[id] = nil } // rolled back: rewrite those rows whole next time
+                for (id, e) in outcome where e is LeaseLost { s.leased.remove(id) }
+                for w in batch where outcome[w.session.id] == nil { s.leased.insert(w.session.id) }
                 s.written.merge(wrote) { $1 }
             }
-            if let reason { logger.error("store: \(outcome.count) of \(batch.count) session writes failed: \(reason)") }
+            if let reason { logger.error("store: \(failures.count) of \(batch.count) session writes failed: \(reason)") }
             for w in batch { for c in w.completions { c(outcome[w.session.id]) } }
         }
     }
@@ -357,6 +404,11 @@ public final class PostgresStore: SessionStore {
                 for w in batch {
                     if let content = try await self.store(w, known: known[w.session.id], on: conn) { wrote[w.session.id] = content }
                 }
+                // The bus: every node hears of these changes once they are committed (a NOTIFY in a transaction
+                // is delivered at its commit, and never if it rolls back). Session and seq only; nodes read the rest.
+                let ms = Int(Date().timeIntervalSince1970 * 1000)
+                let notes = batch.map { "c \($0.session.id) \($0.session.seq) \(self.nodeId) \(ms)" }
+                for try await _ in try await conn.query("SELECT count(pg_notify('qrgate', p)) FROM unnest(\(notes)::text[]) AS p", logger: logger).decode(Int.self) {}
                 return wrote
             }
         }
@@ -370,7 +422,7 @@ public final class PostgresStore: SessionStore {
         var wroteRow: SessionRowContent?
         var updated = false
         if known == content {
-            let r = try await conn.query("UPDATE sessions SET seq = \(s.seq), last_active_at = \(s.lastActiveAt) WHERE id = \(s.id) RETURNING id",
+            let r = try await conn.query("UPDATE sessions SET seq = \(s.seq), last_active_at = \(s.lastActiveAt) WHERE id = \(s.id) AND owner_node = \(nodeId) RETURNING id",
                                          logger: logger)
             for try await _ in r.decode(String.self) { updated = true }
         }
@@ -388,19 +440,26 @@ public final class PostgresStore: SessionStore {
         // The code, not the pictures (drawn again from it); the upstream's own PNG is passed on as it came.
         let png = st.qr.flatMap { $0.upstreamImage ? $0.pngDataURL : nil }
         let token = try s.instanceToken.map(sealer.seal), phone = try s.phoneNumber.map(sealer.seal)
-        try await conn.query("""
+        // A new session's row takes its lease; an existing one is written only by the node that holds it (a
+        // node whose lease moved meanwhile gets no row back: LeaseLost, and nothing of this write is kept).
+        var kept = false
+        for try await _ in try await conn.query("""
             INSERT INTO sessions (id, instance_name, instance_token_sealed, number_id, phone_number_sealed, status, qr_code_text, qr_png,
-                qr_pairing_code, qr_expires_at, qr_updated_at, attempt, last_error, connected_at, last_refresh_at, seq, created_at, last_active_at)
+                qr_pairing_code, qr_expires_at, qr_updated_at, attempt, last_error, connected_at, last_refresh_at, seq, created_at, last_active_at,
+                owner_node, lease_until)
             VALUES (\(s.id), \(s.instanceName), \(token), \(s.numberId), \(phone), \(st.status.rawValue), \(st.qr?.code), \(png),
                 \(st.qr?.pairingCode), \(st.qrExpiresAt), \(st.qrUpdatedAt), \(st.attempt), \(st.lastError), \(st.connectedAt),
-                \(st.lastRefreshAt), \(s.seq), \(s.createdAt), \(s.lastActiveAt))
+                \(st.lastRefreshAt), \(s.seq), \(s.createdAt), \(s.lastActiveAt), \(nodeId), now() + make_interval(secs => \(leaseTTL)))
             ON CONFLICT (id) DO UPDATE SET instance_name = excluded.instance_name, instance_token_sealed = excluded.instance_token_sealed,
                 number_id = excluded.number_id, phone_number_sealed = excluded.phone_number_sealed, status = excluded.status,
                 qr_code_text = excluded.qr_code_text, qr_png = excluded.qr_png, qr_pairing_code = excluded.qr_pairing_code,
                 qr_expires_at = excluded.qr_expires_at, qr_updated_at = excluded.qr_updated_at, attempt = excluded.attempt,
                 last_error = excluded.last_error, connected_at = excluded.connected_at, last_refresh_at = excluded.last_refresh_at,
                 seq = excluded.seq, last_active_at = excluded.last_active_at
-            """, logger: logger)
+            WHERE sessions.owner_node = \(nodeId)
+            RETURNING id
+            """, logger: logger).decode(String.self) { kept = true }
+        guard kept else { throw LeaseLost(session: s.id) }
     }
 
     /// The seed's `evolution_instances` row (the columns of docs/SUPABASE.md), as the Realtime endpoint
@@ -479,6 +538,18 @@ public final class PostgresStore: SessionStore {
         }
     }
 
+    /// The sessions this node holds leases on, as its writes and claims know.
+    func leasedSessions() -> Set<String> { state.withLock { $0.leased } }
+
+    func updateLeases(lost: Set<String>, claimed: Set<String>) {
+        state.withLock { $0.leased.subtract(lost); $0.leased.formUnion(claimed) }
+    }
+
+    /// Forgets every lease (they lapse in the database by themselves); returns what was held.
+    func dropLeases() -> [String] {
+        state.withLock { s in defer { s.leased = [] }; return Array(s.leased).sorted() }
+    }
+
     public func problem() -> String? {
         state.withLock { s in
             if let u = s.unreachable { return "PostgreSQL unreachable: \(u)" }
@@ -496,6 +567,13 @@ public final class PostgresStore: SessionStore {
     }
 
     // MARK: Helpers
+
+    /// The LeaseLost a transaction's closure threw, if that is what failed.
+    static func leaseLost(in error: Error) -> LeaseLost? {
+        if let e = error as? LeaseLost { return e }
+        if let e = error as? PostgresTransactionError { return e.closureError.flatMap { leaseLost(in: $0) } }
+        return nil
+    }
 
     /// PostgresNIO's errors say little in `description` on purpose; the server's message is what helps.
     static func describe(_ error: Error) -> String {

@@ -29,6 +29,17 @@ extension Gateway {
                 for (i, n) in self.server.acceptedPerLoop.enumerated() {
                     m.gauge("qrgate_loop_connections_accepted", [("loop", String(i))], Double(n))
                 }
+                if let cluster = self.runtime.cluster {
+                    let st = cluster.stats()
+                    m.gauge("qrgate_cluster_owned_sessions", [], Double(self.runtime.owned.count))
+                    m.gauge("qrgate_cluster_followed_sessions", [], Double(self.runtime.registry.sessions.count - self.runtime.owned.count))
+                    m.gauge("qrgate_cluster_live_nodes", [], Double(st.liveNodes))
+                    m.gauge("qrgate_cluster_bus_lag_seconds", [], st.busLagSeconds)
+                    m.syncTotal("qrgate_cluster_lease_renewals_total", st.renewals)
+                    m.syncTotal("qrgate_cluster_lease_renewal_failures_total", st.renewalFailures)
+                    m.syncTotal("qrgate_cluster_sessions_claimed_total", st.claims)
+                    m.syncTotal("qrgate_cluster_bus_messages_total", st.busMessages)
+                }
                 self.server.respond(connection, HTTPResponse(status: 200, contentType: "text/plain; version=0.0.4; charset=utf-8", body: .bytes(m.render())))
             }
         }
@@ -37,7 +48,8 @@ extension Gateway {
 
     /// GET /readyz: the store takes writes and the upstream answers (or the simulator is in-process).
     func readyz(connection: ConnectionID) -> HTTPResponse? {
-        let reasons: [String] = runtime.store.problem().map { ["store: \($0)"] } ?? []
+        var reasons: [String] = runtime.store.problem().map { ["store: \($0)"] } ?? []
+        if let p = runtime.cluster?.stats().problem { reasons.append("cluster: \(p)") }
         if simulatorHost != nil || config.upstream.mode == .simulator && config.upstream.baseURL.isEmpty {
             return readyAnswer(reasons, upstream: "simulator in-process")
         }

@@ -151,28 +151,20 @@ extension Gateway {
         let instance = try string(o, "instanceName", id: true) ?? id
         try check(p, instance: instance)
         let token = try string(o, "instanceToken"), number = try string(o, "numberId"), phone = try phoneNumber(o)
-        if runtime.registry[id] == nil {
-            runtime.add(id: id, instanceName: instance, instanceToken: token, numberId: number, phoneNumber: phone, isolation: self)
-        } else {
-            if let token { runtime.setInstanceToken(token, for: id, isolation: self) }
-            if let phone, runtime.registry[id]?.phoneNumber != phone {
-                // Linking by phone number from now on: a new round, whose QR comes with a pairing code.
-                // (The same number again is just a start: a backend calling init on every page load does not
-                // replace the code the user is typing.)
-                if case let .rateLimited(wait)? = runtime.pair(id, phoneNumber: phone, isolation: self) {
-                    throw APIError(status: 429, reason: "refreshed too recently; try again in \(wait) s", headers: [("Retry-After", String(wait))])
-                }
-            } else {
-                runtime.feed(id, .start, isolation: self)
+        // Carried out where the session runs (this node, or its owner in a cluster), then answered from here.
+        runtime.order(id, .initSession(instance: instance, token: token, numberId: number, phone: phone), isolation: self) { outcome in
+            switch outcome {
+            case let .refresh(.rateLimited(wait)):
+                return self.server.respond(connection, .error(429, "refreshed too recently; try again in \(wait) s", headers: [("Retry-After", String(wait))]))
+            case let .unavailable(why):
+                return self.server.respond(connection, .error(503, why))
+            case .notFound:
+                return self.server.respond(connection, .error(404, "session \(id) not found"))
+            case .refresh, .done:
+                break
             }
+            self.answerWithQR(id, connection: connection, message: self.qrMessage)
         }
-        let s = try session(id)
-        if s.machine.status == .connected || s.machine.qr != nil {
-            let message = s.machine.status == .connected ? "Session already connected." : qrMessage
-            respondWhenDurable(id, connection) { s in .json(200, ["success": true, "data": self.sessionData(s, message: message)]) }
-            return nil
-        }
-        answerWithNextQR(id, connection: connection, message: qrMessage)
         return nil
     }
 
@@ -184,6 +176,18 @@ extension Gateway {
     }
 
     private var qrMessage: String { "QR code generated. Please scan within \(config.qr.ttlSeconds) seconds." }
+
+    /// Answers with the session at once when it shows a QR or is linked (an init of a running session, or an
+    /// order whose owner's new QR reached this node with its answer), else with its next QR.
+    private func answerWithQR(_ id: String, connection: ConnectionID, message: String) {
+        guard let s = runtime.registry[id] else { return server.respond(connection, .error(404, "session \(id) not found")) }
+        if s.machine.status == .connected || s.machine.qr != nil {
+            let message = s.machine.status == .connected ? "Session already connected." : message
+            respondWhenDurable(id, connection) { s in .json(200, ["success": true, "data": self.sessionData(s, message: message)]) }
+        } else {
+            answerWithNextQR(id, connection: connection, message: message)
+        }
+    }
 
     /// Answers the deferred request with the session once its QR (or the reason for none) is known.
     private func answerWithNextQR(_ id: String, connection: ConnectionID, message: String) {
@@ -259,17 +263,20 @@ extension Gateway {
         let phone = try phoneNumber(o)
         try check(p, opens: id)
         _ = try session(id)
-        switch phone.map({ runtime.pair(id, phoneNumber: $0, isolation: self) }) ?? runtime.refresh(id, isolation: self) {
-        case .alreadyConnected?:
-            throw APIError(status: 400, reason: SessionMachine.alreadyConnectedMessage)
-        case let .rateLimited(wait)?:
-            throw APIError(status: 429, reason: "refreshed too recently; try again in \(wait) s", headers: [("Retry-After", String(wait))])
-        case .noAttemptsLeft?:
-            throw APIError(status: 409, reason: "no attempts left")
-        case .accepted?, nil:
-            answerWithNextQR(id, connection: connection, message: "QR code refreshed. Please scan within \(config.qr.ttlSeconds) seconds.")
-            return nil
+        let order: SessionOrder = phone.map { .pair(phone: $0, asAttempt: false) } ?? .refresh(asAttempt: false)
+        runtime.order(id, order, isolation: self) { outcome in
+            let refusal: HTTPResponse? = switch outcome {
+            case .refresh(.alreadyConnected): .error(400, SessionMachine.alreadyConnectedMessage)
+            case let .refresh(.rateLimited(wait)): .error(429, "refreshed too recently; try again in \(wait) s", headers: [("Retry-After", String(wait))])
+            case .refresh(.noAttemptsLeft): .error(409, "no attempts left")
+            case .notFound: .error(404, "session \(id) not found")
+            case let .unavailable(why): .error(503, why)
+            case .refresh(.accepted), .done: nil
+            }
+            if let refusal { return self.server.respond(connection, refusal) }
+            self.answerWithQR(id, connection: connection, message: "QR code refreshed. Please scan within \(self.config.qr.ttlSeconds) seconds.")
         }
+        return nil
     }
 
     private func disconnect(_ request: HTTPRequest, _ connection: ConnectionID) throws(APIError) -> HTTPResponse? {
@@ -278,8 +285,14 @@ extension Gateway {
         let id = try string(o, "sessionId", required: true, id: true)!
         try check(p, opens: id)
         _ = try session(id)
-        runtime.feed(id, .disconnect, isolation: self)
-        respondWhenDurable(id, connection) { s in .json(200, ["success": true, "data": self.sessionData(s, message: "Session disconnected.")]) }
+        runtime.order(id, .disconnect, isolation: self) { outcome in
+            switch outcome {
+            case let .unavailable(why): self.server.respond(connection, .error(503, why))
+            case .notFound: self.server.respond(connection, .error(404, "session \(id) not found"))
+            case .done, .refresh:
+                self.respondWhenDurable(id, connection) { s in .json(200, ["success": true, "data": self.sessionData(s, message: "Session disconnected.")]) }
+            }
+        }
         return nil
     }
 

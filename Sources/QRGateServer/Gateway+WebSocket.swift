@@ -100,20 +100,27 @@ extension Gateway {
             let why = peer.role == .admin ? "this admin key covers other sessions (its prefix), not \(session)" : "refresh needs an admin key"
             return reject(ProtocolError(.forbidden, why), to: connection, session: session)
         }
+        runtime.order(session, .refresh(asAttempt: false), isolation: self) { outcome in self.refreshed(outcome, connection, session: session) }
+    }
+
+    private func refreshed(_ outcome: OrderOutcome, _ connection: ConnectionID, session: String) {
         let now = clock.now()
-        switch runtime.refresh(session, isolation: self) {
-        case nil:
+        switch outcome {
+        case .notFound:
             reject(ProtocolError(.unknownSession, "no session \(session)"), to: connection, session: session)
-        case .accepted?:
+        case let .unavailable(why):
+            reject(ProtocolError(.unavailable, why), to: connection, session: session)
+        case .done, .refresh(.accepted):
             send(ServerMessage.encode(["action": .string("refreshing"), "sessionId": .string(session),
                                        "timestamp": .int(ServerMessage.milliseconds(now))]), to: connection)
-        case .alreadyConnected?:
+        case .refresh(.alreadyConnected):
             send(ServerMessage.encode(["action": .string("connected"), "sessionId": .string(session),
                                        "message": .string(SessionMachine.alreadyConnectedMessage),
                                        "timestamp": .int(ServerMessage.milliseconds(now))]), to: connection)
-        case let .rateLimited(wait)?:
+        case let .refresh(.rateLimited(wait)):
             reject(ProtocolError(.rateLimited, "refreshed too recently; try again in \(wait) s"), to: connection, session: session,
-                   extra: ["retryAfter": .int(wait)])        case .noAttemptsLeft?:
+                   extra: ["retryAfter": .int(wait)])
+        case .refresh(.noAttemptsLeft):
             reject(ProtocolError(.forbidden, "no attempts left"), to: connection, session: session)
         }
     }
@@ -139,19 +146,28 @@ extension Gateway {
         if browser, let s = runtime.registry[session], s.phoneNumber == phoneNumber, s.machine.status == .pending, s.machine.qr?.pairingCode != nil {
             return send(requested, to: connection) // that code is still good: the snapshot and events carry it
         }
-        switch runtime.pair(session, phoneNumber: phoneNumber, asAttempt: browser, isolation: self) {
-        case nil:
+        runtime.order(session, .pair(phone: phoneNumber, asAttempt: browser), isolation: self) { outcome in
+            self.paired(outcome, connection, session: session, requested: requested)
+        }
+    }
+
+    private func paired(_ outcome: OrderOutcome, _ connection: ConnectionID, session: String, requested: [UInt8]) {
+        let now = clock.now()
+        switch outcome {
+        case .notFound:
             reject(ProtocolError(.unknownSession, "no session \(session)"), to: connection, session: session)
-        case .accepted?:
+        case let .unavailable(why):
+            reject(ProtocolError(.unavailable, why), to: connection, session: session)
+        case .done, .refresh(.accepted):
             send(requested, to: connection)
-        case .alreadyConnected?:
+        case .refresh(.alreadyConnected):
             send(ServerMessage.encode(["action": .string("connected"), "sessionId": .string(session),
                                        "message": .string(SessionMachine.alreadyConnectedMessage),
                                        "timestamp": .int(ServerMessage.milliseconds(now))]), to: connection)
-        case let .rateLimited(wait)?:
+        case let .refresh(.rateLimited(wait)):
             reject(ProtocolError(.rateLimited, "asked too recently; try again in \(wait) s"), to: connection, session: session,
                    extra: ["retryAfter": .int(wait)])
-        case .noAttemptsLeft?:
+        case .refresh(.noAttemptsLeft):
             reject(ProtocolError(.forbidden, "no attempts left for a new code on this session; its service can start it again"),
                    to: connection, session: session)
         }

@@ -82,7 +82,8 @@ public actor Gateway: LWSServerDelegate {
     }
 
     public init(config: Config, server: LWSServer, staticFiles: StaticFiles, http: CurlMulti, demoMode: Bool, auth: Authenticator,
-                credentials: UpstreamCredentials, store: SessionStore, metrics: GatewayMetrics, clock: any GatewayClock = SystemClock(),
+                credentials: UpstreamCredentials, store: SessionStore, cluster: (any SessionCluster)? = nil, metrics: GatewayMetrics,
+                clock: any GatewayClock = SystemClock(),
                 logger: Logger) {
         self.metrics = metrics
         self.http = http
@@ -111,6 +112,8 @@ public actor Gateway: LWSServerDelegate {
                                                                  logMaxBytes: config.events.maxBytesPerSession),
                                  timers: timers, frames: frames,
                                  cycleSeconds: config.refresh.cycleSeconds, store: store, metrics: metrics, logger: logger)
+        runtime.cluster = cluster
+        runtime.orderTimeoutSeconds = config.cluster.orderTimeoutSeconds
         realtime = RealtimeEndpoint(server: server, auth: auth, registry: runtime.registry, demoMode: demoMode, clock: clock, logger: logger)
         fanout = SocketFanout(server: server)
         hub.transport = fanout
@@ -128,6 +131,16 @@ public actor Gateway: LWSServerDelegate {
         }
         if config.upstream.mode == .simulator, !config.demoSession.isEmpty, runtime.registry[config.demoSession] == nil {
             runtime.add(id: config.demoSession, instanceName: config.demoSession, instanceToken: nil, numberId: nil, isolation: self)
+        }
+        if let cluster = runtime.cluster {
+            // The cluster's signals, in the order it sends them, handled on this loop.
+            let (signals, sink) = AsyncStream<ClusterSignal>.makeStream()
+            cluster.start { sink.yield($0) }
+            Task {
+                for await signal in signals {
+                    self.runtime.handle(signal, isolation: self)
+                }
+            }
         }
         runtime.startCycle(isolation: self)
         runtime.startCountdowns(every: Double(config.qr.countdownIntervalSeconds), isolation: self)

@@ -19,6 +19,8 @@ public final class GatewayApp: Sendable {
     public let http: CurlMulti
     public let credentials: UpstreamCredentials
     public let store: SessionStore
+    /// Set with `store.mode = postgres`: leases, the bus and orders between nodes.
+    public let cluster: (any SessionCluster)?
     public let metrics = GatewayMetrics()
     /// What the store held at start, handed to the gateway once by `start()`.
     private let restoring: Mutex<[(StoredSession, [StoredEvent])]?>
@@ -40,6 +42,7 @@ public final class GatewayApp: Sendable {
             tokenURL: config.upstream.tokenURL, clientId: config.upstream.tokenClientId,
             clientSecret: config.upstream.tokenClientSecret, timeoutSeconds: config.upstream.timeoutSeconds, http: http)
         let files = try StaticFiles(directory: staticDir)
+        var cluster: (any SessionCluster)?
         switch config.store.mode {
         case .sqlite:
             store = try SQLiteStore(path: config.store.path, eventCapacity: config.events.logCapacity, eventMaxAgeSeconds: config.events.maxAgeSeconds,
@@ -48,12 +51,15 @@ public final class GatewayApp: Sendable {
         case .postgres:
             store = try await PostgresStore.open(url: config.store.url, sealKey: config.store.sealKey, eventCapacity: config.events.logCapacity,
                                                  eventMaxAgeSeconds: config.events.maxAgeSeconds, eventMaxBytes: config.events.maxBytesPerSession,
-                                                 logger: logger)
+                                                 nodeId: config.cluster.nodeId.isEmpty ? PostgresStore.defaultNodeId() : config.cluster.nodeId,
+                                                 leaseSeconds: config.cluster.leaseSeconds, logger: logger)
+            cluster = PostgresCluster(store: store as! PostgresStore, leaseSeconds: config.cluster.leaseSeconds, logger: logger)
             logger.info("store: PostgreSQL at \(PostgresStore.masked(config.store.url))")
         case .memory:
             store = MemoryStore(eventCapacity: config.events.logCapacity)
             logger.notice("store: memory only (store.mode = memory): sessions end with the process")
         }
+        self.cluster = cluster
         restoring = Mutex(try await store.loadAll())
         var options = LWSServerOptions(
             host: host, port: port,
@@ -65,7 +71,7 @@ public final class GatewayApp: Sendable {
         options.corsOrigins = Set(config.server.allowedOrigins)
         server = LWSServer(options: options, logger: logger)
         gateway = Gateway(config: config, server: server, staticFiles: files, http: http, demoMode: !auth.hasKeys,
-                          auth: auth, credentials: credentials, store: store, metrics: metrics, logger: logger)
+                          auth: auth, credentials: credentials, store: store, cluster: cluster, metrics: metrics, logger: logger)
         if !auth.hasKeys {
             logger.warning("DEMO MODE: no auth keys configured (auth.serviceKeys, auth.adminKeys) on a loopback bind: every client is admin")
         }
@@ -101,6 +107,16 @@ public final class GatewayApp: Sendable {
     }
 
     public func stop() {
+        if let cluster {
+            // A clean stop hands the leases back: other nodes take the sessions at their next round, not after a lapse.
+            let done = DispatchSemaphore(value: 0)
+            Task.detached {
+                await cluster.releaseAll()
+                done.signal()
+            }
+            _ = done.wait(timeout: .now() + 3)
+            cluster.stop()
+        }
         server.stop()
         http.shutdown()
         store.close()

@@ -15,6 +15,7 @@ public final class GatewayMetrics: @unchecked Sendable {
     private var timers: [String: CoreMetrics.Timer] = [:]
     private var lastCoalesced = 0
     private var lastSlow = 0
+    private var totals: [String: Int] = [:]
 
     public init() {
         var f = PrometheusMetricsFactory(registry: registry)
@@ -60,6 +61,15 @@ public final class GatewayMetrics: @unchecked Sendable {
         lock.unlock()
         count("qrgate_frames_coalesced_total", by: max(0, dc))
         count("qrgate_slow_consumers_closed_total", by: max(0, ds))
+    }
+
+    /// A running total kept elsewhere (the cluster's) as a Prometheus counter, by its delta since the last scrape.
+    func syncTotal(_ label: String, _ total: Int) {
+        lock.lock()
+        let d = total - (totals[label] ?? 0)
+        totals[label] = total
+        lock.unlock()
+        count(label, by: max(0, d))
     }
 
     /// Prometheus text exposition format.

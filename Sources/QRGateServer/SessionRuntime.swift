@@ -17,25 +17,46 @@ public final class SessionRuntime {
     var clock: any GatewayClock { timers.clock }
     /// Set once the gateway listens (the simulator's base URL is the gateway's own port).
     var upstream: (any SessionUpstream)?
-    private var sessionTimers: [String: LoopTimers.ID] = [:]
-    private var byInstance: [String: Set<String>] = [:]
+    var sessionTimers: [String: LoopTimers.ID] = [:]
+    var byInstance: [String: Set<String>] = [:]
     private var waiters: [String: [Waiter]] = [:]
     private var nextWaiter = 0
     let store: SessionStore
     let metrics: GatewayMetrics
     /// Per session: the seq handed to the store, and how many writes are still running, and who waits for them.
-    private var enqueuedSeq: [String: Int] = [:]
+    var enqueuedSeq: [String: Int] = [:]
     /// Per session: every event up to this seq is stored (and published).
-    private var durableSeq: [String: Int] = [:]
-    private var writesInFlight: [String: Int] = [:]
-    private var durableWaiters: [String: [(id: Int, done: (Bool) -> Void)]] = [:]
-    private var nextDurableWaiter = 0
+    var durableSeq: [String: Int] = [:]
+    var writesInFlight: [String: Int] = [:]
+    var durableWaiters: [String: [(id: Int, done: (Bool) -> Void)]] = [:]
+    var nextDurableWaiter = 0
     /// Sessions whose failed write is written again soon.
-    private var retrying: Set<String> = []
+    var retrying: Set<String> = []
     /// Sessions with a change the store has not taken yet (a write failed and no later one succeeded).
-    private var unstored: Set<String> = []
+    var unstored: Set<String> = []
     /// How long a failed write waits before it is tried again.
     static let retrySeconds = 1.0
+
+    // MARK: Cluster state (store.mode = postgres; see SessionRuntime+Cluster.swift)
+    /// Set in cluster mode: this node runs the sessions it holds a lease on and follows the others.
+    var cluster: (any SessionCluster)?
+    /// The sessions this node runs (its leases). Without a cluster it runs every session.
+    var owned: Set<String> = []
+    /// Who runs each session, as last heard (the bus, a lease read).
+    var owners: [String: String] = [:]
+    /// Sessions to read from the store (the seq this node has; nil: not known here yet), and whether a read runs.
+    var syncWanted: [String: Int?] = [:]
+    var syncing = false
+    /// Callers waiting until this node's copy of a session reaches a seq (an order's answer).
+    var catchUps: [String: [(seq: Int, done: (Bool) -> Void)]] = [:]
+    /// Orders sent to other nodes, waiting for their replies.
+    var pendingOrders: [Int: (timer: LoopTimers.ID, done: (JSONValue?) -> Void)] = [:]
+    var nextOrder = 0
+    /// How long an order waits for the owner's reply.
+    var orderTimeoutSeconds = 5.0
+
+    /// Whether this node runs the session (its timers, upstream calls and writes).
+    func runs(_ id: String) -> Bool { cluster == nil || owned.contains(id) }
 
     /// Someone (a REST call) waiting for a session's next QR, or for the reason there is none.
     private struct Waiter {
@@ -136,6 +157,11 @@ public final class SessionRuntime {
         guard registry.create(id: id, instanceName: instanceName, instanceToken: instanceToken, numberId: numberId, now: clock.now()) else { return false }
         registry.setPhoneNumber(phoneNumber, for: id)
         byInstance[instanceName, default: []].insert(id)
+        if let cluster {
+            // A new session is run by the node that made it (its first write takes the lease).
+            owned.insert(id)
+            owners[id] = cluster.nodeId
+        }
         logger.info("session \(id) added (instance \(instanceName))")
         persist(id, force: true, isolation: isolation)
         registry.hub.sessionAdded(id)
@@ -167,7 +193,8 @@ public final class SessionRuntime {
             durableSeq[s.id] = s.seq
             logger.info("session \(s.id) restored: \(s.state.status.rawValue), attempt \(s.state.attempt), seq \(s.seq)")
         }
-        for (s, _) in stored where s.state.status == .pending { feed(s.id, .tick, isolation: isolation) }
+        // In a cluster nothing runs until its lease is taken (the cluster's first round claims them).
+        for (s, _) in stored where s.state.status == .pending && runs(s.id) { feed(s.id, .tick, isolation: isolation) }
     }
 
     public func setInstanceToken(_ token: String, for id: String, isolation: isolated any Actor) {
@@ -194,12 +221,12 @@ public final class SessionRuntime {
         }))
     }
 
-    private func isDurable(_ id: String) -> Bool {
+    func isDurable(_ id: String) -> Bool {
         writesInFlight[id, default: 0] == 0 && !registry.isHolding(id) && !unstored.contains(id)
     }
 
-    private func persist(_ id: String, force: Bool = false, isolation: isolated any Actor) {
-        guard let s = registry[id], let stored = registry.stored(id) else { return }
+    func persist(_ id: String, force: Bool = false, isolation: isolated any Actor) {
+        guard runs(id), let s = registry[id], let stored = registry.stored(id) else { return }
         let last = enqueuedSeq[id] ?? -1
         guard force || s.seq != last else { return }
         // A QR event is kept as its code: the pictures are drawn again from it (the renderer is deterministic).
@@ -216,7 +243,12 @@ public final class SessionRuntime {
             _ = isolation
             let error = await store.write(stored, events: events)
             self.writesInFlight[id, default: 1] -= 1
-            if let error {
+            if let lost = error as? LeaseLost {
+                // Another node runs the session now: its writes win; this node follows it from here.
+                self.relinquish([lost.session], reason: nil, isolation: isolation)
+            } else if let error, !self.runs(id) {
+                logger.notice("store write for session \(id) failed after this node stopped running it: \(error)")
+            } else if let error {
                 logger.error("store write for session \(id) failed (its events wait, tried again in \(Self.retrySeconds) s): \(error)")
                 // Everything after the last stored seq goes again, in one write.
                 self.unstored.insert(id)
@@ -239,6 +271,8 @@ public final class SessionRuntime {
 
     /// Runs an input through the session's machine and carries out what it asks for.
     public func feed(_ id: String, _ input: SessionInput, isolation: isolated any Actor) {
+        // Timers and upstream answers of a session another node took over meanwhile end here.
+        guard runs(id) else { return }
         let before = registry[id]?.machine.status
         let commands = registry.apply(input, to: id, now: clock.now())
         if let after = registry[id]?.machine.status, after != before {
@@ -252,8 +286,8 @@ public final class SessionRuntime {
     /// Links by phone number from now on (`phoneNumber`: validated digits), starting a new round at once:
     /// the next QR comes with a pairing code. Rate-limited like a refresh; `asAttempt` (a browser asking)
     /// spends one of the session's attempts instead of resetting them.
-    public func pair(_ id: String, phoneNumber: String, asAttempt: Bool = false, isolation: isolated any Actor) -> RefreshOutcome? {
-        guard let s = registry[id] else { return nil }
+    func pair(_ id: String, phoneNumber: String, asAttempt: Bool = false, isolation: isolated any Actor) -> RefreshOutcome? {
+        guard runs(id), let s = registry[id] else { return nil }
         if s.machine.status == .connected { return .alreadyConnected }
         let previous = s.phoneNumber
         registry.setPhoneNumber(phoneNumber, for: id)
@@ -264,8 +298,8 @@ public final class SessionRuntime {
         return outcome
     }
 
-    public func refresh(_ id: String, message: String = SessionMachine.refreshMessage, asAttempt: Bool = false, isolation: isolated any Actor) -> RefreshOutcome? {
-        guard let r = registry.refresh(id, now: clock.now(), message: message, asAttempt: asAttempt) else { return nil }
+    func refresh(_ id: String, message: String = SessionMachine.refreshMessage, asAttempt: Bool = false, isolation: isolated any Actor) -> RefreshOutcome? {
+        guard runs(id), let r = registry.refresh(id, now: clock.now(), message: message, asAttempt: asAttempt) else { return nil }
         persist(id, force: r.outcome == .accepted, isolation: isolation)
         for c in r.commands { execute(c, for: id, isolation: isolation) }
         reschedule(id, isolation: isolation)
@@ -275,26 +309,32 @@ public final class SessionRuntime {
     /// Webhook news, in the same shape polling produces (no generation: fresh news always counts).
     public func deliver(_ event: UpstreamEvent, isolation: isolated any Actor) {
         for id in byInstance[event.instance] ?? [] {
-            switch event.kind {
-            case let .qr(qr):
-                if let current = registry[id]?.machine.qr, current.code == qr.code {
-                    feed(id, .upstreamQR(QRFrameFactory.paired(current, qr)), isolation: isolation)
-                    continue
-                }
-                if let hit = frames.cached(qr) {
-                    feed(id, .upstreamQR(hit), isolation: isolation)
-                    continue
-                }
-                let frames = frames
-                Task {
-                    _ = isolation
-                    self.feed(id, await Self.input(from: .success(.qr(qr)), frames: frames), isolation: isolation)
-                }
-            case .qrLimitReached:
-                feed(id, .upstreamState(.close), isolation: isolation)
-            case let .state(state, _):
-                feed(id, .upstreamState(state), isolation: isolation)
+            guard runs(id) else {
+                // Another node runs it: the news goes there (not waited for; the bus brings what it changes).
+                forward(event, of: id, isolation: isolation)
+                continue
             }
+            deliver(event, to: id, isolation: isolation)
+        }
+    }
+
+    /// Webhook news for one session this node runs.
+    func deliver(_ event: UpstreamEvent, to id: String, isolation: isolated any Actor) {
+        switch event.kind {
+        case let .qr(qr):
+            if let current = registry[id]?.machine.qr, current.code == qr.code {
+                return feed(id, .upstreamQR(QRFrameFactory.paired(current, qr)), isolation: isolation)
+            }
+            if let hit = frames.cached(qr) { return feed(id, .upstreamQR(hit), isolation: isolation) }
+            let frames = frames
+            Task {
+                _ = isolation
+                self.feed(id, await Self.input(from: .success(.qr(qr)), frames: frames), isolation: isolation)
+            }
+        case .qrLimitReached:
+            feed(id, .upstreamState(.close), isolation: isolation)
+        case let .state(state, _):
+            feed(id, .upstreamState(state), isolation: isolation)
         }
     }
 
@@ -302,9 +342,9 @@ public final class SessionRuntime {
         byInstance[instance]?.lazy.compactMap { self.registry[$0]?.instanceToken }.first
     }
 
-    private func reschedule(_ id: String, isolation: isolated any Actor) {
+    func reschedule(_ id: String, isolation: isolated any Actor) {
         if let t = sessionTimers.removeValue(forKey: id) { timers.cancel(t) }
-        guard let deadline = registry.nextDeadline(of: id) else { return }
+        guard runs(id), let deadline = registry.nextDeadline(of: id) else { return }
         sessionTimers[id] = timers.schedule(at: deadline) { [weak self] in
             self?.sessionTimers[id] = nil
             self?.feed(id, .tick, isolation: isolation)
@@ -316,7 +356,7 @@ public final class SessionRuntime {
     /// Runs one command upstream; its answer comes back tagged with the generation it was issued in,
     /// so the machine drops it if a refresh, disconnect or expiry overtook it meanwhile.
     private func execute(_ command: SessionCommand, for id: String, isolation: isolated any Actor) {
-        guard let s = registry[id], let upstream else { return }
+        guard runs(id), let s = registry[id], let upstream else { return }
         let instance = s.instanceName, token = s.instanceToken, generation = s.machine.generation, number = s.phoneNumber
         Task {
             _ = isolation
@@ -383,7 +423,7 @@ public final class SessionRuntime {
     /// Refreshes every pending session at once; `done` runs with one result per session.
     public func runCycle(isolation: isolated any Actor, _ done: @escaping ([CycleResult]) -> Void) {
         guard let upstream else { return done([]) }
-        let pending = registry.sessions.values.filter { $0.machine.status == .pending }.sorted { $0.id < $1.id }
+        let pending = registry.sessions.values.filter { $0.machine.status == .pending && runs($0.id) }.sorted { $0.id < $1.id }
         let jobs = pending.map { (id: $0.id, instance: $0.instanceName, token: $0.instanceToken, code: $0.machine.qr?.code,
                                   generation: $0.machine.generation, number: $0.phoneNumber) }
         let started = clock.now(), clockStart = ContinuousClock.now

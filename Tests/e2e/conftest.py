@@ -26,7 +26,7 @@ CONFIG_ENV_ALIASES = {"EVOLUTION_API_BASE_URL", "EVOLUTION_API_KEY", "SUPABASE_J
 class Gateway:
     """One running `qrgate serve --port 0` with its own config file."""
 
-    def __init__(self, config: dict, extra_args=()):
+    def __init__(self, config: dict, extra_args=(), port=0):
         # Each gateway gets its own database unless the test names one (restart tests do).
         if "store" not in config:
             self.data_dir = tempfile.mkdtemp(prefix="qrgate-test-")
@@ -36,7 +36,7 @@ class Gateway:
         self.config_file.close()
         env = {k: v for k, v in os.environ.items() if not k.startswith("QRGATE_") and k not in CONFIG_ENV_ALIASES}
         self.proc = subprocess.Popen(
-            [BINARY, "serve", "--port", "0", "--config", self.config_file.name,
+            [BINARY, "serve", "--port", str(port), "--config", self.config_file.name,
              "--static-dir", os.path.join(ROOT, "static"), *extra_args],
             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env, cwd=ROOT)
         deadline = time.monotonic() + 20
@@ -79,8 +79,8 @@ class Gateway:
 def gateway_factory():
     started = []
 
-    def make(config=None, extra_args=()):
-        g = Gateway(config or {}, extra_args)
+    def make(config=None, extra_args=(), port=0):
+        g = Gateway(config or {}, extra_args, port)
         started.append(g)
         return g
 

@@ -49,6 +49,8 @@ public enum ErrorCode: String, Sendable, CaseIterable {
     case notSubscribed = "not_subscribed"
     case tooManySubscriptions = "too_many_subscriptions"
     case upstreamFailed = "upstream_failed"
+    /// The node cannot carry the request out now (in a cluster: the session's node did not answer); try again.
+    case unavailable = "unavailable"
 }
 
 extension ClientMessage {

@@ -170,6 +170,12 @@ public final class Hub {
         for c in consumers { c.published(p) }
     }
 
+    /// An unnumbered notice about a session (not an event: no seq, not logged) to its socket subscribers.
+    public func notice(_ bytes: [UInt8], session: String) {
+        let ids = audience(of: session).values.flatMap { $0 }
+        if let transport, !ids.isEmpty { transport.send(bytes, to: ids, coalesceKey: nil) }
+    }
+
     public func sessionAdded(_ session: String) {
         for c in consumers { c.sessionAdded(session) }
     }

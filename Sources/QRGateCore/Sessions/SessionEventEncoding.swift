@@ -76,6 +76,32 @@ public enum SessionEventEncoding {
         return ServerMessage.encode(o)
     }
 
+    /// The inverse of `event` for a stored frame (a `qr_generated` kept as its code): the event and when it
+    /// happened, or nil when the bytes are not one of ours. `picture` draws a QR for a code (nil: it cannot).
+    public static func decode(_ bytes: [UInt8], picture: (_ code: String, _ pairingCode: String?) -> SessionQR?) -> (event: SessionEvent, at: Date)? {
+        guard let o = JSONValue.parse(bytes), let action = o["action"]?.stringValue, let ms = o["timestamp"]?.intValue else { return nil }
+        let at = Date(timeIntervalSince1970: Double(ms) / 1000)
+        func date(_ key: String) -> Date? { o[key]?.stringValue.flatMap(Self.date) }
+        let attempt = o["attempt"]?.intValue
+        let event: SessionEvent?
+        switch action {
+        case "qr_generated":
+            event = o["qrText"]?.stringValue.flatMap { picture($0, nil) }.flatMap { qr in
+                date("qrExpiresAt").flatMap { exp in attempt.map { .qrGenerated(qr, expiresAt: exp, attempt: $0) } }
+            }
+        case "pairing_code":
+            event = o["code"]?.stringValue.flatMap { code in date("expiresAt").flatMap { exp in attempt.map { .pairingCode(code, expiresAt: exp, attempt: $0) } } }
+        case "qr_expired": event = attempt.map { .qrExpired(attempt: $0) }
+        case "qr_regenerating": event = attempt.map { .qrRegenerating(attempt: $0, message: o["message"]?.stringValue ?? "") }
+        case "connected": event = date("connectedAt").map { .connected(message: o["message"]?.stringValue ?? "", at: $0) }
+        case "error": event = o["error"]?.stringValue.map { .error($0) }
+        case "upstream_error": event = o["error"]?.stringValue.map { .upstreamError($0) }
+        case "disconnected": event = .disconnected
+        default: event = nil
+        }
+        return event.map { ($0, at) }
+    }
+
     /// `phoneNumber`: the digits the session links with, if any; only their masked form is sent.
     public static func snapshot(session: String, machine: SessionMachine, seq: Int, now: Date, recovered: Bool?, numberId: String?,
                                 phoneNumber: String? = nil, formats: QRFormats = .standard) -> [UInt8] {

@@ -96,6 +96,84 @@ public final class SessionRegistry {
                                       seq: stored.seq, log: log, createdAt: stored.createdAt, lastActiveAt: stored.lastActiveAt)
     }
 
+    /// A session another node runs, brought up to what that node stored: its state as stored, and its events
+    /// after what this node has, numbered as there, logged and published to this node's subscribers (the
+    /// same seqs on every node). A session not known here yet is added. If the events do not follow on from
+    /// this node's last seq (the store dropped superseded QR events meanwhile), the log restarts at them, so
+    /// a `since` before the gap gets a snapshot. Returns whether the session was new here.
+    @discardableResult
+    public func follow(_ stored: StoredSession, events: [StoredEvent], now: Date, pictures: Pictures) -> Bool {
+        let id = stored.id
+        let isNew = sessions[id] == nil
+        var state = stored.state
+        if let qr = state.qr, qr.svg.isEmpty || qr.pngDataURL.isEmpty {
+            let current = sessions[id]?.machine.qr
+            state.qr = current?.code == qr.code && current?.pairingCode == qr.pairingCode
+                ? current : pictures(qr.code, qr.upstreamImage ? qr.pngDataURL : nil, qr.pairingCode)
+            if state.qr == nil { state.qrExpiresAt = nil }
+        }
+        var s = sessions[id] ?? Session(id: id, instanceName: stored.instanceName, instanceToken: stored.instanceToken, numberId: stored.numberId,
+                                        phoneNumber: stored.phoneNumber, machine: SessionMachine(rules: rules), seq: 0,
+                                        log: EventLog(capacity: logCapacity, maxBytes: logMaxBytes), createdAt: stored.createdAt, lastActiveAt: stored.lastActiveAt)
+        let fresh = events.filter { $0.seq > s.seq }.sorted { $0.seq < $1.seq }
+        if let first = fresh.first, first.seq != s.seq + 1, !isNew { s.log = EventLog(capacity: logCapacity, maxBytes: logMaxBytes) }
+        s.instanceName = stored.instanceName
+        s.instanceToken = stored.instanceToken
+        s.numberId = stored.numberId
+        s.phoneNumber = stored.phoneNumber
+        s.machine = SessionMachine(rules: rules, restoring: state, now: now)
+        s.shown = nil
+        s.lastActiveAt = stored.lastActiveAt
+        var publications: [Publication] = []
+        for e in fresh {
+            let maxAttempts = s.machine.maxAttempts, numberId = s.numberId
+            let decoded = SessionEventEncoding.decode(e.payload) { code, _ in
+                state.qr?.code == code ? state.qr : pictures(code, nil, nil)
+            }
+            guard let decoded else {
+                // Not one this version can read (a newer node's): passed on as stored.
+                s.log.append(EventLog.Entry(seq: e.seq, action: e.action, bytes: e.payload))
+                continue
+            }
+            let (event, at) = decoded
+            let bytes = SessionEventEncoding.event(event, session: id, seq: e.seq, now: at, maxAttempts: maxAttempts, numberId: numberId)
+            s.log.append(EventLog.Entry(seq: e.seq, action: e.action, bytes: bytes, event: event, at: at))
+            let key: String? = switch event {
+            case .qrGenerated: "qr:\(id)"
+            case .pairingCode: "pc:\(id)"
+            default: nil
+            }
+            let seq = e.seq
+            let variant: ((QRFormats) -> [UInt8])? = SessionEventEncoding.carriesQR(event)
+                ? { SessionEventEncoding.event(event, session: id, seq: seq, now: at, maxAttempts: maxAttempts, numberId: numberId, formats: $0) }
+                : nil
+            publications.append(Publication(session: id, seq: seq, event: event, bytes: bytes, coalesceKey: key, variant: variant))
+        }
+        s.seq = max(s.seq, stored.seq, fresh.last?.seq ?? 0)
+        sessions[id] = s
+        held[id] = nil
+        if isNew { hub.sessionAdded(id) }
+        for p in publications {
+            if let s = sessions[id] { observer?(s, p.event) }
+            hub.publish(p)
+        }
+        return isNew
+    }
+
+    /// A session this node stopped running: events it numbered but never stored are forgotten (nobody saw
+    /// them: they were held until stored), so its numbering continues from what the store has.
+    public func forgetUnstored(_ id: String, after seq: Int) {
+        held[id] = nil
+        guard var s = sessions[id], s.seq > seq else { sessions[id]?.shown = nil; return }
+        if let shown = s.shown { s.machine = shown.machine }
+        s.shown = nil
+        s.seq = seq
+        let kept = s.log.entries(after: 0).filter { $0.seq <= seq }
+        s.log = EventLog(capacity: logCapacity, maxBytes: logMaxBytes)
+        for e in kept { s.log.append(e) }
+        sessions[id] = s
+    }
+
     /// How a logged event is kept at rest: a `qr_generated` as its code (`qrText`) without pictures.
     public func atRest(_ e: EventLog.Entry, of id: String) -> [UInt8] {
         guard case .qrGenerated? = e.event, let event = e.event, let at = e.at, let s = sessions[id] else { return e.bytes }

@@ -1,0 +1,232 @@
+import Foundation
+import Logging
+import PostgresNIO
+import QRGateCore
+import Synchronization
+
+/// Nodes sharing one PostgreSQL (docs/OPERATIONS.md): leases in `sessions.owner_node` / `lease_until`,
+/// renewed by one UPDATE per round; lapsed leases claimed by the live nodes, each taking its share; the bus
+/// on one LISTEN/NOTIFY channel (`qrgate`) over a connection of its own, re-opened (with a catch-up read)
+/// whenever it drops. Nothing here is home-made where PostgreSQL already does the job: row locks settle
+/// who claims a session (`FOR UPDATE SKIP LOCKED`), the write guard settles who may write it, and a NOTIFY
+/// sent in a transaction is delivered at commit or never.
+///
+/// Sendable by its parts: the store (Sendable), and everything mutable in `state` (a Mutex).
+public final class PostgresCluster: SessionCluster {
+    public var nodeId: String { store.nodeId }
+    private let store: PostgresStore
+    private let logger: Logger
+    private let leaseSeconds: Double
+    private let state = Mutex(State())
+    private let startedAt = Date()
+
+    private struct State {
+        var tasks: [Task<Void, Never>] = []
+        var stats = ClusterStats()
+        var stopped = false
+    }
+
+    /// Renewals and claims run this often (20 % of `cluster.leaseSeconds`); a lease lasts 70 %, and a node
+    /// that has not renewed for 60 % stops running its sessions: it always stops before another may start.
+    var period: Double { leaseSeconds * 0.2 }
+    var giveUpAfter: Double { leaseSeconds * 0.6 }
+
+    public init(store: PostgresStore, leaseSeconds: Double, logger: Logger) {
+        self.store = store
+        self.leaseSeconds = leaseSeconds
+        self.logger = logger
+    }
+
+    public func start(_ signal: @escaping @Sendable (ClusterSignal) -> Void) {
+        let listener = Task.detached { [self] in await listen(signal) }
+        let leases = Task.detached { [self] in await leaseRounds(signal) }
+        state.withLock { $0.tasks = [listener, leases] }
+        logger.notice("cluster: node \(nodeId), leases of \(String(format: "%.1f", store.leaseTTL)) s renewed every \(String(format: "%.1f", period)) s")
+    }
+
+    public func stop() {
+        let tasks = state.withLock { s -> [Task<Void, Never>] in s.stopped = true; return s.tasks }
+        tasks.forEach { $0.cancel() }
+    }
+
+    public func stats() -> ClusterStats { state.withLock { $0.stats } }
+
+    // MARK: The bus
+
+    /// LISTENs on a connection of its own; after every (re)connect, reads every session's seq and owner so
+    /// nothing committed while it was away is missed.
+    private func listen(_ signal: @escaping @Sendable (ClusterSignal) -> Void) async {
+        let quiet: Logger = {
+            var l = logger
+            l.logLevel = max(logger.logLevel, .warning)
+            return l
+        }()
+        while !Task.isCancelled {
+            do {
+                let conn = try await PostgresStore.withTimeout(PostgresStore.timeoutSeconds) { [store] in
+                    try await PostgresConnection.connect(configuration: store.connectionConfiguration, id: 1, logger: quiet)
+                }
+                defer { Task { try? await conn.close() } }
+                let notes = try await conn.listen("qrgate")
+                signal(.resync(try await seqs(conn)))
+                for try await note in notes {
+                    if Task.isCancelled { break }
+                    if let s = parse(note.payload) { signal(s) }
+                }
+            } catch {
+                if Task.isCancelled { return }
+                logger.warning("cluster: the bus connection failed (reconnecting in 1 s): \(PostgresStore.describe(error))")
+            }
+            try? await Task.sleep(for: .seconds(1))
+        }
+    }
+
+    private func seqs(_ conn: PostgresConnection) async throws -> [String: (seq: Int, owner: String?)] {
+        var out: [String: (seq: Int, owner: String?)] = [:]
+        for try await (id, seq, owner) in try await conn.query("SELECT id, seq, owner_node FROM sessions", logger: logger).decode((String, Int, String?).self) {
+            out[id] = (seq, owner)
+        }
+        return out
+    }
+
+    /// `c ID SEQ NODE MS` (a commit), `o TO FROM RID JSON` (an order), `r TO RID JSON` (a reply).
+    func parse(_ payload: String) -> ClusterSignal? {
+        let parts = payload.split(separator: " ", maxSplits: 4, omittingEmptySubsequences: false).map(String.init)
+        switch parts.first {
+        case "c" where parts.count == 5:
+            guard let seq = Int(parts[2]), let ms = Int(parts[4]) else { return nil }
+            let lag = max(0, Date().timeIntervalSince1970 - Double(ms) / 1000)
+            state.withLock { $0.stats.busMessages += 1; if parts[3] != nodeId { $0.stats.busLagSeconds = lag } }
+            return .changed(session: parts[1], seq: seq, node: parts[3])
+        case "o" where parts.count == 5 && parts[1] == nodeId:
+            guard let rid = Int(parts[3]) else { return nil }
+            state.withLock { $0.stats.busMessages += 1 }
+            return .message(.order(to: parts[1], from: parts[2], id: rid, payload: parts[4]))
+        case "r":
+            let r = payload.split(separator: " ", maxSplits: 3, omittingEmptySubsequences: false).map(String.init)
+            guard r.count == 4, r[1] == nodeId, let rid = Int(r[2]) else { return nil }
+            state.withLock { $0.stats.busMessages += 1 }
+            return .message(.reply(to: r[1], id: rid, payload: r[3]))
+        default:
+            return nil
+        }
+    }
+
+    public func send(_ message: ClusterMessage) async throws {
+        let payload = switch message {
+        case let .order(to, from, id, json): "o \(to) \(from) \(id) \(json)"
+        case let .reply(to, id, json): "r \(to) \(id) \(json)"
+        }
+        guard payload.utf8.count < 8000 else { throw PostgresStoreError.unavailable("a bus message of \(payload.utf8.count) bytes is over NOTIFY's 8000") }
+        try await PostgresStore.withTimeout(PostgresStore.timeoutSeconds) { [store] in
+            for try await _ in try await store.pool.query("SELECT count(pg_notify('qrgate', \(payload)))", logger: store.log).decode(Int.self) {}
+        }
+    }
+
+    public func fetch(_ wanted: [String: Int?]) async throws -> [ClusterSnapshot] {
+        try await store.read(wanted)
+    }
+
+    // MARK: Leases
+
+    private func leaseRounds(_ signal: @escaping @Sendable (ClusterSignal) -> Void) async {
+        var lastRenewal = ContinuousClock.now
+        var first = true
+        var healthy = true
+        while !Task.isCancelled {
+            let started = ContinuousClock.now
+            do {
+                let (kept, claimed) = try await round(first: first)
+                first = false
+                lastRenewal = started
+                if !healthy { healthy = true; signal(.health(problem: nil)); logger.notice("cluster: leases renewed again") }
+                state.withLock { $0.stats.renewals += 1; $0.stats.problem = nil }
+                if !kept.lost.isEmpty { signal(.lost(kept.lost, reason: "")) }
+                if !claimed.isEmpty {
+                    state.withLock { $0.stats.claims += claimed.count }
+                    signal(.claimed(claimed))
+                }
+            } catch {
+                let why = PostgresStore.describe(error)
+                state.withLock { $0.stats.renewalFailures += 1; $0.stats.problem = "leases not renewed: \(why)" }
+                if healthy, ContinuousClock.now - lastRenewal > .seconds(giveUpAfter) {
+                    healthy = false
+                    // Before any lease lapses: stop running everything, so no other node runs a session at the same time.
+                    let all = store.dropLeases()
+                    logger.error("cluster: leases not renewed for \(Int(giveUpAfter)) s (\(why)); this node stops running its \(all.count) session(s) until the database answers")
+                    signal(.health(problem: "leases not renewed: \(why)"))
+                    signal(.lost(all, reason: "This gateway node lost its database connection; the session's updates pause until it returns or another node takes the session over."))
+                }
+            }
+            let spent = ContinuousClock.now - started
+            let wait = Duration.seconds(period) - spent
+            if wait > .zero { try? await Task.sleep(for: wait) }
+        }
+    }
+
+    /// One round: heartbeat, renewals (what this node holds and what it lost), then claims of lapsed leases.
+    private func round(first: Bool) async throws -> (kept: (held: Set<String>, lost: [String]), claimed: [ClusterSnapshot]) {
+        let me = nodeId, ttl = store.leaseTTL
+        let believed = store.leasedSessions()
+        let (held, ids, live) = try await PostgresStore.withTimeout(PostgresStore.timeoutSeconds) { [store, logger, startedAt] in
+            try await store.pool.withConnection { conn in
+                try await conn.query("""
+                    INSERT INTO qrgate_nodes (node_id, started_at, heartbeat_at) VALUES (\(me), \(startedAt), now())
+                    ON CONFLICT (node_id) DO UPDATE SET heartbeat_at = now()
+                    """, logger: logger)
+                var held: Set<String> = []
+                let mine = Array(believed)
+                for try await id in try await conn.query("""
+                    UPDATE sessions SET lease_until = now() + make_interval(secs => \(ttl)) WHERE owner_node = \(me) AND id = ANY(\(mine)::text[])
+                    RETURNING id
+                    """, logger: logger).decode(String.self) { held.insert(id) }
+                // Lapsed leases, shared among the live nodes: each takes at most its share per round.
+                var orphans = 0, live = 1
+                for try await (o, l) in try await conn.query("""
+                    SELECT (SELECT count(*) FROM sessions WHERE owner_node IS NULL OR lease_until < now()
+                                OR (owner_node = \(me) AND NOT id = ANY(\(mine)::text[]))),
+                           (SELECT count(*) FROM qrgate_nodes WHERE heartbeat_at > now() - make_interval(secs => \(ttl)))
+                    """, logger: logger).decode((Int, Int).self) { orphans = o; live = max(1, l) }
+                var ids: [String] = []
+                if orphans > 0 {
+                    let share = (orphans + live - 1) / live
+                    for try await id in try await conn.query("""
+                        UPDATE sessions SET owner_node = \(me), lease_until = now() + make_interval(secs => \(ttl))
+                        WHERE id IN (SELECT id FROM sessions
+                                     WHERE owner_node IS NULL OR lease_until < now() OR (owner_node = \(me) AND NOT id = ANY(\(mine)::text[]))
+                                     ORDER BY id LIMIT \(share) FOR UPDATE SKIP LOCKED)
+                        RETURNING id
+                        """, logger: logger).decode(String.self) { ids.append(id) }
+                }
+                if !ids.isEmpty {
+                    // Every node learns who runs these now (their next orders go here), before any new event.
+                    let ms = Int(Date().timeIntervalSince1970 * 1000)
+                    for try await _ in try await conn.query("""
+                        SELECT count(pg_notify('qrgate', 'c ' || id || ' ' || seq || ' ' || \(me) || ' ' || \(ms)))
+                        FROM sessions WHERE id = ANY(\(ids)::text[])
+                        """, logger: logger).decode(Int.self) {}
+                }
+                if first { try await conn.query("DELETE FROM qrgate_nodes WHERE heartbeat_at < now() - interval '1 day'", logger: logger) }
+                return (held, ids, live)
+            }
+        }
+        state.withLock { $0.stats.liveNodes = live }
+        // Held before this round and not renewed in it: another node has them now.
+        let lost = believed.subtracting(held).subtracting(ids)
+        store.updateLeases(lost: lost, claimed: Set(ids))
+        let claimed = ids.isEmpty ? [] : try await store.read(Dictionary(uniqueKeysWithValues: ids.map { ($0, nil) }))
+        if !ids.isEmpty { logger.notice("cluster: node \(me) claimed \(ids.count) session(s) whose leases had lapsed") }
+        return ((held, Array(lost).sorted()), claimed)
+    }
+
+    /// Hands every lease back (a clean stop): another node claims the sessions at its next round.
+    public func releaseAll() async {
+        let me = nodeId
+        _ = try? await PostgresStore.withTimeout(PostgresStore.timeoutSeconds) { [store] in
+            try await store.pool.query("UPDATE sessions SET lease_until = now() - interval '1 second' WHERE owner_node = \(me)", logger: store.log)
+            try await store.pool.query("DELETE FROM qrgate_nodes WHERE node_id = \(me)", logger: store.log)
+        }
+        _ = store.dropLeases()
+    }
+}
+

@@ -1,0 +1,188 @@
+"""Three gateway nodes on one throwaway PostgreSQL (the `postgres` fixture) and one Evolution simulator process
+(`qrgate simulate`): a session runs on one node (its lease), every node's subscribers get its events with the
+same seqs over the bus (LISTEN/NOTIFY), orders and webhooks sent to any node reach the node that runs it, and a
+kill -9 of that node moves its sessions to another within `cluster.leaseSeconds`."""
+import asyncio
+import json
+import re
+import socket
+import subprocess
+import tempfile
+import time
+
+import pytest
+
+from apihelp import call
+from conftest import BINARY, ROOT
+from test_durability import metrics, recv, run, status_of, total, wait_for
+from test_postgres import subscribe
+
+LEASE = 4
+
+
+def free_port():
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture
+def simulator():
+    """`qrgate simulate` on a free port; its webhooks go to the port `webhook_port` names (a node started later)."""
+    procs = []
+
+    def start(webhook_port):
+        cfg = tempfile.NamedTemporaryFile("w", suffix=".json", delete=False)
+        json.dump({"simulator": {"firstQrSeconds": 60, "nextQrSeconds": 60,
+                                 "webhookURL": f"http://127.0.0.1:{webhook_port}/webhooks/evolution"},
+                   "log": {"level": "warning"}}, cfg)
+        cfg.close()
+        p = subprocess.Popen([BINARY, "simulate", "--port", "0", "--config", cfg.name], stdout=subprocess.PIPE, text=True, cwd=ROOT)
+        procs.append(p)
+        line = p.stdout.readline()
+        return "http://127.0.0.1:" + re.search(r":(\d+)", line).group(1)
+
+    yield start
+    for p in procs:
+        p.terminate()
+        p.wait(timeout=10)
+
+
+def node_config(postgres, db, sim, node, **extra):
+    return {"store": {"mode": "postgres", "url": postgres.url(db)},
+            "cluster": {"nodeId": node, "leaseSeconds": LEASE, "orderTimeoutSeconds": 5},
+            "upstream": {"mode": "evolution", "baseURL": sim, "apiKey": "qrgate-simulator-key", "timeoutSeconds": 3},
+            "demoSession": "", "log": {"level": "warning"}, "qr": {"ttlSeconds": 60, "maxAttempts": 3},
+            # Polls are slow: what arrives fast came by webhook or by the bus.
+            "poll": {"intervalSeconds": 30}, "refresh": {"minIntervalSeconds": 0}, **extra}
+
+
+def three_nodes(gateway_factory, postgres, simulator):
+    db = postgres.new_database()
+    port_b = free_port()
+    sim = simulator(port_b)
+    a = gateway_factory(node_config(postgres, db, sim, "node-a"))
+    b = gateway_factory(node_config(postgres, db, sim, "node-b"), port=port_b)
+    c = gateway_factory(node_config(postgres, db, sim, "node-c"))
+    return db, sim, a, b, c
+
+
+def owner(postgres, db, sid):
+    rows = postgres.sql(db, f"SELECT owner_node FROM sessions WHERE id = '{sid}'")
+    return rows[0][0] if rows else None
+
+
+async def numbered_until(ws, action, timeout=15):
+    """The numbered events up to and including the first `action`."""
+    out, deadline = [], time.monotonic() + timeout
+    while True:
+        m = await recv(ws, max(0.1, deadline - time.monotonic()))
+        if "seq" in m and m.get("action") not in ("snapshot", "subscribed"):
+            out.append(m)
+            if m["action"] == action:
+                return out
+
+
+def test_three_nodes_share_a_session_its_events_orders_and_webhooks(gateway_factory, postgres, simulator):
+    db, sim, a, b, c = three_nodes(gateway_factory, postgres, simulator)
+    status, _, body = call(a, "POST", "/api/v1/sessions/init/", {"sessionId": "cl-1"})
+    assert status == 200 and body["data"]["qrCode"].startswith("data:image/png;base64,"), body
+    assert owner(postgres, db, "cl-1") == "node-a"
+    # Node C follows it over the bus: its status answers with the same QR.
+    wait_for(lambda: call(c, "GET", "/api/v1/sessions/status/?sessionId=cl-1")[0] == 200, 10, "node C to know cl-1")
+    assert status_of(c, "cl-1")["qrCode"] == status_of(a, "cl-1")["qrCode"]
+
+    async def scenario():
+        on_a, on_c = await subscribe(a.ws, "cl-1"), await subscribe(c.ws, "cl-1")
+        snap_a, snap_c = await recv(on_a), await recv(on_c)
+        assert snap_a["seq"] == snap_c["seq"] and snap_a["qrText"] == snap_c["qrText"], (snap_a, snap_c)
+        # A REST refresh sent to node B reaches the session on A; B answers with the owner's new QR.
+        status, _, body = await asyncio.to_thread(call, b, "POST", "/api/v1/sessions/refresh-qr/", {"sessionId": "cl-1"})
+        assert status == 200 and body["data"]["status"] == "pending" and body["data"]["qrCode"].startswith("data:image/png"), body
+        got_a, got_c = await numbered_until(on_a, "qr_generated"), await numbered_until(on_c, "qr_generated")
+        assert [(m["seq"], m["action"]) for m in got_a] == [(m["seq"], m["action"]) for m in got_c], (got_a, got_c)
+        assert got_a[0]["seq"] == snap_a["seq"] + 1 and got_a[0]["action"] == "qr_regenerating"
+        assert got_a[-1]["qrText"] == got_c[-1]["qrText"] != snap_a["qrText"]
+        assert status_of(b, "cl-1")["qrCode"] == status_of(a, "cl-1")["qrCode"]
+        # An admin refresh over node C's socket: answered there, carried out on A.
+        await on_c.send(json.dumps({"op": "refresh", "session": "cl-1"}))
+        # (The answer comes once C's copy shows the change: the change's first events may come before it.)
+        early = []
+        while not early or early[-1].get("action") != "refreshing":
+            early.append(await recv(on_c))
+        early = [m for m in early if "seq" in m]
+        second_a = await numbered_until(on_a, "qr_generated")
+        second_c = early if early and early[-1]["action"] == "qr_generated" else early + await numbered_until(on_c, "qr_generated")
+        assert [m["seq"] for m in second_a] == [m["seq"] for m in second_c] and second_a[0]["seq"] == got_a[-1]["seq"] + 1
+        # The phone links: the simulator's webhook goes to node B, which sends it on to A (polls are 30 s apart).
+        await asyncio.to_thread(urlopen_post, f"{sim}/simulator/scan/cl-1")
+        linked_a, linked_c = await numbered_until(on_a, "connected", 10), await numbered_until(on_c, "connected", 10)
+        assert linked_a[-1]["seq"] == linked_c[-1]["seq"] == second_a[-1]["seq"] + 1
+        for ws in (on_a, on_c):
+            await ws.close()
+
+    run(scenario(), 90)
+    # The seed's table, kept by the node that runs it.
+    assert postgres.sql(db, "SELECT instance_status, qr_code IS NULL FROM evolution_instances WHERE session_id = 'cl-1'") == [["open", "t"]]
+    # The cluster in /metrics: A runs it, B and C follow it, three live nodes.
+    # (Live nodes are counted at each lease round, every 20 % of the lease.)
+    wait_for(lambda: total(metrics(a), "qrgate_cluster_live_nodes") == 3, LEASE, "node A to count three live nodes")
+    ma, mc = metrics(a), metrics(c)
+    assert total(ma, "qrgate_cluster_owned_sessions") == 1 and total(mc, "qrgate_cluster_owned_sessions") == 0
+    assert total(mc, "qrgate_cluster_followed_sessions") == 1
+    assert total(ma, "qrgate_cluster_lease_renewals_total") > 0 and total(mc, "qrgate_cluster_bus_messages_total") > 0
+
+
+def urlopen_post(url):
+    import urllib.request
+    with urllib.request.urlopen(urllib.request.Request(url, data=b"", method="POST"), timeout=10) as r:
+        return r.status
+
+
+def test_kill_9_of_the_owner_moves_its_sessions_and_nobody_misses_an_event(gateway_factory, postgres, simulator):
+    db, sim, a, b, c = three_nodes(gateway_factory, postgres, simulator)
+    for sid in ("cl-k1", "cl-k2"):
+        assert call(a, "POST", "/api/v1/sessions/init/", {"sessionId": sid})[0] == 200
+    wait_for(lambda: call(b, "GET", "/api/v1/sessions/status/?sessionId=cl-k2")[0] == 200, 10, "node B to know the sessions")
+
+    async def scenario():
+        on_a, on_b = await subscribe(a.ws, "cl-k1"), await subscribe(b.ws, "cl-k1")
+        seen_a = (await recv(on_a))["seq"]
+        seen_b = (await recv(on_b))["seq"]
+        # One refresh on A so the dead node's subscriber has numbered events of its own.
+        assert (await asyncio.to_thread(call, a, "POST", "/api/v1/sessions/refresh-qr/", {"sessionId": "cl-k1"}))[0] == 200
+        seen_a = (await numbered_until(on_a, "qr_generated"))[-1]["seq"]
+        before = await numbered_until(on_b, "qr_generated")
+        assert before[-1]["seq"] == seen_a
+        killed = time.monotonic()
+        a.proc.kill()
+        a.proc.wait()
+        # Another node runs them within the lease.
+        await asyncio.to_thread(wait_for, lambda: owner(postgres, db, "cl-k1") in ("node-b", "node-c")
+                                and owner(postgres, db, "cl-k2") in ("node-b", "node-c"), LEASE + 2, "a takeover")
+        took = time.monotonic() - killed
+        assert took <= LEASE, f"took {took:.1f} s over the {LEASE} s lease"
+        # Orders work again, from any node: events continue on B with higher seqs, none reused.
+        status, _, body = await asyncio.to_thread(call, c, "POST", "/api/v1/sessions/refresh-qr/", {"sessionId": "cl-k1"})
+        assert status == 200, body
+        after = await numbered_until(on_b, "qr_generated")
+        assert after[0]["seq"] == seen_a + 1, (seen_a, after)
+        stored = {int(s): act for s, act in postgres.sql(db, "SELECT seq, action FROM events WHERE session_id = 'cl-k1'")}
+        for m in before + after:
+            assert stored.get(m["seq"], m["action"]) == m["action"], (m, stored)
+        # The dead node's subscriber reconnects to C with `since` and gets exactly what it missed.
+        on_c = await subscribe(c.ws, "cl-k1", since=seen_a)
+        replay = []
+        while len(replay) < len(after):
+            m = await recv(on_c)
+            assert m["action"] != "snapshot", m
+            if "seq" in m:
+                replay.append(m)
+        assert [(m["seq"], m["action"]) for m in replay] == [(m["seq"], m["action"]) for m in after]
+        for ws in (on_b, on_c):
+            await ws.close()
+        return took
+
+    took = run(scenario(), 120)
+    print(f"takeover after kill -9: {took:.2f} s (lease {LEASE} s)")
+    assert b.alive() and c.alive()
