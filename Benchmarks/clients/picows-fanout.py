@@ -6,7 +6,7 @@ that reaches all of them. Latency = receipt - the message's "timestamp" (epoch m
 Prints one JSON object with the same fields as `qrgate-bench fanout` (p50/p90/p99/max ms, delivered,
 expected, bytes_per_message, connections_per_s, server_cpu_rounds_s, server_us_per_message, client_cpu_s).
 
-usage: picows-fanout.py --url ws://127.0.0.1:P/ws --clients N --rounds K --trigger-url URL [--trigger-method POST]
+usage: picows-fanout.py --url ws://127.0.0.1:P/ws [--url …] --clients N --rounds K --trigger-url URL [--trigger-method POST]
        [--trigger-body JSON] [--subscribe TEXT] [--match TEXT] [--processes P] [--server-pid PID ...] [--label NAME]
 """
 import argparse
@@ -40,6 +40,8 @@ def worker(index, args, share, ready_q, progress, go, out_q):
     except (ValueError, OSError):
         pass
     latencies, sizes, retried = [], [], [0]
+    # Several --url (a cluster's nodes): each process connects its share to one of them, in turn.
+    url = args.url[index % len(args.url)]
     match = args.match.encode()
     subscribe = args.subscribe.encode() if args.subscribe else None
 
@@ -97,7 +99,7 @@ def worker(index, args, share, ready_q, progress, go, out_q):
 
             for attempt in range(args.connect_retries + 1):
                 try:
-                    transport, _ = await ws_connect(factory, args.url, websocket_handshake_timeout=30, max_frame_size=1 << 24)
+                    transport, _ = await ws_connect(factory, url, websocket_handshake_timeout=30, max_frame_size=1 << 24)
                     break
                 except Exception:
                     # pushpin's proxy answers an occasional handshake with a non-101 while its backend is busy.
@@ -134,7 +136,7 @@ def percentile(sorted_values, p):
 
 def main():
     ap = argparse.ArgumentParser()
-    ap.add_argument("--url", required=True)
+    ap.add_argument("--url", required=True, action="append", help="repeat for several nodes: processes take them in turn")
     ap.add_argument("--clients", type=int, default=1000)
     ap.add_argument("--rounds", type=int, default=5)
     ap.add_argument("--trigger-url", required=True)

@@ -24,6 +24,7 @@ public final class PostgresCluster: SessionCluster {
         var tasks: [Task<Void, Never>] = []
         var stats = ClusterStats()
         var stopped = false
+        var handedOff: [String: ContinuousClock.Instant] = [:]
     }
 
     /// Renewals and claims run this often (20 % of `cluster.leaseSeconds`); a lease lasts 70 %, and a node
@@ -136,7 +137,7 @@ public final class PostgresCluster: SessionCluster {
         while !Task.isCancelled {
             let started = ContinuousClock.now
             do {
-                let (kept, claimed) = try await round(first: first)
+                let (kept, claimed, handoff) = try await round(first: first)
                 first = false
                 lastRenewal = started
                 if !healthy { healthy = true; signal(.health(problem: nil)); logger.notice("cluster: leases renewed again") }
@@ -146,6 +147,7 @@ public final class PostgresCluster: SessionCluster {
                     state.withLock { $0.stats.claims += claimed.count }
                     signal(.claimed(claimed))
                 }
+                if !handoff.isEmpty { try await handOff(handoff, signal) }
             } catch {
                 let why = PostgresStore.describe(error)
                 state.withLock { $0.stats.renewalFailures += 1; $0.stats.problem = "leases not renewed: \(why)" }
@@ -165,10 +167,16 @@ public final class PostgresCluster: SessionCluster {
     }
 
     /// One round: heartbeat, renewals (what this node holds and what it lost), then claims of lapsed leases.
-    private func round(first: Bool) async throws -> (kept: (held: Set<String>, lost: [String]), claimed: [ClusterSnapshot]) {
+    private func round(first: Bool) async throws -> (kept: (held: Set<String>, lost: [String]), claimed: [ClusterSnapshot], handoff: [String]) {
         let me = nodeId, ttl = store.leaseTTL
         let believed = store.leasedSessions()
-        let (held, ids, live) = try await PostgresStore.withTimeout(PostgresStore.timeoutSeconds) { [store, logger, startedAt] in
+        // What this node handed off lately is left to the others (no tug of war); after two leases it may come back.
+        let gaveAway = state.withLock { s -> [String] in
+            let now = ContinuousClock.now
+            s.handedOff = s.handedOff.filter { now - $0.value < .seconds(leaseSeconds * 2) }
+            return Array(s.handedOff.keys)
+        }
+        let (held, ids, live, handoff) = try await PostgresStore.withTimeout(PostgresStore.timeoutSeconds) { [store, logger, startedAt] in
             try await store.pool.withConnection { conn in
                 try await conn.query("""
                     INSERT INTO qrgate_nodes (node_id, started_at, heartbeat_at) VALUES (\(me), \(startedAt), now())
@@ -181,19 +189,21 @@ public final class PostgresCluster: SessionCluster {
                     RETURNING id
                     """, logger: logger).decode(String.self) { held.insert(id) }
                 // Lapsed leases, shared among the live nodes: each takes at most its share per round.
-                var orphans = 0, live = 1
-                for try await (o, l) in try await conn.query("""
-                    SELECT (SELECT count(*) FROM sessions WHERE owner_node IS NULL OR lease_until < now()
-                                OR (owner_node = \(me) AND NOT id = ANY(\(mine)::text[]))),
-                           (SELECT count(*) FROM qrgate_nodes WHERE heartbeat_at > now() - make_interval(secs => \(ttl)))
-                    """, logger: logger).decode((Int, Int).self) { orphans = o; live = max(1, l) }
+                var orphans = 0, live = 1, total = 0
+                for try await (o, l, t) in try await conn.query("""
+                    SELECT (SELECT count(*) FROM sessions WHERE (owner_node IS NULL OR lease_until < now()
+                                OR (owner_node = \(me) AND NOT id = ANY(\(mine)::text[]))) AND NOT id = ANY(\(gaveAway)::text[])),
+                           (SELECT count(*) FROM qrgate_nodes WHERE heartbeat_at > now() - make_interval(secs => \(ttl))),
+                           (SELECT count(*) FROM sessions)
+                    """, logger: logger).decode((Int, Int, Int).self) { orphans = o; live = max(1, l); total = t }
                 var ids: [String] = []
                 if orphans > 0 {
                     let share = (orphans + live - 1) / live
                     for try await id in try await conn.query("""
                         UPDATE sessions SET owner_node = \(me), lease_until = now() + make_interval(secs => \(ttl))
                         WHERE id IN (SELECT id FROM sessions
-                                     WHERE owner_node IS NULL OR lease_until < now() OR (owner_node = \(me) AND NOT id = ANY(\(mine)::text[]))
+                                     WHERE (owner_node IS NULL OR lease_until < now() OR (owner_node = \(me) AND NOT id = ANY(\(mine)::text[])))
+                                         AND NOT id = ANY(\(gaveAway)::text[])
                                      ORDER BY id LIMIT \(share) FOR UPDATE SKIP LOCKED)
                         RETURNING id
                         """, logger: logger).decode(String.self) { ids.append(id) }
@@ -207,7 +217,12 @@ public final class PostgresCluster: SessionCluster {
                         """, logger: logger).decode(Int.self) {}
                 }
                 if first { try await conn.query("DELETE FROM qrgate_nodes WHERE heartbeat_at < now() - interval '1 day'", logger: logger) }
-                return (held, ids, live)
+                // More than its share (a node joined, or this one took many new sessions): the surplus goes back, to
+                // be claimed by the others at their next round. Never the sessions just claimed, never in a first round.
+                let fair = (total + live - 1) / live
+                let surplus = first || live < 2 ? 0 : held.count - fair - max(1, fair / 10)
+                let handoff = surplus > 0 ? Array(held.sorted().suffix(surplus)) : []
+                return (held, ids, live, handoff)
             }
         }
         state.withLock { $0.stats.liveNodes = live }
@@ -216,7 +231,26 @@ public final class PostgresCluster: SessionCluster {
         store.updateLeases(lost: lost, claimed: Set(ids))
         let claimed = ids.isEmpty ? [] : try await store.read(Dictionary(uniqueKeysWithValues: ids.map { ($0, nil) }))
         if !ids.isEmpty { logger.notice("cluster: node \(me) claimed \(ids.count) session(s) whose leases had lapsed") }
-        return ((held, Array(lost).sorted()), claimed)
+        return ((held, Array(lost).sorted()), claimed, handoff)
+    }
+
+    /// Stops running these sessions here first, then hands their leases back.
+    private func handOff(_ ids: [String], _ signal: @escaping @Sendable (ClusterSignal) -> Void) async throws {
+        signal(.lost(ids, reason: ""))
+        store.updateLeases(lost: Set(ids), claimed: [])
+        // The loop stops them (its timers, its writes) before anyone else may claim them.
+        try await Task.sleep(for: .milliseconds(200))
+        let me = nodeId
+        try await PostgresStore.withTimeout(PostgresStore.timeoutSeconds) { [store] in
+            try await store.pool.query("""
+                UPDATE sessions SET lease_until = now() - interval '1 second' WHERE owner_node = \(me) AND id = ANY(\(ids)::text[])
+                """, logger: store.log)
+        }
+        state.withLock { s in
+            s.stats.handoffs += ids.count
+            for id in ids { s.handedOff[id] = .now }
+        }
+        logger.notice("cluster: node \(me) handed \(ids.count) session(s) to the other nodes (more than its share)")
     }
 
     /// Hands every lease back (a clean stop): another node claims the sessions at its next round.

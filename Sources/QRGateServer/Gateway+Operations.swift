@@ -38,6 +38,7 @@ extension Gateway {
                     m.syncTotal("qrgate_cluster_lease_renewals_total", st.renewals)
                     m.syncTotal("qrgate_cluster_lease_renewal_failures_total", st.renewalFailures)
                     m.syncTotal("qrgate_cluster_sessions_claimed_total", st.claims)
+                    m.syncTotal("qrgate_cluster_sessions_handed_off_total", st.handoffs)
                     m.syncTotal("qrgate_cluster_bus_messages_total", st.busMessages)
                 }
                 self.server.respond(connection, HTTPResponse(status: 200, contentType: "text/plain; version=0.0.4; charset=utf-8", body: .bytes(m.render())))

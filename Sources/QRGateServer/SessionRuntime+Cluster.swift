@@ -381,6 +381,7 @@ extension SessionRuntime {
             if let t = sessionTimers.removeValue(forKey: id) { timers.cancel(t) }
             registry.forgetUnstored(id, after: durableSeq[id] ?? 0)
             enqueuedSeq[id] = nil
+            enqueuedState[id] = nil
             durableSeq[id] = nil
             retrying.remove(id)
             unstored.remove(id)
@@ -409,6 +410,7 @@ extension SessionRuntime {
                 guard node != cluster.nodeId else { return }
                 relinquish([id], reason: nil, isolation: isolation)
             }
+            // (A write of this node's that committed after it stopped running the session is read back too.)
             if (registry[id]?.seq ?? -1) < seq { want(id, isolation: isolation) }
         case let .resync(table):
             for (id, row) in table {

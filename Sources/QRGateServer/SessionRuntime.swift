@@ -27,6 +27,8 @@ public final class SessionRuntime {
     var enqueuedSeq: [String: Int] = [:]
     /// Per session: every event up to this seq is stored (and published).
     var durableSeq: [String: Int] = [:]
+    /// Per session: the machine state handed to the store last.
+    var enqueuedState: [String: SessionMachine.Persisted] = [:]
     var writesInFlight: [String: Int] = [:]
     var durableWaiters: [String: [(id: Int, done: (Bool) -> Void)]] = [:]
     var nextDurableWaiter = 0
@@ -228,7 +230,10 @@ public final class SessionRuntime {
     func persist(_ id: String, force: Bool = false, isolation: isolated any Actor) {
         guard runs(id), let s = registry[id], let stored = registry.stored(id) else { return }
         let last = enqueuedSeq[id] ?? -1
-        guard force || s.seq != last else { return }
+        // New events, or a change that has none (a start: idle → pending, attempts reset), which a node taking
+        // the session over or a restart must find stored too.
+        guard force || s.seq != last || enqueuedState[id] != stored.state else { return }
+        enqueuedState[id] = stored.state
         // A QR event is kept as its code: the pictures are drawn again from it (the renderer is deterministic).
         let events = s.log.entries(after: max(last, 0)).map {
             StoredEvent(sessionId: id, seq: $0.seq, action: $0.action, payload: registry.atRest($0, of: id), at: s.lastActiveAt)
@@ -243,16 +248,21 @@ public final class SessionRuntime {
             _ = isolation
             let error = await store.write(stored, events: events)
             self.writesInFlight[id, default: 1] -= 1
+            if !self.runs(id) {
+                // This node stopped running the session while the write was out: what the store holds now (this
+                // write or not) is what its copy follows.
+                if let error, !(error is LeaseLost) { logger.notice("store write for session \(id) failed after this node stopped running it: \(error)") }
+                return self.want(id, isolation: isolation)
+            }
             if let lost = error as? LeaseLost {
                 // Another node runs the session now: its writes win; this node follows it from here.
                 self.relinquish([lost.session], reason: nil, isolation: isolation)
-            } else if let error, !self.runs(id) {
-                logger.notice("store write for session \(id) failed after this node stopped running it: \(error)")
             } else if let error {
                 logger.error("store write for session \(id) failed (its events wait, tried again in \(Self.retrySeconds) s): \(error)")
                 // Everything after the last stored seq goes again, in one write.
                 self.unstored.insert(id)
                 self.enqueuedSeq[id] = self.durableSeq[id] ?? -1
+                self.enqueuedState[id] = nil
                 if self.retrying.insert(id).inserted {
                     _ = self.timers.schedule(after: Self.retrySeconds) { [weak self] in
                         self?.retrying.remove(id)
@@ -331,8 +341,8 @@ public final class SessionRuntime {
                 _ = isolation
                 self.feed(id, await Self.input(from: .success(.qr(qr)), frames: frames), isolation: isolation)
             }
-        case .qrLimitReached:
-            feed(id, .upstreamState(.close), isolation: isolation)
+        case .qrLimitReached, .state(.close, _), .state(.refused, _):
+            feed(id, .upstreamEndHint, isolation: isolation)
         case let .state(state, _):
             feed(id, .upstreamState(state), isolation: isolation)
         }

@@ -93,6 +93,10 @@ import Testing
         #expect(throws: ConfigError.self) { try load(#"{"qr": {"errorCorrection": "Z"}}"#) }
         #expect(throws: ConfigError.self) { try load(#"{"log": {"level": "loud"}}"#) }
         #expect(throws: ConfigError.invalid(key: "server.tlsKey", reason: "TLS needs both tlsCert and tlsKey")) { try load(#"{"server": {"tlsCert": "a.pem"}}"#) }
+        #expect(throws: ConfigError.invalid(key: "cluster.leaseSeconds", reason: "must be between 1 and 600, got 0.5")) { try load(#"{"cluster": {"leaseSeconds": 0.5}}"#) }
+        #expect(throws: ConfigError.invalid(key: "cluster.nodeId", reason: "must be 1–64 characters of A–Z a–z 0–9 . _ : @ -")) { try load(#"{"cluster": {"nodeId": "node one"}}"#) }
+        #expect(throws: ConfigError.self) { try load(#"{"cluster": {"orderTimeoutSeconds": 0}}"#) }
+        #expect((try? load(#"{"cluster": {"nodeId": "gw-1", "leaseSeconds": 5}}"#))?.cluster == Config.Cluster(nodeId: "gw-1", leaseSeconds: 5))
     }
 
     @Test func shippedConfigFileLoads() throws {

@@ -153,6 +153,23 @@ import Testing
         #expect(m.handle(.tick, now: at(20)).events.last == .error("QR code generation failed after 1 attempt. Please request a new validation."))
     }
 
+    @Test func aCloseWebhookIsCheckedBeforeItExpiresTheQR() {
+        // A refresh's logout says `close` by webhook; it can come after the new QR. Asked again, the upstream
+        // shows the new attempt: the QR stays. A real end (the refs ran out) is confirmed and expires it.
+        var m = started()
+        let hint = m.handle(.upstreamEndHint, now: at(1))
+        #expect(hint.events.isEmpty && hint.commands == [.checkState])
+        let stale = m.handle(.answer(.upstreamState(.connecting), generation: m.generation), now: at(1))
+        #expect(stale.events.isEmpty && m.qr != nil && m.status == .pending)
+        _ = m.handle(.upstreamEndHint, now: at(2))
+        let real = m.handle(.answer(.upstreamState(.close), generation: m.generation), now: at(2))
+        #expect(real.events.first == .qrExpired(attempt: 0) && m.qr == nil)
+        // With a poll out, the hint waits for its answer instead of asking twice.
+        var busy = SessionMachine(rules: rules)
+        _ = busy.handle(.start, now: t0) // its fetch is out
+        #expect(busy.handle(.upstreamEndHint, now: at(1)).commands.isEmpty)
+    }
+
     @Test func disconnectLogsOutAndClears() {
         var m = started()
         let d = m.handle(.disconnect, now: at(1))

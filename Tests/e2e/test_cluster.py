@@ -57,13 +57,13 @@ def node_config(postgres, db, sim, node, **extra):
             "poll": {"intervalSeconds": 30}, "refresh": {"minIntervalSeconds": 0}, **extra}
 
 
-def three_nodes(gateway_factory, postgres, simulator):
+def three_nodes(gateway_factory, postgres, simulator, **extra):
     db = postgres.new_database()
     port_b = free_port()
     sim = simulator(port_b)
-    a = gateway_factory(node_config(postgres, db, sim, "node-a"))
-    b = gateway_factory(node_config(postgres, db, sim, "node-b"), port=port_b)
-    c = gateway_factory(node_config(postgres, db, sim, "node-c"))
+    a = gateway_factory(node_config(postgres, db, sim, "node-a", **extra))
+    b = gateway_factory(node_config(postgres, db, sim, "node-b", **extra), port=port_b)
+    c = gateway_factory(node_config(postgres, db, sim, "node-c", **extra))
     return db, sim, a, b, c
 
 
@@ -186,3 +186,104 @@ def test_kill_9_of_the_owner_moves_its_sessions_and_nobody_misses_an_event(gatew
     took = run(scenario(), 120)
     print(f"takeover after kill -9: {took:.2f} s (lease {LEASE} s)")
     assert b.alive() and c.alive()
+
+
+def test_sessions_made_on_one_node_spread_over_the_live_nodes(gateway_factory, postgres, simulator):
+    db, sim, a, b, c = three_nodes(gateway_factory, postgres, simulator)
+    ids = [f"cl-s{i}" for i in range(9)]
+    for sid in ids:
+        status, _, body = call(a, "POST", "/api/v1/sessions/init/", {"sessionId": sid})
+        if status != 200:
+            print(sid, postgres.sql(db, "SELECT id, owner_node, seq, status, qr_code_text IS NOT NULL, lease_until > now() FROM sessions ORDER BY id"))
+            print(postgres.sql(db, "SELECT session_id, seq, action FROM events ORDER BY 1, 2"))
+            for g in (a, b, c):
+                g.stop()
+                print(g.proc.stderr.read()[-6000:])
+        assert status == 200, body
+
+    def spread():
+        rows = postgres.sql(db, "SELECT owner_node, count(*) FROM sessions GROUP BY owner_node")
+        counts = {node: int(n) for node, n in rows}
+        return counts if sum(counts.values()) == 9 and len(counts) == 3 and all(2 <= n <= 4 for n in counts.values()) else None
+
+    counts = wait_for(spread, LEASE * 3, "the nine sessions to spread over the three nodes")
+    print(f"sessions per node: {counts}")
+    # Each moved session runs where it landed: an order from any node reaches it, its QR is shown everywhere.
+    for sid in ids:
+        status, _, body = call(b, "POST", "/api/v1/sessions/refresh-qr/", {"sessionId": sid})
+        if status != 200 or not body["data"]["qrCode"]:
+            for g in (a, b, c):
+                g.stop()
+                print("NODE", [l for l in g.proc.stderr.read().splitlines() if sid in l or "cluster" in l])
+        assert status == 200 and (body["data"]["qrCode"] or "").startswith("data:image/png"), \
+            (sid, status, body, owner(postgres, db, sid), postgres.sql(db, f"SELECT seq, action FROM events WHERE session_id = '{sid}'"))
+    assert total(metrics(a), "qrgate_cluster_sessions_handed_off_total") >= 5
+
+
+def nginx_in_front(nodes, tmp_path):
+    """docs/examples/nginx-three-nodes.conf's upstream and locations, on a loopback port, in front of `nodes`."""
+    import os
+    import shutil
+    nginx = shutil.which("nginx") or "/usr/sbin/nginx"
+    if not os.path.exists(nginx):
+        raise RuntimeError("nginx is not installed (Debian's nginx-light): scripts/setup --test installs it")
+    example = open(os.path.join(ROOT, "docs", "examples", "nginx-three-nodes.conf")).read()
+    servers = iter(f"server 127.0.0.1:{n.port}" for n in nodes)
+    conf = re.sub(r"server 10\.0\.0\.\d+:8080", lambda _: next(servers), example)
+    port = free_port()
+    conf = conf.replace("listen 443 ssl;", f"listen 127.0.0.1:{port};")
+    conf = "\n".join(line for line in conf.splitlines() if "ssl_certificate" not in line)
+    conf = conf.replace("allow 10.0.0.0/8;", "allow 127.0.0.1;")
+    tmp = str(tmp_path)
+    main = f"""daemon off; pid {tmp}/nginx.pid; error_log {tmp}/error.log warn; worker_processes 1;
+events {{ worker_connections 256; }}
+http {{ access_log off; client_body_temp_path {tmp}; proxy_temp_path {tmp}; fastcgi_temp_path {tmp}; uwsgi_temp_path {tmp};
+scgi_temp_path {tmp};
+{conf}
+}}"""
+    path = os.path.join(tmp, "nginx.conf")
+    open(path, "w").write(main)
+    proc = subprocess.Popen([nginx, "-c", path, "-p", tmp], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+
+    def up():
+        try:
+            with socket.create_connection(("127.0.0.1", port), timeout=0.2):
+                return True
+        except OSError:
+            return proc.poll() is not None
+    wait_for(up, 10, "nginx to listen")
+    assert proc.poll() is None, proc.stderr.read()
+    return proc, f"127.0.0.1:{port}"
+
+
+def test_three_nodes_behind_nginx_serve_any_client_without_sticky_sessions(gateway_factory, postgres, simulator, tmp_path):
+    db, sim, a, b, c = three_nodes(gateway_factory, postgres, simulator)
+    proc, front = nginx_in_front([a, b, c], tmp_path)
+
+    class Front:
+        http = f"http://{front}"
+
+    try:
+        # Each request may land on another node (round robin): all answer about the same session.
+        status, _, body = call(Front, "POST", "/api/v1/sessions/init/", {"sessionId": "cl-nginx"})
+        assert status == 200 and body["data"]["qrCode"], body
+
+        async def scenario():
+            sockets = [await subscribe(f"ws://{front}/ws", "cl-nginx") for _ in range(3)]
+            snaps = [await recv(ws) for ws in sockets]
+            assert len({s["seq"] for s in snaps}) == 1 and len({s["qrText"] for s in snaps}) == 1, snaps
+            # nginx spread the sockets over the nodes (round robin), none pinned to the session's node.
+            per_node = [total(await asyncio.to_thread(metrics, n), "qrgate_connections") for n in (a, b, c)]
+            assert sum(per_node) == 3 and max(per_node) < 3, per_node
+            for _ in range(3):
+                status, _, body = await asyncio.to_thread(call, Front, "POST", "/api/v1/sessions/refresh-qr/", {"sessionId": "cl-nginx"})
+                assert status == 200 and body["data"]["qrCode"], body
+                got = [await numbered_until(ws, "qr_generated") for ws in sockets]
+                assert len({tuple((m["seq"], m["action"]) for m in g) for g in got}) == 1, got
+            for ws in sockets:
+                await ws.close()
+
+        run(scenario(), 60)
+    finally:
+        proc.terminate()
+        proc.wait(timeout=10)

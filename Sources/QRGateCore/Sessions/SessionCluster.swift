@@ -57,6 +57,8 @@ public struct ClusterStats: Sendable {
     public var renewals: Int = 0
     public var renewalFailures: Int = 0
     public var claims: Int = 0
+    /// Sessions handed to other nodes because this one ran more than its share.
+    public var handoffs: Int = 0
     public var busMessages: Int = 0
     /// Seconds between a change's commit on its owner and this node reading it, the last one seen.
     public var busLagSeconds: Double = 0

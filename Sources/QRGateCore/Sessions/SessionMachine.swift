@@ -89,6 +89,11 @@ public enum SessionInput: Sendable, Equatable {
     case logoutFinished
     case tick
     case disconnect
+    /// Unasked news that the link ended (a `close`/`refused` webhook, "QR code limit reached"): asked again
+    /// with a state check before it counts. Webhooks carry no generation, and the logout of a refresh sends
+    /// one that can arrive after the new QR (over a cluster's bus, easily): trusted as it came, it expired
+    /// the QR it was older than.
+    case upstreamEndHint
     /// The answer to a command issued in `generation`: dropped when a refresh, disconnect, expiry or
     /// start has overtaken it since (the machine's generation moved on).
     indirect case answer(SessionInput, generation: Int)
@@ -259,6 +264,12 @@ public struct SessionMachine: Sendable, Equatable {
                     issue(.fetchQR, into: &commands, now: now)
                 }
             }
+
+        case .upstreamEndHint:
+            // A poll already out answers the same question (with its generation).
+            guard status == .pending || status == .connected, !inFlight else { break }
+            issue(.checkState, into: &commands, now: now)
+            if status == .connected { nextPollAt = now.addingTimeInterval(rules.connectedCheckSeconds) }
 
         case .disconnect:
             guard status != .disconnected && status != .idle else { break }
