@@ -100,28 +100,38 @@ public final class PostgresCluster: SessionCluster {
             state.withLock { $0.stats.busMessages += 1; if parts[3] != nodeId { $0.stats.busLagSeconds = lag } }
             return .changed(session: parts[1], seq: seq, node: parts[3])
         case "o" where parts.count == 5 && parts[1] == nodeId:
-            guard let rid = Int(parts[3]) else { return nil }
+            guard let rid = Int(parts[3]), let json = unseal(parts[4]) else { return nil }
             state.withLock { $0.stats.busMessages += 1 }
-            return .message(.order(to: parts[1], from: parts[2], id: rid, payload: parts[4]))
+            return .message(.order(to: parts[1], from: parts[2], id: rid, payload: json))
         case "r":
             let r = payload.split(separator: " ", maxSplits: 3, omittingEmptySubsequences: false).map(String.init)
-            guard r.count == 4, r[1] == nodeId, let rid = Int(r[2]) else { return nil }
+            guard r.count == 4, r[1] == nodeId, let rid = Int(r[2]), let json = unseal(r[3]) else { return nil }
             state.withLock { $0.stats.busMessages += 1 }
-            return .message(.reply(to: r[1], id: rid, payload: r[3]))
+            return .message(.reply(to: r[1], id: rid, payload: json))
         default:
             return nil
         }
     }
 
+    /// Orders and replies are sealed with the store's key: an init order may carry an instance token, a pair
+    /// order a phone number, and NOTIFY payloads can be read by any LISTENer of the database and may be logged.
     public func send(_ message: ClusterMessage) async throws {
         let payload = switch message {
-        case let .order(to, from, id, json): "o \(to) \(from) \(id) \(json)"
-        case let .reply(to, id, json): "r \(to) \(id) \(json)"
+        case let .order(to, from, id, json): "o \(to) \(from) \(id) \(try store.sealer.seal(json).base64EncodedString())"
+        case let .reply(to, id, json): "r \(to) \(id) \(try store.sealer.seal(json).base64EncodedString())"
         }
         guard payload.utf8.count < 8000 else { throw PostgresStoreError.unavailable("a bus message of \(payload.utf8.count) bytes is over NOTIFY's 8000") }
         try await PostgresStore.withTimeout(PostgresStore.timeoutSeconds) { [store] in
             for try await _ in try await store.pool.query("SELECT count(pg_notify('qrgate', \(payload)))", logger: store.log).decode(Int.self) {}
         }
+    }
+
+    private func unseal(_ text: String) -> String? {
+        guard let data = Data(base64Encoded: text), let json = try? store.sealer.open(data) else {
+            logger.warning("cluster: a bus message could not be opened (another seal key?); ignored")
+            return nil
+        }
+        return json
     }
 
     public func fetch(_ wanted: [String: Int?]) async throws -> [ClusterSnapshot] {

@@ -17,7 +17,8 @@ public final class PostgresStore: SessionStore {
     private let client: PostgresClient
     private let runner: Task<Void, Never>
     private let probe = Mutex<Task<Void, Never>?>(nil)
-    private let sealer: Sealer
+    /// Seals tokens and phone numbers at rest, and the bus's orders (which may carry them).
+    let sealer: Sealer
     private let logger: Logger
     private let eventCapacity: Int
     private let eventMaxAge: TimeInterval

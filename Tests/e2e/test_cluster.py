@@ -267,6 +267,10 @@ def test_three_nodes_behind_nginx_serve_any_client_without_sticky_sessions(gatew
         # Each request may land on another node (round robin): all answer about the same session.
         status, _, body = call(Front, "POST", "/api/v1/sessions/init/", {"sessionId": "cl-nginx"})
         assert status == 200 and body["data"]["qrCode"], body
+        # The other nodes show it once the bus has brought it (milliseconds; a socket there before gets it as an event).
+        for n in (a, b, c):
+            wait_for(lambda: call(n, "GET", "/api/v1/sessions/status/?sessionId=cl-nginx")[0] == 200
+                     and status_of(n, "cl-nginx")["qrCode"] == body["data"]["qrCode"], 5, "every node to show the QR")
 
         async def scenario():
             sockets = [await subscribe(f"ws://{front}/ws", "cl-nginx") for _ in range(3)]
