@@ -25,6 +25,10 @@ public final class PostgresCluster: SessionCluster {
         var stats = ClusterStats()
         var stopped = false
         var handedOff: [String: ContinuousClock.Instant] = [:]
+        /// The bus's connection, and when this node last heard its own ping on it (a half-open connection hears nothing).
+        var busConnection: PostgresConnection?
+        var lastPing = ContinuousClock.now
+        var signal: (@Sendable (ClusterSignal) -> Void)?
     }
 
     /// Renewals and claims run this often (20 % of `cluster.leaseSeconds`); a lease lasts 70 %, and a node
@@ -39,6 +43,7 @@ public final class PostgresCluster: SessionCluster {
     }
 
     public func start(_ signal: @escaping @Sendable (ClusterSignal) -> Void) {
+        state.withLock { $0.signal = signal }
         let listener = Task.detached { [self] in await listen(signal) }
         let leases = Task.detached { [self] in await leaseRounds(signal) }
         state.withLock { $0.tasks = [listener, leases] }
@@ -69,6 +74,7 @@ public final class PostgresCluster: SessionCluster {
                 }
                 defer { Task { try? await conn.close() } }
                 let notes = try await conn.listen("qrgate")
+                state.withLock { $0.busConnection = conn; $0.lastPing = .now }
                 signal(.resync(try await seqs(conn)))
                 for try await note in notes {
                     if Task.isCancelled { break }
@@ -94,6 +100,9 @@ public final class PostgresCluster: SessionCluster {
     func parse(_ payload: String) -> ClusterSignal? {
         let parts = payload.split(separator: " ", maxSplits: 4, omittingEmptySubsequences: false).map(String.init)
         switch parts.first {
+        case "p":
+            if parts.count >= 2, parts[1] == nodeId { state.withLock { $0.lastPing = .now } }
+            return nil
         case "c" where parts.count == 5:
             guard let seq = Int(parts[2]), let ms = Int(parts[4]) else { return nil }
             let lag = max(0, Date().timeIntervalSince1970 - Double(ms) / 1000)
@@ -134,6 +143,10 @@ public final class PostgresCluster: SessionCluster {
         return json
     }
 
+    static func seconds(_ d: Duration) -> Double {
+        Double(d.components.seconds) + Double(d.components.attoseconds) / 1e18
+    }
+
     public func fetch(_ wanted: [String: Int?]) async throws -> [ClusterSnapshot] {
         try await store.read(wanted)
     }
@@ -147,7 +160,10 @@ public final class PostgresCluster: SessionCluster {
         while !Task.isCancelled {
             let started = ContinuousClock.now
             do {
-                let (kept, claimed, handoff) = try await round(first: first)
+                // A round that hangs must not outlast the give-up deadline: past it, this node stops running its
+                // sessions before any of their leases can lapse.
+                let left = giveUpAfter - Self.seconds(ContinuousClock.now - lastRenewal)
+                let (kept, claimed, handoff) = try await round(first: first, budget: max(0.2, min(PostgresStore.timeoutSeconds, left)))
                 first = false
                 lastRenewal = started
                 if !healthy { healthy = true; signal(.health(problem: nil)); logger.notice("cluster: leases renewed again") }
@@ -157,7 +173,9 @@ public final class PostgresCluster: SessionCluster {
                     state.withLock { $0.stats.claims += claimed.count }
                     signal(.claimed(claimed))
                 }
+                signal(.renewed(kept.held))
                 if !handoff.isEmpty { try await handOff(handoff, signal) }
+                try await pingBus()
             } catch {
                 let why = PostgresStore.describe(error)
                 state.withLock { $0.stats.renewalFailures += 1; $0.stats.problem = "leases not renewed: \(why)" }
@@ -177,7 +195,7 @@ public final class PostgresCluster: SessionCluster {
     }
 
     /// One round: heartbeat, renewals (what this node holds and what it lost), then claims of lapsed leases.
-    private func round(first: Bool) async throws -> (kept: (held: Set<String>, lost: [String]), claimed: [ClusterSnapshot], handoff: [String]) {
+    private func round(first: Bool, budget: Double) async throws -> (kept: (held: Set<String>, lost: [String]), claimed: [ClusterSnapshot], handoff: [String]) {
         let me = nodeId, ttl = store.leaseTTL
         let believed = store.leasedSessions()
         // What this node handed off lately is left to the others (no tug of war); after two leases it may come back.
@@ -186,7 +204,7 @@ public final class PostgresCluster: SessionCluster {
             s.handedOff = s.handedOff.filter { now - $0.value < .seconds(leaseSeconds * 2) }
             return Array(s.handedOff.keys)
         }
-        let (held, ids, live, handoff) = try await PostgresStore.withTimeout(PostgresStore.timeoutSeconds) { [store, logger, startedAt] in
+        let (held, ids, live, handoff) = try await PostgresStore.withTimeout(budget) { [store, logger, startedAt] in
             try await store.pool.withConnection { conn in
                 try await conn.query("""
                     INSERT INTO qrgate_nodes (node_id, started_at, heartbeat_at) VALUES (\(me), \(startedAt), now())
@@ -244,6 +262,33 @@ public final class PostgresCluster: SessionCluster {
         return ((held, Array(lost).sorted()), claimed, handoff)
     }
 
+    /// Sends this node a ping over the bus; a bus connection that has not carried one for three rounds is closed,
+    /// so the listener opens a new one (and reads what it missed) instead of waiting on a half-open socket.
+    private func pingBus() async throws {
+        let me = nodeId
+        let (stale, conn) = state.withLock { s in (ContinuousClock.now - s.lastPing > .seconds(period * 3 + 1), s.busConnection) }
+        if stale, let conn {
+            logger.warning("cluster: the bus carried nothing for \(Int(period * 3 + 1)) s; reconnecting it")
+            state.withLock { $0.busConnection = nil; $0.lastPing = .now }
+            try? await conn.close()
+        }
+        for try await _ in try await store.pool.query("SELECT count(pg_notify('qrgate', 'p ' || \(me)))", logger: store.log).decode(Int.self) {}
+    }
+
+    /// Leases this node holds but does not run (a claim it gave up before taking the session up): handed back,
+    /// so a node (this one, perhaps) claims and runs them.
+    public func giveBack(_ sessions: [String]) async {
+        guard !sessions.isEmpty else { return }
+        store.updateLeases(lost: Set(sessions), claimed: [])
+        let me = nodeId
+        _ = try? await PostgresStore.withTimeout(PostgresStore.timeoutSeconds) { [store] in
+            try await store.pool.query("""
+                UPDATE sessions SET lease_until = now() - interval '1 second' WHERE owner_node = \(me) AND id = ANY(\(sessions)::text[])
+                """, logger: store.log)
+        }
+        logger.notice("cluster: node \(me) gave back \(sessions.count) lease(s) it held without running the session(s)")
+    }
+
     /// Stops running these sessions here first, then hands their leases back.
     private func handOff(_ ids: [String], _ signal: @escaping @Sendable (ClusterSignal) -> Void) async throws {
         signal(.lost(ids, reason: ""))
@@ -263,9 +308,13 @@ public final class PostgresCluster: SessionCluster {
         logger.notice("cluster: node \(me) handed \(ids.count) session(s) to the other nodes (more than its share)")
     }
 
-    /// Hands every lease back (a clean stop): another node claims the sessions at its next round.
+    /// Hands every lease back (a clean stop): this node stops running its sessions first, then another node claims
+    /// them at its next round (this node's late writes fail: the lease is over).
     public func releaseAll() async {
         let me = nodeId
+        let held = store.dropLeases()
+        state.withLock { $0.signal }?(.lost(held, reason: ""))
+        try? await Task.sleep(for: .milliseconds(300))
         _ = try? await PostgresStore.withTimeout(PostgresStore.timeoutSeconds) { [store] in
             try await store.pool.query("UPDATE sessions SET lease_until = now() - interval '1 second' WHERE owner_node = \(me)", logger: store.log)
             try await store.pool.query("DELETE FROM qrgate_nodes WHERE node_id = \(me)", logger: store.log)

@@ -42,6 +42,8 @@ public final class PostgresStore: SessionStore {
         var written: [String: SessionRowContent] = [:]
         /// Sessions this node holds the lease of, as far as its writes and claims know (the cluster renews these).
         var leased: Set<String> = []
+        /// Sessions whose row a write in progress inserted (their lease is this node's once it commits).
+        var inserted: Set<String> = []
     }
 
     private struct PendingWrite: Sendable {
@@ -272,19 +274,11 @@ public final class PostgresStore: SessionStore {
     func read(_ wanted: [String: Int?]?) async throws -> [ClusterSnapshot] {
         let all = wanted == nil
         let ids = wanted.map { Array($0.keys) } ?? []
-        let after = ids.map { (wanted?[$0] ?? nil) ?? -1 }
         return try await Self.withTimeout(Self.timeoutSeconds * 6) { [self] in
             try await client.withConnection { conn in
-                var events: [String: [StoredEvent]] = [:]
-                let er = try await conn.query("""
-                    SELECT e.session_id, e.seq, e.action, e.payload, e.created_at FROM events e
-                    LEFT JOIN unnest(\(ids)::text[], \(after)::bigint[]) AS w(id, after) ON w.id = e.session_id
-                    WHERE \(all) OR (w.id IS NOT NULL AND e.seq > w.after)
-                    ORDER BY e.session_id, e.seq
-                    """, logger: logger)
-                for try await (id, seq, action, payload, at) in er.decode((String, Int, String, Data, Date).self) {
-                    events[id, default: []].append(StoredEvent(sessionId: id, seq: seq, action: action, payload: [UInt8](payload), at: at))
-                }
+                // The rows first, then their events up to each row's seq: a row and its events are committed together,
+                // so every event up to the row's seq is there (unless dropped since, a gap the follower handles), and
+                // an event committed after the row was read waits for its own notification instead of being skipped.
                 var out: [ClusterSnapshot] = []
                 let sr = try await conn.query("""
                     SELECT id, instance_name, instance_token_sealed, number_id, phone_number_sealed, status, qr_code_text, qr_png,
@@ -303,8 +297,22 @@ public final class PostgresStore: SessionStore {
                     let s = StoredSession(id: id, instanceName: instance, instanceToken: try token.map(sealer.open), numberId: numberId,
                                           phoneNumber: try phone.map(sealer.open), state: state, seq: seq, createdAt: createdAt,
                                           lastActiveAt: lastActiveAt)
-                    out.append(ClusterSnapshot(session: s, events: events[id] ?? [], owner: owner))
+                    out.append(ClusterSnapshot(session: s, events: [], owner: owner))
                 }
+                guard !out.isEmpty else { return [] }
+                let rowIds = out.map(\.session.id), upto = out.map(\.session.seq)
+                let after = rowIds.map { (wanted?[$0] ?? nil) ?? -1 }
+                var events: [String: [StoredEvent]] = [:]
+                let er = try await conn.query("""
+                    SELECT e.session_id, e.seq, e.action, e.payload, e.created_at
+                    FROM unnest(\(rowIds)::text[], \(after)::bigint[], \(upto)::bigint[]) AS w(id, after, upto)
+                    JOIN events e ON e.session_id = w.id AND e.seq > w.after AND e.seq <= w.upto
+                    ORDER BY e.session_id, e.seq
+                    """, logger: logger)
+                for try await (id, seq, action, payload, at) in er.decode((String, Int, String, Data, Date).self) {
+                    events[id, default: []].append(StoredEvent(sessionId: id, seq: seq, action: action, payload: [UInt8](payload), at: at))
+                }
+                for i in out.indices { out[i].events = events[out[i].session.id] ?? [] }
                 return out
             }
         }
@@ -384,7 +392,9 @@ public final class PostgresStore: SessionStore {
                 }
                 for id in outcome.keys { s.written[id] = nil } // rolled back: rewrite those rows whole next time
                 for (id, e) in outcome where e is LeaseLost { s.leased.remove(id) }
-                for w in batch where outcome[w.session.id] == nil { s.leased.insert(w.session.id) }
+                for w in batch {
+                    if s.inserted.remove(w.session.id) != nil, outcome[w.session.id] == nil { s.leased.insert(w.session.id) }
+                }
                 s.written.merge(wrote) { $1 }
             }
             if let reason { logger.error("store: \(failures.count) of \(batch.count) session writes failed: \(reason)") }
@@ -423,7 +433,7 @@ public final class PostgresStore: SessionStore {
         var wroteRow: SessionRowContent?
         var updated = false
         if known == content {
-            let r = try await conn.query("UPDATE sessions SET seq = \(s.seq), last_active_at = \(s.lastActiveAt) WHERE id = \(s.id) AND owner_node = \(nodeId) RETURNING id",
+            let r = try await conn.query("UPDATE sessions SET seq = \(s.seq), last_active_at = \(s.lastActiveAt) WHERE id = \(s.id) AND owner_node = \(nodeId) AND lease_until > now() RETURNING id",
                                          logger: logger)
             for try await _ in r.decode(String.self) { updated = true }
         }
@@ -444,7 +454,7 @@ public final class PostgresStore: SessionStore {
         // A new session's row takes its lease; an existing one is written only by the node that holds it (a
         // node whose lease moved meanwhile gets no row back: LeaseLost, and nothing of this write is kept).
         var kept = false
-        for try await _ in try await conn.query("""
+        for try await (_, fresh) in try await conn.query("""
             INSERT INTO sessions (id, instance_name, instance_token_sealed, number_id, phone_number_sealed, status, qr_code_text, qr_png,
                 qr_pairing_code, qr_expires_at, qr_updated_at, attempt, last_error, connected_at, last_refresh_at, seq, created_at, last_active_at,
                 owner_node, lease_until)
@@ -457,9 +467,13 @@ public final class PostgresStore: SessionStore {
                 qr_expires_at = excluded.qr_expires_at, qr_updated_at = excluded.qr_updated_at, attempt = excluded.attempt,
                 last_error = excluded.last_error, connected_at = excluded.connected_at, last_refresh_at = excluded.last_refresh_at,
                 seq = excluded.seq, last_active_at = excluded.last_active_at
-            WHERE sessions.owner_node = \(nodeId)
-            RETURNING id
-            """, logger: logger).decode(String.self) { kept = true }
+            WHERE sessions.owner_node = \(nodeId) AND sessions.lease_until > now()
+            RETURNING id, (xmax = 0)
+            """, logger: logger).decode((String, Bool).self) {
+            kept = true
+            // A new row: its lease is this node's from now on (an update only keeps a lease the rounds already know of).
+            if fresh { state.withLock { $0.inserted.insert(s.id) } }
+        }
         guard kept else { throw LeaseLost(session: s.id) }
     }
 

@@ -29,6 +29,23 @@ extension SessionRuntime {
     public func order(_ id: String, _ order: SessionOrder, retry: Bool = true, waited: Double = 0, isolation: isolated any Actor,
                       done: @escaping (OrderOutcome) -> Void) {
         let isNew: Bool = if case .initSession = order { registry[id] == nil } else { false }
+        if isNew, let cluster, !checkedNew.contains(id) {
+            // Another node may have made it a moment ago (this node reads it off the bus a few ms later): the store
+            // says, before this node makes a second one under the same name.
+            checkedNew.insert(id)
+            let frames = frames
+            Task {
+                _ = isolation
+                let snaps = (try? await cluster.fetch([id: nil])) ?? []
+                let drawn = await Self.draw(snaps, frames: frames)
+                self.apply(snaps, drawn: drawn, isolation: isolation)
+                self.order(id, order, retry: retry, waited: waited, isolation: isolation) { outcome in
+                    self.checkedNew.remove(id)
+                    done(outcome)
+                }
+            }
+            return
+        }
         if runs(id) || isNew { return done(perform(id, order, isolation: isolation)) }
         guard registry[id] != nil else { return done(.notFound) }
         guard let cluster, let owner = owners[id], owner != cluster.nodeId else {
@@ -65,15 +82,22 @@ extension SessionRuntime {
         }
         send(o, to: owner, isolation: isolation) { [weak self] reply in
             guard let self else { return }
-            guard let reply, let outcome = Self.outcome(reply) else {
-                // Taken over while the order waited (its node died): once more, to the node that runs it now.
-                if retry, let now = self.owners[id], now != owner, now != cluster.nodeId || self.runs(id) {
-                    return self.order(id, order, retry: false, isolation: isolation, done: done)
+            let moved = reply?["outcome"]?.stringValue == "moved"
+            guard let reply, !moved, let outcome = Self.outcome(reply) else {
+                // Moved, or taken over while the order waited (its node died): once more, to the node that runs it now
+                // (as this node learns it from the bus: a moment later for a move).
+                if retry {
+                    return _ = self.timers.schedule(after: moved ? 0.3 : 0) { [weak self] in
+                        self?.order(id, order, retry: false, isolation: isolation, done: done)
+                    }
                 }
-                return done(.unavailable("node \(owner), which runs session \(id), did not answer within \(Int(self.orderTimeoutSeconds)) s"))
+                return done(.unavailable(moved ? "session \(id) is moving between nodes; try again"
+                                               : "node \(owner), which runs session \(id), did not answer within \(Int(self.orderTimeoutSeconds)) s"))
             }
             // The owner answered once its change was stored; this node shows it once its copy has caught up.
-            self.catchUp(id, to: reply["seq"]?.intValue ?? 0, within: self.orderTimeoutSeconds, isolation: isolation) { _ in done(outcome) }
+            self.catchUp(id, to: reply["seq"]?.intValue ?? 0, within: self.orderTimeoutSeconds, isolation: isolation) { caught in
+                done(caught ? outcome : .unavailable("node \(owner) made the change, but this node has not read it yet (the database is slow); try again"))
+            }
         }
     }
 
@@ -214,11 +238,12 @@ extension SessionRuntime {
                 Task { try? await cluster.send(message) }
             }
             guard runs(id) else {
-                // Moved meanwhile: the caller says so and its caller tries again.
-                return reply(Self.encode(.unavailable("session \(id) moved to another node; try again"), seq: 0))
+                // Moved meanwhile: the caller sends it again to the node that runs it now.
+                return reply(["outcome": "moved", "seq": .int(0)])
             }
             let outcome = perform(id, order, isolation: isolation)
-            whenDurable(id, within: 10, isolation: isolation) { [weak self] stored in
+            // Answered before the caller gives up on this node.
+            whenDurable(id, within: max(0.5, orderTimeoutSeconds - 0.5), isolation: isolation) { [weak self] stored in
                 guard let self else { return }
                 reply(stored ? Self.encode(outcome, seq: self.registry[id]?.seq ?? 0)
                              : Self.encode(.unavailable("the change is not stored yet: \(self.store.problem() ?? "the store is slow")"), seq: 0))
@@ -244,8 +269,15 @@ extension SessionRuntime {
     func catchUp(_ id: String, to seq: Int, within seconds: Double, isolation: isolated any Actor, done: @escaping (Bool) -> Void) {
         if (registry[id]?.seq ?? -1) >= seq { return done(true) }
         var fired = false
-        let timer = timers.schedule(after: seconds) { _ = isolation; if !fired { fired = true; done(false) } }
-        catchUps[id, default: []].append((seq, { [weak self] ok in
+        nextCatchUp += 1
+        let cid = nextCatchUp
+        let timer = timers.schedule(after: seconds) { [weak self] in
+            _ = isolation
+            self?.catchUps[id]?.removeAll { $0.id == cid }
+            if self?.catchUps[id]?.isEmpty == true { self?.catchUps[id] = nil }
+            if !fired { fired = true; done(false) }
+        }
+        catchUps[id, default: []].append((cid, seq, { [weak self] ok in
             self?.timers.cancel(timer)
             if !fired { fired = true; done(ok) }
         }))
@@ -348,14 +380,28 @@ extension SessionRuntime {
     func adopt(_ snaps: [ClusterSnapshot], isolation: isolated any Actor) {
         guard let cluster, !snaps.isEmpty else { return }
         let frames = frames
+        for snap in snaps { adopting.insert(snap.session.id) }
         Task {
             _ = isolation
+            var snaps = snaps
+            // A write this node started before it stopped running a session (a lapse, then its own claim back)
+            // may still commit: the session is taken up from what the store holds once it is done.
+            let busy = snaps.map(\.session.id).filter { self.writesInFlight[$0, default: 0] > 0 }
+            if !busy.isEmpty {
+                let until = ContinuousClock.now + .seconds(20)
+                while busy.contains(where: { self.writesInFlight[$0, default: 0] > 0 }), ContinuousClock.now < until {
+                    try? await Task.sleep(for: .milliseconds(50))
+                }
+                let fresh = (try? await cluster.fetch(Dictionary(uniqueKeysWithValues: busy.map { ($0, nil) }))) ?? []
+                snaps = snaps.filter { !busy.contains($0.session.id) } + fresh
+            }
             let drawn = await Self.draw(snaps, frames: frames)
             let now = self.clock.now(), pictures = self.pictures(drawn)
             var taken = 0
             for snap in snaps {
                 let id = snap.session.id
-                guard !self.owned.contains(id) else { continue }
+                // Given up meanwhile (a lost lease, another node's write): not taken up.
+                guard self.adopting.remove(id) != nil, !self.owned.contains(id) else { continue }
                 self.registry.follow(snap.session, events: snap.events, now: now, pictures: pictures)
                 self.byInstance[snap.session.instanceName, default: []].insert(id)
                 self.owned.insert(id)
@@ -376,6 +422,7 @@ extension SessionRuntime {
     /// its copy follows the store from now on.
     func relinquish(_ ids: [String], reason: String?, isolation: isolated any Actor) {
         var n = 0
+        for id in ids { adopting.remove(id) }
         for id in ids where owned.remove(id) != nil {
             n += 1
             if let t = sessionTimers.removeValue(forKey: id) { timers.cancel(t) }
@@ -405,9 +452,10 @@ extension SessionRuntime {
             relinquish(ids, reason: reason.isEmpty ? nil : reason, isolation: isolation)
         case let .changed(id, seq, node):
             if node != cluster.nodeId { owners[id] = node }
-            if runs(id) {
-                // Someone else wrote it: this node lost the lease without noticing yet.
-                guard node != cluster.nodeId else { return }
+            if runs(id) || adopting.contains(id) {
+                // Someone else wrote it after what this node holds: it lost the lease without noticing yet. (An older
+                // commit of the previous node, arriving after this node's claim, changes nothing.)
+                guard node != cluster.nodeId, seq > (durableSeq[id] ?? registry[id]?.seq ?? 0) else { return }
                 relinquish([id], reason: nil, isolation: isolation)
             }
             // (A write of this node's that committed after it stopped running the session is read back too.)
@@ -421,6 +469,10 @@ extension SessionRuntime {
             received(m, isolation: isolation)
         case .health:
             break
+        case let .renewed(held):
+            // Held but not run (an adoption given up meanwhile): handed back rather than left to lapse unrun.
+            let idle = held.filter { !owned.contains($0) && !adopting.contains($0) }
+            if !idle.isEmpty { Task { await cluster.giveBack(Array(idle)) } }
         }
     }
 }

@@ -50,7 +50,12 @@ public final class SessionRuntime {
     var syncWanted: [String: Int?] = [:]
     var syncing = false
     /// Callers waiting until this node's copy of a session reaches a seq (an order's answer).
-    var catchUps: [String: [(seq: Int, done: (Bool) -> Void)]] = [:]
+    var catchUps: [String: [(id: Int, seq: Int, done: (Bool) -> Void)]] = [:]
+    var nextCatchUp = 0
+    /// Sessions claimed whose adoption is under way (their pictures being drawn); a loss meanwhile cancels it.
+    var adopting: Set<String> = []
+    /// New-session orders checked against the store once (another node may have made the session a moment ago).
+    var checkedNew: Set<String> = []
     /// Orders sent to other nodes, waiting for their replies.
     var pendingOrders: [Int: (timer: LoopTimers.ID, done: (JSONValue?) -> Void)] = [:]
     var nextOrder = 0

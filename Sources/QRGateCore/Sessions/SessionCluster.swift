@@ -13,6 +13,8 @@ public protocol SessionCluster: AnyObject, Sendable {
     func send(_ message: ClusterMessage) async throws
     /// The stored sessions with their events after the given seq (nil: all kept), and their owners.
     func fetch(_ wanted: [String: Int?]) async throws -> [ClusterSnapshot]
+    /// Hands back leases this node holds but does not run (the runtime found them at a renewal).
+    func giveBack(_ sessions: [String]) async
     /// Hands back every lease this node holds (a clean stop; if the database is away they lapse by themselves).
     func releaseAll() async
     /// Cluster gauges and counters for /metrics, and what /readyz should report (nil: healthy).
@@ -42,6 +44,8 @@ public enum ClusterSignal: Sendable {
     case resync([String: (seq: Int, owner: String?)])
     /// An order for this node, or a reply to one of its orders.
     case message(ClusterMessage)
+    /// A round renewed these leases (the runtime checks it runs each of them).
+    case renewed(Set<String>)
     /// The database is reachable again / away (renewals failing).
     case health(problem: String?)
 }
