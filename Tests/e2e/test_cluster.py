@@ -104,6 +104,9 @@ def test_three_nodes_share_a_session_its_events_orders_and_webhooks(gateway_fact
         assert got_a[0]["seq"] == snap_a["seq"] + 1 and got_a[0]["action"] == "qr_regenerating"
         assert got_a[-1]["qrText"] == got_c[-1]["qrText"] != snap_a["qrText"]
         assert status_of(b, "cl-1")["qrCode"] == status_of(a, "cl-1")["qrCode"]
+        # The seed's table shows the QR the subscribers got, written by the node that runs the session.
+        assert postgres.sql(db, "SELECT instance_status, qr_code FROM evolution_instances WHERE session_id = 'cl-1'") == \
+            [["connecting", status_of(a, "cl-1")["qrCode"]]]
         # An admin refresh over node C's socket: answered there, carried out on A.
         await on_c.send(json.dumps({"op": "refresh", "session": "cl-1"}))
         # (The answer comes once C's copy shows the change: the change's first events may come before it.)
