@@ -1,7 +1,8 @@
 #!/usr/bin/env python3
 """Bus throughput of a QRGate cluster: N pending sessions spread over the nodes; every session is refreshed at
-once (REST refresh-qr sent to a random node, so most orders cross the bus too); a firehose subscriber ("*") on
-every node counts the sessions' new `qr_generated` events. Reports, per node and in all, how long it took until
+once (an admin `refresh` op over one WebSocket per node, each session's sent to a random node, so most orders
+cross the bus too, and none waits for the one before); a firehose subscriber ("*") on every node counts the
+sessions' new `qr_generated` events. Reports, per node and in all, how long it took until
 every node had shown every session's new QR, the events per second that makes, and the delivery latency
 (receipt - the event's timestamp, stamped by the node that runs the session; same-machine clocks).
 
@@ -63,14 +64,31 @@ async def main():
         await r.wait()
     await asyncio.sleep(5)  # the firehose snapshots of every session first
     counts["armed"] = True
+    admins = [await websockets.connect(n.replace("http://", "ws://") + "/ws", max_size=1 << 24) for n in args.node]
+    for ws in admins:
+        await ws.recv()  # hello
+    answers = {"refreshing": 0}
+
+    async def drain(ws):
+        try:
+            async for m in ws:
+                if json.loads(m).get("action") == "refreshing":
+                    answers["refreshing"] += 1
+        except websockets.ConnectionClosed:
+            pass
+    readers = [asyncio.create_task(drain(ws)) for ws in admins]
     started = time.time()
-    statuses = await asyncio.gather(*[loop.run_in_executor(pool, post, random.choice(args.node) + "/api/v1/sessions/refresh-qr/", {"sessionId": sid})
-                                      for sid in ids])
+    for sid in ids:
+        await random.choice(admins).send(json.dumps({"op": "refresh", "session": sid}))
     await asyncio.wait_for(asyncio.gather(*tasks), 120)
+    for ws in admins:
+        await ws.close()
+    for r in readers:
+        r.cancel()
     total = max(done.values()) - started
     every = sorted(x for n in args.node for x in lat[n])
     print(json.dumps({"scenario": "cluster-bus", "nodes": len(args.node), "sessions": args.sessions,
-                      "refresh_ok": sum(1 for s in statuses if s == 200),
+                      "refreshes_answered": answers["refreshing"],
                       "seconds_until_every_node_showed_every_qr": round(total, 2),
                       "qr_events_per_s_all_nodes": round(len(every) / total),
                       "per_node_seconds": {n: round(done[n] - started, 2) for n in args.node},

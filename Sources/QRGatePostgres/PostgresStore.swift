@@ -220,6 +220,11 @@ public final class PostgresStore: SessionStore {
             "CREATE INDEX sessions_owner_node ON sessions (owner_node)",
             "CREATE TABLE qrgate_nodes (node_id text PRIMARY KEY, started_at timestamptz NOT NULL, heartbeat_at timestamptz NOT NULL)",
         ]),
+        // The current QR's pictures as the node that runs the session drew them: the other nodes read them with the
+        // row instead of drawing every new QR again (a fleet's refresh is thousands of pictures).
+        (3, [
+            "ALTER TABLE sessions ADD COLUMN qr_svg text, ADD COLUMN qr_png_drawn text",
+        ]),
     ]
 
     static func migrate(_ conn: PostgresConnection, logger: Logger) async throws {
@@ -283,14 +288,14 @@ public final class PostgresStore: SessionStore {
                 let sr = try await conn.query("""
                     SELECT id, instance_name, instance_token_sealed, number_id, phone_number_sealed, status, qr_code_text, qr_png,
                         qr_pairing_code, qr_expires_at, qr_updated_at, attempt, last_error, connected_at, last_refresh_at, seq,
-                        created_at, last_active_at, owner_node
+                        created_at, last_active_at, owner_node, qr_svg, qr_png_drawn
                     FROM sessions WHERE \(all) OR id = ANY(\(ids)::text[]) ORDER BY id
                     """, logger: logger)
                 for try await row in sr.decode((String, String, Data?, String?, Data?, String, String?, String?, String?, Date?, Date?,
-                                                 Int, String?, Date?, Date?, Int, Date, Date, String?).self) {
+                                                 Int, String?, Date?, Date?, Int, Date, Date, String?, String?, String?).self) {
                     let (id, instance, token, numberId, phone, status, code, png, pairing, expires, updated,
-                         attempt, lastError, connectedAt, lastRefreshAt, seq, createdAt, lastActiveAt, owner) = row
-                    let qr = code.map { SessionQR(code: $0, pngDataURL: png ?? "", svg: "", upstreamImage: png != nil, pairingCode: pairing) }
+                         attempt, lastError, connectedAt, lastRefreshAt, seq, createdAt, lastActiveAt, owner, svg, drawn) = row
+                    let qr = code.map { SessionQR(code: $0, pngDataURL: png ?? drawn ?? "", svg: svg ?? "", upstreamImage: png != nil, pairingCode: pairing) }
                     let state = SessionMachine.Persisted(status: SessionMachine.Status(rawValue: status) ?? .idle, qr: qr, qrExpiresAt: expires,
                                                          qrUpdatedAt: updated, attempt: attempt, connectedAt: connectedAt, lastError: lastError,
                                                          lastRefreshAt: lastRefreshAt)
@@ -450,6 +455,7 @@ public final class PostgresStore: SessionStore {
         let st = s.state
         // The code, not the pictures (drawn again from it); the upstream's own PNG is passed on as it came.
         let png = st.qr.flatMap { $0.upstreamImage ? $0.pngDataURL : nil }
+        let svg = st.qr.flatMap { $0.svg.isEmpty ? nil : $0.svg }, drawn = st.qr.flatMap { $0.upstreamImage || $0.pngDataURL.isEmpty ? nil : $0.pngDataURL }
         let token = try s.instanceToken.map(sealer.seal), phone = try s.phoneNumber.map(sealer.seal)
         // A new session's row takes its lease; an existing one is written only by the node that holds it (a
         // node whose lease moved meanwhile gets no row back: LeaseLost, and nothing of this write is kept).
@@ -457,16 +463,16 @@ public final class PostgresStore: SessionStore {
         for try await (_, fresh) in try await conn.query("""
             INSERT INTO sessions (id, instance_name, instance_token_sealed, number_id, phone_number_sealed, status, qr_code_text, qr_png,
                 qr_pairing_code, qr_expires_at, qr_updated_at, attempt, last_error, connected_at, last_refresh_at, seq, created_at, last_active_at,
-                owner_node, lease_until)
+                owner_node, lease_until, qr_svg, qr_png_drawn)
             VALUES (\(s.id), \(s.instanceName), \(token), \(s.numberId), \(phone), \(st.status.rawValue), \(st.qr?.code), \(png),
                 \(st.qr?.pairingCode), \(st.qrExpiresAt), \(st.qrUpdatedAt), \(st.attempt), \(st.lastError), \(st.connectedAt),
-                \(st.lastRefreshAt), \(s.seq), \(s.createdAt), \(s.lastActiveAt), \(nodeId), now() + make_interval(secs => \(leaseTTL)))
+                \(st.lastRefreshAt), \(s.seq), \(s.createdAt), \(s.lastActiveAt), \(nodeId), now() + make_interval(secs => \(leaseTTL)), \(svg), \(drawn))
             ON CONFLICT (id) DO UPDATE SET instance_name = excluded.instance_name, instance_token_sealed = excluded.instance_token_sealed,
                 number_id = excluded.number_id, phone_number_sealed = excluded.phone_number_sealed, status = excluded.status,
                 qr_code_text = excluded.qr_code_text, qr_png = excluded.qr_png, qr_pairing_code = excluded.qr_pairing_code,
                 qr_expires_at = excluded.qr_expires_at, qr_updated_at = excluded.qr_updated_at, attempt = excluded.attempt,
                 last_error = excluded.last_error, connected_at = excluded.connected_at, last_refresh_at = excluded.last_refresh_at,
-                seq = excluded.seq, last_active_at = excluded.last_active_at
+                seq = excluded.seq, last_active_at = excluded.last_active_at, qr_svg = excluded.qr_svg, qr_png_drawn = excluded.qr_png_drawn
             WHERE sessions.owner_node = \(nodeId) AND sessions.lease_until > now()
             RETURNING id, (xmax = 0)
             """, logger: logger).decode((String, Bool).self) {

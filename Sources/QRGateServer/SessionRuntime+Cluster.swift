@@ -320,9 +320,11 @@ extension SessionRuntime {
     static func draw(_ snaps: [ClusterSnapshot], frames: QRFrameFactory) async -> [String: SessionQR] {
         var codes: Set<String> = []
         for s in snaps {
-            if let qr = s.session.state.qr, !qr.upstreamImage { codes.insert(qr.code) }
+            // The current QR comes with the pictures its node drew (read with the row): only older codes are drawn.
+            let current = s.session.state.qr.flatMap { $0.svg.isEmpty || $0.pngDataURL.isEmpty ? nil : $0.code }
+            if let qr = s.session.state.qr, !qr.upstreamImage, current == nil { codes.insert(qr.code) }
             for e in s.events where e.action == "qr_generated" {
-                if let code = JSONValue.parse(e.payload)?["qrText"]?.stringValue { codes.insert(code) }
+                if let code = JSONValue.parse(e.payload)?["qrText"]?.stringValue, code != current { codes.insert(code) }
             }
         }
         return await withTaskGroup(of: (String, SessionQR?).self) { group in

@@ -89,7 +89,7 @@ def test_postgres_store_keeps_sessions_events_and_the_seed_table_across_kill_9(g
     call(g2, "POST", "/simulator/scan/pg-a")
     wait_for(lambda: postgres.sql(db, "SELECT instance_status, qr_code IS NULL FROM evolution_instances WHERE session_id = 'pg-a'") == [["open", "t"]],
              10, "pg-a to show as open in evolution_instances")
-    assert postgres.sql(db, "SELECT version FROM qrgate_schema ORDER BY version") == [["1"], ["2"]]
+    assert postgres.sql(db, "SELECT version FROM qrgate_schema ORDER BY version") == [["1"], ["2"], ["3"]]
 
 
 def test_losing_postgres_holds_events_back_pauses_the_sessions_and_recovers(gateway_factory, postgres):

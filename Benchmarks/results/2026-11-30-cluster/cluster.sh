@@ -5,7 +5,7 @@
 #   2. one node on PostgreSQL, 5 000 subscribers on it (single-node delivery);
 #   3. three nodes on the same PostgreSQL: the session runs on A, its 5 000 subscribers are on B and C (2 500 each),
 #      refreshed on A: delivery crosses the bus (NOTIFY, a read of the events table, the pictures drawn on B and C);
-#   2 and 3 again, reversed; then
+#   2 and 3 again in the order 3 2 2 3 (three pairs, alternating who goes first); then
 #   4. bus throughput: 1 000 pending sessions over the three nodes, all refreshed at once (Benchmarks/clients/cluster-bus.py).
 # Run from the repository root after `swift build -c release --product qrgate`. Prints JSON lines.
 set -euo pipefail
@@ -47,12 +47,14 @@ three() {
   read -r pb ib < <(node_up "$url" node-b ""); read -r pc ic < <(node_up "$url" node-c ""); sleep 3
   fanout "three nodes: runs on A, 5000 subscribers on B and C" "$pa" "$ia" "$ib" "$ic" -- "ws://127.0.0.1:$pb/ws" "ws://127.0.0.1:$pc/ws"; stop_all
 }
+if [ "${ONLY:-}" != bus ]; then   # ONLY=bus: the bus throughput alone
 out=$(mktemp); (PEER_MESSAGE_BYTES=5450 NODE_PATH=/usr/share/nodejs node Benchmarks/peers/node-ws.js > "$out" 2>&1 &); sleep 1
 np=$(grep -o '127.0.0.1:[0-9]*' "$out" | cut -d: -f2); nid=$(pgrep -f "peers/node-ws.js" | head -1)
 python3 Benchmarks/clients/picows-fanout.py --url "ws://127.0.0.1:$np/ws" --clients 5000 --rounds 10 --trigger-url "http://127.0.0.1:$np/publish" \
   --subscribe "" --match timestamp --server-pid "$nid" --label "node-ws at the svg frame size" 2>/dev/null | tail -1
 kill "$nid"; rm -f "$out"; sleep 2
-single; three; three; single
+single; three; three; single; single; three
+fi
 url=$(newdb)
 read -r pa ia < <(node_up "$url" node-a ""); read -r pb ib < <(node_up "$url" node-b ""); read -r pc ic < <(node_up "$url" node-c ""); sleep 3
 python3 Benchmarks/clients/cluster-bus.py --node "http://127.0.0.1:$pa" --node "http://127.0.0.1:$pb" --node "http://127.0.0.1:$pc" --sessions 1000
