@@ -29,6 +29,9 @@ def pct(xs, p):
     return round(xs[min(len(xs) - 1, int(len(xs) * p / 100))], 1) if xs else None
 
 
+MISSING = {}
+
+
 async def firehose(node, ids, counts, latencies, done, ready):
     ws_url = node.replace("http://", "ws://") + "/ws"
     async with websockets.connect(ws_url, max_size=1 << 24, open_timeout=30) as ws:
@@ -36,6 +39,7 @@ async def firehose(node, ids, counts, latencies, done, ready):
         await ws.send(json.dumps({"op": "subscribe", "session": "*", "formats": ["code"]}))
         ready.set()
         waiting = set(ids)
+        MISSING[node] = waiting
         while waiting:
             m = json.loads(await ws.recv())
             if m.get("action") == "qr_generated" and m.get("sessionId") in waiting and counts.get("armed"):
@@ -80,7 +84,11 @@ async def main():
     started = time.time()
     for sid in ids:
         await random.choice(admins).send(json.dumps({"op": "refresh", "session": sid}))
-    await asyncio.wait_for(asyncio.gather(*tasks), 120)
+    try:
+        await asyncio.wait_for(asyncio.gather(*tasks), 120)
+    except asyncio.TimeoutError:
+        raise SystemExit("not every node showed every new QR within 120 s; missing per node: "
+                         + json.dumps({n: sorted(m)[:10] + [f"({len(m)} in all)"] for n, m in MISSING.items()}))
     for ws in admins:
         await ws.close()
     for r in readers:

@@ -6,7 +6,8 @@
 #   3. three nodes on the same PostgreSQL: the session runs on A, its 5 000 subscribers are on B and C (2 500 each),
 #      refreshed on A: delivery crosses the bus (NOTIFY, a read of the events table, the pictures drawn on B and C);
 #   2 and 3 again in the order 3 2 2 3 (three pairs, alternating who goes first); then
-#   4. bus throughput: 1 000 pending sessions over the three nodes, all refreshed at once (Benchmarks/clients/cluster-bus.py).
+#   4. bus throughput: 1 000 pending sessions, all refreshed at once (Benchmarks/clients/cluster-bus.py), on one node,
+#      then over the three nodes.
 # Run from the repository root after `swift build -c release --product qrgate`. Prints JSON lines.
 set -euo pipefail
 BIN=${BIN:-.build/release/qrgate}
@@ -55,6 +56,10 @@ python3 Benchmarks/clients/picows-fanout.py --url "ws://127.0.0.1:$np/ws" --clie
 kill "$nid"; rm -f "$out"; sleep 2
 single; three; three; single; single; three
 fi
+# The same 1 000 sessions on one node first (no bus): what the refresh itself costs on this machine.
+read -r pa ia < <(node_up "$(newdb)" solo ""); sleep 2
+python3 Benchmarks/clients/cluster-bus.py --node "http://127.0.0.1:$pa" --sessions 1000
+stop_all
 url=$(newdb)
 read -r pa ia < <(node_up "$url" node-a ""); read -r pb ib < <(node_up "$url" node-b ""); read -r pc ic < <(node_up "$url" node-c ""); sleep 3
 python3 Benchmarks/clients/cluster-bus.py --node "http://127.0.0.1:$pa" --node "http://127.0.0.1:$pb" --node "http://127.0.0.1:$pc" --sessions 1000
