@@ -29,6 +29,8 @@ public final class PostgresCluster: SessionCluster {
         var busConnection: PostgresConnection?
         var lastPing = ContinuousClock.now
         var signal: (@Sendable (ClusterSignal) -> Void)?
+        var lastRenewal = ContinuousClock.now
+        var healthy = true
     }
 
     /// Renewals and claims run this often (20 % of `cluster.leaseSeconds`); a lease lasts 70 %, and a node
@@ -73,12 +75,14 @@ public final class PostgresCluster: SessionCluster {
                     try await PostgresConnection.connect(configuration: store.connectionConfiguration, id: 1, logger: quiet)
                 }
                 defer { Task { try? await conn.close() } }
-                let notes = try await conn.listen("qrgate")
-                state.withLock { $0.busConnection = conn; $0.lastPing = .now }
-                signal(.resync(try await seqs(conn)))
-                for try await note in notes {
-                    if Task.isCancelled { break }
-                    if let s = parse(note.payload) { signal(s) }
+                try await conn.listen(on: "qrgate") { notes in
+                    state.withLock { $0.busConnection = conn; $0.lastPing = .now }
+                    // What was committed while this node was not listening: every session's seq, once listening.
+                    signal(.resync(try await seqs(conn)))
+                    for try await note in notes {
+                        if Task.isCancelled { break }
+                        if let s = parse(note.payload) { signal(s) }
+                    }
                 }
             } catch {
                 if Task.isCancelled { return }
@@ -154,20 +158,23 @@ public final class PostgresCluster: SessionCluster {
     // MARK: Leases
 
     private func leaseRounds(_ signal: @escaping @Sendable (ClusterSignal) -> Void) async {
-        var lastRenewal = ContinuousClock.now
         var first = true
-        var healthy = true
+        let watchdog = Task.detached { [self] in await giveUpWatch(signal) }
+        defer { watchdog.cancel() }
         while !Task.isCancelled {
             let started = ContinuousClock.now
             do {
-                // A round that hangs must not outlast the give-up deadline: past it, this node stops running its
-                // sessions before any of their leases can lapse.
-                let left = giveUpAfter - Self.seconds(ContinuousClock.now - lastRenewal)
+                let left = giveUpAfter - Self.seconds(ContinuousClock.now - state.withLock { $0.lastRenewal })
                 let (kept, claimed, handoff) = try await round(first: first, budget: max(0.2, min(PostgresStore.timeoutSeconds, left)))
                 first = false
-                lastRenewal = started
-                if !healthy { healthy = true; signal(.health(problem: nil)); logger.notice("cluster: leases renewed again") }
-                state.withLock { $0.stats.renewals += 1; $0.stats.problem = nil }
+                let recovered = state.withLock { s -> Bool in
+                    s.lastRenewal = started
+                    s.stats.renewals += 1
+                    s.stats.problem = nil
+                    defer { s.healthy = true }
+                    return !s.healthy
+                }
+                if recovered { signal(.health(problem: nil)); logger.notice("cluster: leases renewed again") }
                 if !kept.lost.isEmpty { signal(.lost(kept.lost, reason: "")) }
                 if !claimed.isEmpty {
                     state.withLock { $0.stats.claims += claimed.count }
@@ -179,18 +186,31 @@ public final class PostgresCluster: SessionCluster {
             } catch {
                 let why = PostgresStore.describe(error)
                 state.withLock { $0.stats.renewalFailures += 1; $0.stats.problem = "leases not renewed: \(why)" }
-                if healthy, ContinuousClock.now - lastRenewal > .seconds(giveUpAfter) {
-                    healthy = false
-                    // Before any lease lapses: stop running everything, so no other node runs a session at the same time.
-                    let all = store.dropLeases()
-                    logger.error("cluster: leases not renewed for \(Int(giveUpAfter)) s (\(why)); this node stops running its \(all.count) session(s) until the database answers")
-                    signal(.health(problem: "leases not renewed: \(why)"))
-                    signal(.lost(all, reason: "This gateway node lost its database connection; the session's updates pause until it returns or another node takes the session over."))
-                }
             }
             let spent = ContinuousClock.now - started
             let wait = Duration.seconds(period) - spent
             if wait > .zero { try? await Task.sleep(for: wait) }
+        }
+    }
+
+    /// Apart from the rounds, which can hang on a database that stopped answering (PostgresNIO cannot cancel a
+    /// query): once no round has renewed the leases for 60 % of `cluster.leaseSeconds`, this node stops running
+    /// its sessions, before any of their leases can lapse and another node take them.
+    private func giveUpWatch(_ signal: @escaping @Sendable (ClusterSignal) -> Void) async {
+        while !Task.isCancelled {
+            try? await Task.sleep(for: .milliseconds(100))
+            let due = state.withLock { s -> Bool in
+                guard s.healthy, ContinuousClock.now - s.lastRenewal > .seconds(giveUpAfter) else { return false }
+                s.healthy = false
+                if s.stats.problem == nil { s.stats.problem = "leases not renewed: no answer from PostgreSQL" }
+                return true
+            }
+            guard due else { continue }
+            let why = state.withLock { $0.stats.problem } ?? "leases not renewed"
+            let all = store.dropLeases()
+            logger.error("cluster: leases not renewed for \(Int(giveUpAfter)) s (\(why)); this node stops running its \(all.count) session(s) until the database answers")
+            signal(.health(problem: why))
+            signal(.lost(all, reason: "This gateway node lost its database connection; the session's updates pause until it returns or another node takes the session over."))
         }
     }
 
@@ -296,7 +316,7 @@ public final class PostgresCluster: SessionCluster {
         // The loop stops them (its timers, its writes) before anyone else may claim them.
         try await Task.sleep(for: .milliseconds(200))
         let me = nodeId
-        try await PostgresStore.withTimeout(PostgresStore.timeoutSeconds) { [store] in
+        _ = try await PostgresStore.withTimeout(PostgresStore.timeoutSeconds) { [store] in
             try await store.pool.query("""
                 UPDATE sessions SET lease_until = now() - interval '1 second' WHERE owner_node = \(me) AND id = ANY(\(ids)::text[])
                 """, logger: store.log)

@@ -42,6 +42,8 @@ public final class PostgresStore: SessionStore {
         var written: [String: SessionRowContent] = [:]
         /// Sessions this node holds the lease of, as far as its writes and claims know (the cluster renews these).
         var leased: Set<String> = []
+        /// When the batch being committed started (a commit that never ends would hold every later write back).
+        var batchStarted: ContinuousClock.Instant?
         /// Sessions whose row a write in progress inserted (their lease is this node's once it commits).
         var inserted: Set<String> = []
     }
@@ -366,6 +368,7 @@ public final class PostgresStore: SessionStore {
                 for id in ids { s.pending[id] = nil }
                 s.order.removeFirst(ids.count)
                 if batch.isEmpty { s.draining = false }
+                s.batchStarted = batch.isEmpty ? nil : .now
                 return (batch, s.written)
             }
             if batch.isEmpty { return }
@@ -478,7 +481,7 @@ public final class PostgresStore: SessionStore {
             """, logger: logger).decode((String, Bool).self) {
             kept = true
             // A new row: its lease is this node's from now on (an update only keeps a lease the rounds already know of).
-            if fresh { state.withLock { $0.inserted.insert(s.id) } }
+            if fresh { _ = state.withLock { $0.inserted.insert(s.id) } }
         }
         guard kept else { throw LeaseLost(session: s.id) }
     }
@@ -574,6 +577,9 @@ public final class PostgresStore: SessionStore {
     public func problem() -> String? {
         state.withLock { s in
             if let u = s.unreachable { return "PostgreSQL unreachable: \(u)" }
+            if let started = s.batchStarted, ContinuousClock.now - started > .seconds(Self.timeoutSeconds * 4) {
+                return "a write has been running for more than \(Int(Self.timeoutSeconds * 4)) s (later writes wait behind it)"
+            }
             if let e = s.lastError { return "last write failed: \(e)" }
             return nil
         }

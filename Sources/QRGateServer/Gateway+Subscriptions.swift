@@ -30,7 +30,8 @@ extension Gateway {
     /// Prefixes one connection may subscribe to by name (each is checked against every event).
     static let maxPrefixes = 64
 
-    func subscribe(_ connection: ConnectionID, _ selector: SessionSelector, token: String?, since: Since?, formats: QRFormats) {
+    func subscribe(_ connection: ConnectionID, _ selector: SessionSelector, token: String?, since: Since?, formats: QRFormats,
+                   readStore: Bool = true) {
         guard var peer = sockets[connection] else { return }
         let label = Self.errorSession(selector)
         if let token {
@@ -56,13 +57,20 @@ extension Gateway {
                                                 : "this session needs a browser token for it, or a service key"
                 return reject(ProtocolError(peer.role >= .service ? .forbidden : .unauthorized, why), to: connection, session: session)
             }
+            let sinceSeq: Int? = if case let .seq(n)? = since { n } else { nil }
+            // In a cluster this node may be a few milliseconds behind the node that runs the session (one made there
+            // a moment ago, a client back from there with a newer `since`): it reads the store first.
+            if readStore, runtime.cluster != nil, registry[session] == nil || sinceSeq.map({ $0 > registry[session]!.seq }) == true {
+                return runtime.readFirst(session, upTo: sinceSeq, isolation: self) {
+                    self.subscribe(connection, selector, token: nil, since: since, formats: formats, readStore: false)
+                }
+            }
             guard registry[session] != nil else {
                 return reject(ProtocolError(.unknownSession, "no session \(session)"), to: connection, session: session)
             }
             guard room(for: [session], connection) else { return }
             hub.subscribe(connection, to: session, formats: formats)
             sendSubscribed(connection, ["sessionId": .string(session)], peer: peer, formats: formats)
-            let sinceSeq: Int? = if case let .seq(n)? = since { n } else { nil }
             for frame in registry.welcome(session: session, since: sinceSeq, now: clock.now(), formats: formats) {
                 send(frame, to: connection)
             }

@@ -143,6 +143,7 @@ public actor Gateway: LWSServerDelegate {
             }
         }
         runtime.startCycle(isolation: self)
+        runtime.startHoldWatch(isolation: self)
         runtime.startCountdowns(every: Double(config.qr.countdownIntervalSeconds), isolation: self)
     }
 

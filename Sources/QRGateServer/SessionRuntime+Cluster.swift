@@ -284,6 +284,27 @@ extension SessionRuntime {
         want(id, isolation: isolation)
     }
 
+    /// Brings this node's copy of a session up to the store before `done`: one it does not know yet (made on
+    /// another node a moment ago), or one behind `seq` (a client back from another node). Bounded: `done` runs
+    /// within the order timeout whatever the store does.
+    func readFirst(_ id: String, upTo seq: Int?, isolation: isolated any Actor, done: @escaping () -> Void) {
+        guard let cluster else { return done() }
+        if registry[id] != nil {
+            return catchUp(id, to: seq ?? 0, within: min(2, orderTimeoutSeconds), isolation: isolation) { _ in done() }
+        }
+        var fired = false
+        let timer = timers.schedule(after: min(2, orderTimeoutSeconds)) { _ = isolation; if !fired { fired = true; done() } }
+        let frames = frames
+        Task {
+            _ = isolation
+            let snaps = (try? await cluster.fetch([id: nil])) ?? []
+            let drawn = await Self.draw(snaps, frames: frames)
+            self.apply(snaps, drawn: drawn, isolation: isolation)
+            self.timers.cancel(timer)
+            if !fired { fired = true; done() }
+        }
+    }
+
     /// Reads the session from the store soon (with whatever else is wanted by then: one read for many).
     func want(_ id: String, isolation: isolated any Actor) {
         if !syncWanted.keys.contains(id) { syncWanted[id] = .some(registry[id]?.seq) }

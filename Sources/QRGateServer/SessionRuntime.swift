@@ -144,6 +144,23 @@ public final class SessionRuntime {
         }
     }
 
+    /// Every few seconds: a session whose events wait for the store with no write out and none due again
+    /// would wait until its next change (a quiet session: for ever). That must not happen; if it does, it is
+    /// said loudly and written again, so its subscribers are not left on the old QR.
+    func startHoldWatch(every seconds: Double = 5, isolation: isolated any Actor) {
+        timers.schedule(after: seconds) { [weak self] in
+            guard let self else { return }
+            for id in self.registry.holding where self.runs(id) && self.writesInFlight[id, default: 0] == 0 && !self.retrying.contains(id) {
+                self.logger.error("session \(id): events wait for the store with no write out (a bug): written again")
+                self.metrics.count("qrgate_held_events_repaired_total")
+                // Everything after the last stored seq, as after a failed write.
+                self.enqueuedSeq[id] = self.durableSeq[id] ?? -1
+                self.persist(id, force: true, isolation: isolation)
+            }
+            self.startHoldWatch(every: seconds, isolation: isolation)
+        }
+    }
+
     /// Starts the periodic refresh cycle (the old cron job).
     func startCycle(isolation: isolated any Actor) {
         timers.schedule(after: cycleSeconds) { [weak self] in

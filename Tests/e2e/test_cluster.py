@@ -294,3 +294,30 @@ def test_three_nodes_behind_nginx_serve_any_client_without_sticky_sessions(gatew
     finally:
         proc.terminate()
         proc.wait(timeout=10)
+
+
+def test_a_node_a_moment_behind_reads_the_store_before_it_answers_a_subscriber(gateway_factory, postgres, simulator):
+    db, sim, a, b, c = three_nodes(gateway_factory, postgres, simulator)
+
+    async def scenario():
+        for i in range(5):
+            sid = f"cl-new{i}"
+            # Made on A and watched on C at once: C has not had the bus's notice yet, so it reads the store.
+            status, _, body = await asyncio.to_thread(call, a, "POST", "/api/v1/sessions/init/", {"sessionId": sid})
+            assert status == 200, body
+            on_c = await subscribe(c.ws, sid)
+            snap = await recv(on_c)
+            assert snap["action"] == "snapshot" and snap["sessionId"] == sid, snap
+            await on_c.close()
+        # A client that saw the newest seq on A comes back on B: a replay (nothing missed), never "recovered": false.
+        on_a = await subscribe(a.ws, "cl-new0")
+        seen = (await recv(on_a))["seq"]
+        assert (await asyncio.to_thread(call, a, "POST", "/api/v1/sessions/refresh-qr/", {"sessionId": "cl-new0"}))[0] == 200
+        seen = (await numbered_until(on_a, "qr_generated"))[-1]["seq"]
+        on_b = await subscribe(b.ws, "cl-new0", since=seen)
+        first = await recv(on_b)
+        assert first["action"] == "countdown" and "seq" not in first, first
+        for ws in (on_a, on_b):
+            await ws.close()
+
+    run(scenario(), 60)

@@ -357,6 +357,9 @@ public final class SessionRegistry {
     /// Whether some of the session's numbered events wait for the store.
     public func isHolding(_ id: String) -> Bool { !(held[id]?.isEmpty ?? true) }
 
+    /// The sessions with events waiting for the store.
+    public var holding: [String] { held.compactMap { $0.value.isEmpty ? nil : $0.key } }
+
     /// Publishes the session's held events up to `seq` (stored now), in order.
     public func release(_ id: String, through seq: Int) {
         guard var list = held[id] else { return }
