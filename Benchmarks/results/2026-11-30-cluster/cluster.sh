@@ -29,7 +29,7 @@ node_up() { # URL NODE DEMO → prints "PORT PID"
   for _ in $(seq 100); do grep -q listening "$dir/out" 2>/dev/null && break; sleep 0.1; done
   echo "$(grep -o '127.0.0.1:[0-9]*' "$dir/out" | head -1 | cut -d: -f2) $(pgrep -f "config $dir/config.json" | head -1)"
 }
-stop_all() { pkill -f "bench-node" || true; sleep 2; rm -rf "${DIRS[@]}"; DIRS=(); }
+stop_all() { pkill -f "bench-node" || true; sleep 2; for d in "${DIRS[@]}"; do grep -h " error " "$d/err" >&2 || true; done; rm -rf "${DIRS[@]}"; DIRS=(); }
 fanout() { # LABEL TRIGGER_PORT PIDS… -- URLS…
   local label=$1 trig=$2; shift 2; local pids=() urls=()
   while [ "$1" != -- ]; do pids+=(--server-pid "$1"); shift; done; shift
