@@ -23,11 +23,11 @@ public final class PostgresCluster: SessionCluster {
     private struct State {
         var tasks: [Task<Void, Never>] = []
         var stats = ClusterStats()
-        var stopped = false
         var handedOff: [String: ContinuousClock.Instant] = [:]
         /// The bus's connection, and when this node last heard its own ping on it (a half-open connection hears nothing).
         var busConnection: PostgresConnection?
         var lastPing = ContinuousClock.now
+        var pingSent: ContinuousClock.Instant?
         var signal: (@Sendable (ClusterSignal) -> Void)?
         var lastRenewal = ContinuousClock.now
         var healthy = true
@@ -45,7 +45,7 @@ public final class PostgresCluster: SessionCluster {
     }
 
     public func start(_ signal: @escaping @Sendable (ClusterSignal) -> Void) {
-        state.withLock { $0.signal = signal }
+        state.withLock { $0.signal = signal; $0.lastRenewal = .now }
         let listener = Task.detached { [self] in await listen(signal) }
         let leases = Task.detached { [self] in await leaseRounds(signal) }
         state.withLock { $0.tasks = [listener, leases] }
@@ -53,7 +53,7 @@ public final class PostgresCluster: SessionCluster {
     }
 
     public func stop() {
-        let tasks = state.withLock { s -> [Task<Void, Never>] in s.stopped = true; return s.tasks }
+        let tasks = state.withLock { $0.tasks }
         tasks.forEach { $0.cancel() }
     }
 
@@ -164,11 +164,13 @@ public final class PostgresCluster: SessionCluster {
         while !Task.isCancelled {
             let started = ContinuousClock.now
             do {
-                let left = giveUpAfter - Self.seconds(ContinuousClock.now - state.withLock { $0.lastRenewal })
-                let (kept, claimed, handoff) = try await round(first: first, budget: max(0.2, min(PostgresStore.timeoutSeconds, left)))
+                // While healthy a round must end before the give-up deadline; once given up, it takes its time.
+                let (healthy, last) = state.withLock { ($0.healthy, $0.lastRenewal) }
+                let left = giveUpAfter - Self.seconds(ContinuousClock.now - last)
+                let budget = healthy ? max(0.2, min(PostgresStore.timeoutSeconds, left)) : PostgresStore.timeoutSeconds
+                let (kept, claimed, handoff) = try await round(first: first, budget: budget, started: started)
                 first = false
                 let recovered = state.withLock { s -> Bool in
-                    s.lastRenewal = started
                     s.stats.renewals += 1
                     s.stats.problem = nil
                     defer { s.healthy = true }
@@ -181,8 +183,12 @@ public final class PostgresCluster: SessionCluster {
                     signal(.claimed(claimed))
                 }
                 signal(.renewed(kept.held))
-                if !handoff.isEmpty { try await handOff(handoff, signal) }
-                try await pingBus()
+                do {
+                    if !handoff.isEmpty { try await handOff(handoff, signal) }
+                    try await pingBus()
+                } catch {
+                    logger.warning("cluster: a hand-off or bus ping failed (the leases are renewed): \(PostgresStore.describe(error))")
+                }
             } catch {
                 let why = PostgresStore.describe(error)
                 state.withLock { $0.stats.renewalFailures += 1; $0.stats.problem = "leases not renewed: \(why)" }
@@ -215,7 +221,7 @@ public final class PostgresCluster: SessionCluster {
     }
 
     /// One round: heartbeat, renewals (what this node holds and what it lost), then claims of lapsed leases.
-    private func round(first: Bool, budget: Double) async throws -> (kept: (held: Set<String>, lost: [String]), claimed: [ClusterSnapshot], handoff: [String]) {
+    private func round(first: Bool, budget: Double, started: ContinuousClock.Instant) async throws -> (kept: (held: Set<String>, lost: [String]), claimed: [ClusterSnapshot], handoff: [String]) {
         let me = nodeId, ttl = store.leaseTTL
         let believed = store.leasedSessions()
         // What this node handed off lately is left to the others (no tug of war); after two leases it may come back.
@@ -273,11 +279,18 @@ public final class PostgresCluster: SessionCluster {
                 return (held, ids, live, handoff)
             }
         }
-        state.withLock { $0.stats.liveNodes = live }
+        // Renewed as of this round's start: the read of the claimed sessions below does not count against it.
+        let stillHealthy = state.withLock { s -> Bool in
+            s.stats.liveNodes = live
+            s.lastRenewal = max(s.lastRenewal, started)
+            return s.healthy
+        }
         // Held before this round and not renewed in it: another node has them now.
         let lost = believed.subtracting(held).subtracting(ids)
         store.updateLeases(lost: lost, claimed: Set(ids))
-        let claimed = ids.isEmpty ? [] : try await store.read(Dictionary(uniqueKeysWithValues: ids.map { ($0, nil) }))
+        // Given up meanwhile (the watchdog): the claims are not taken up; they lapse, and a round claims them again.
+        let claimed = ids.isEmpty || !stillHealthy ? [] : try await store.read(Dictionary(uniqueKeysWithValues: ids.map { ($0, nil) }))
+        if !stillHealthy { store.updateLeases(lost: Set(ids), claimed: []) }
         if !ids.isEmpty { logger.notice("cluster: node \(me) claimed \(ids.count) session(s) whose leases had lapsed") }
         return ((held, Array(lost).sorted()), claimed, handoff)
     }
@@ -286,13 +299,17 @@ public final class PostgresCluster: SessionCluster {
     /// so the listener opens a new one (and reads what it missed) instead of waiting on a half-open socket.
     private func pingBus() async throws {
         let me = nodeId
-        let (stale, conn) = state.withLock { s in (ContinuousClock.now - s.lastPing > .seconds(period * 3 + 1), s.busConnection) }
+        let (stale, conn) = state.withLock { s in
+            (s.pingSent.map { $0 > s.lastPing && ContinuousClock.now - $0 > .seconds(period * 3 + 1) } ?? false, s.busConnection)
+        }
         if stale, let conn {
             logger.warning("cluster: the bus carried nothing for \(Int(period * 3 + 1)) s; reconnecting it")
-            state.withLock { $0.busConnection = nil; $0.lastPing = .now }
+            state.withLock { $0.busConnection = nil; $0.lastPing = .now; $0.pingSent = nil }
             try? await conn.close()
         }
         for try await _ in try await store.pool.query("SELECT count(pg_notify('qrgate', 'p ' || \(me)))", logger: store.log).decode(Int.self) {}
+        // The oldest ping not heard back yet.
+        state.withLock { s in if s.pingSent.map({ $0 <= s.lastPing }) ?? true { s.pingSent = .now } }
     }
 
     /// Leases this node holds but does not run (a claim it gave up before taking the session up): handed back,
@@ -332,6 +349,9 @@ public final class PostgresCluster: SessionCluster {
     /// them at its next round (this node's late writes fail: the lease is over).
     public func releaseAll() async {
         let me = nodeId
+        // No round may claim the sessions back while they are handed over.
+        let tasks = state.withLock { $0.tasks }
+        tasks.forEach { $0.cancel() }
         let held = store.dropLeases()
         state.withLock { $0.signal }?(.lost(held, reason: ""))
         try? await Task.sleep(for: .milliseconds(300))

@@ -225,7 +225,8 @@ public final class PostgresStore: SessionStore {
         // The current QR's pictures as the node that runs the session drew them: the other nodes read them with the
         // row instead of drawing every new QR again (a fleet's refresh is thousands of pictures).
         (3, [
-            "ALTER TABLE sessions ADD COLUMN qr_svg text, ADD COLUMN qr_png_drawn text",
+            // With the code they picture: a row whose code an older node changed without them is drawn again.
+            "ALTER TABLE sessions ADD COLUMN qr_svg text, ADD COLUMN qr_png_drawn text, ADD COLUMN qr_pictures_code text",
         ]),
     ]
 
@@ -290,7 +291,8 @@ public final class PostgresStore: SessionStore {
                 let sr = try await conn.query("""
                     SELECT id, instance_name, instance_token_sealed, number_id, phone_number_sealed, status, qr_code_text, qr_png,
                         qr_pairing_code, qr_expires_at, qr_updated_at, attempt, last_error, connected_at, last_refresh_at, seq,
-                        created_at, last_active_at, owner_node, qr_svg, qr_png_drawn
+                        created_at, last_active_at, owner_node,
+                        CASE WHEN qr_pictures_code = qr_code_text THEN qr_svg END, CASE WHEN qr_pictures_code = qr_code_text THEN qr_png_drawn END
                     FROM sessions WHERE \(all) OR id = ANY(\(ids)::text[]) ORDER BY id
                     """, logger: logger)
                 for try await row in sr.decode((String, String, Data?, String?, Data?, String, String?, String?, String?, Date?, Date?,
@@ -466,16 +468,17 @@ public final class PostgresStore: SessionStore {
         for try await (_, fresh) in try await conn.query("""
             INSERT INTO sessions (id, instance_name, instance_token_sealed, number_id, phone_number_sealed, status, qr_code_text, qr_png,
                 qr_pairing_code, qr_expires_at, qr_updated_at, attempt, last_error, connected_at, last_refresh_at, seq, created_at, last_active_at,
-                owner_node, lease_until, qr_svg, qr_png_drawn)
+                owner_node, lease_until, qr_svg, qr_png_drawn, qr_pictures_code)
             VALUES (\(s.id), \(s.instanceName), \(token), \(s.numberId), \(phone), \(st.status.rawValue), \(st.qr?.code), \(png),
                 \(st.qr?.pairingCode), \(st.qrExpiresAt), \(st.qrUpdatedAt), \(st.attempt), \(st.lastError), \(st.connectedAt),
-                \(st.lastRefreshAt), \(s.seq), \(s.createdAt), \(s.lastActiveAt), \(nodeId), now() + make_interval(secs => \(leaseTTL)), \(svg), \(drawn))
+                \(st.lastRefreshAt), \(s.seq), \(s.createdAt), \(s.lastActiveAt), \(nodeId), now() + make_interval(secs => \(leaseTTL)), \(svg), \(drawn), \(st.qr?.code))
             ON CONFLICT (id) DO UPDATE SET instance_name = excluded.instance_name, instance_token_sealed = excluded.instance_token_sealed,
                 number_id = excluded.number_id, phone_number_sealed = excluded.phone_number_sealed, status = excluded.status,
                 qr_code_text = excluded.qr_code_text, qr_png = excluded.qr_png, qr_pairing_code = excluded.qr_pairing_code,
                 qr_expires_at = excluded.qr_expires_at, qr_updated_at = excluded.qr_updated_at, attempt = excluded.attempt,
                 last_error = excluded.last_error, connected_at = excluded.connected_at, last_refresh_at = excluded.last_refresh_at,
-                seq = excluded.seq, last_active_at = excluded.last_active_at, qr_svg = excluded.qr_svg, qr_png_drawn = excluded.qr_png_drawn
+                seq = excluded.seq, last_active_at = excluded.last_active_at, qr_svg = excluded.qr_svg, qr_png_drawn = excluded.qr_png_drawn,
+                qr_pictures_code = excluded.qr_pictures_code
             WHERE sessions.owner_node = \(nodeId) AND sessions.lease_until > now()
             RETURNING id, (xmax = 0)
             """, logger: logger).decode((String, Bool).self) {

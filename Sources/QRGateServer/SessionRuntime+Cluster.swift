@@ -83,13 +83,12 @@ extension SessionRuntime {
         send(o, to: owner, isolation: isolation) { [weak self] reply in
             guard let self else { return }
             let moved = reply?["outcome"]?.stringValue == "moved"
+            // A move: nobody known to run it until the bus says who claimed it (the order waits for that). No answer:
+            // again only if another node runs it now (the same node may have carried it out, slowly).
+            if moved, self.owners[id] == owner { self.owners[id] = nil }
             guard let reply, !moved, let outcome = Self.outcome(reply) else {
-                // Moved, or taken over while the order waited (its node died): once more, to the node that runs it now
-                // (as this node learns it from the bus: a moment later for a move).
-                if retry {
-                    return _ = self.timers.schedule(after: moved ? 0.3 : 0) { [weak self] in
-                        self?.order(id, order, retry: false, isolation: isolation, done: done)
-                    }
+                if retry, moved || (self.owners[id] != nil && self.owners[id] != owner) {
+                    return self.order(id, order, retry: false, waited: waited, isolation: isolation, done: done)
                 }
                 return done(.unavailable(moved ? "session \(id) is moving between nodes; try again"
                                                : "node \(owner), which runs session \(id), did not answer within \(Int(self.orderTimeoutSeconds)) s"))
@@ -403,7 +402,7 @@ extension SessionRuntime {
     func adopt(_ snaps: [ClusterSnapshot], isolation: isolated any Actor) {
         guard let cluster, !snaps.isEmpty else { return }
         let frames = frames
-        for snap in snaps { adopting.insert(snap.session.id) }
+        for snap in snaps { adopting[snap.session.id] = snap.session.seq }
         Task {
             _ = isolation
             var snaps = snaps
@@ -415,8 +414,13 @@ extension SessionRuntime {
                 while busy.contains(where: { self.writesInFlight[$0, default: 0] > 0 }), ContinuousClock.now < until {
                     try? await Task.sleep(for: .milliseconds(50))
                 }
-                let fresh = (try? await cluster.fetch(Dictionary(uniqueKeysWithValues: busy.map { ($0, nil) }))) ?? []
-                snaps = snaps.filter { !busy.contains($0.session.id) } + fresh
+                // Still out after 20 s, or the store cannot say what it holds now: not taken up (the next renewal
+                // hands those leases back, and a round claims them again).
+                let settled = busy.filter { self.writesInFlight[$0, default: 0] == 0 }
+                let fresh = settled.isEmpty ? [] : (try? await cluster.fetch(Dictionary(uniqueKeysWithValues: settled.map { ($0, nil) })))
+                snaps = snaps.filter { !busy.contains($0.session.id) } + (fresh ?? [])
+                let taken = Set(snaps.map(\.session.id))
+                for id in busy where !taken.contains(id) { self.adopting[id] = nil }
             }
             let drawn = await Self.draw(snaps, frames: frames)
             let now = self.clock.now(), pictures = self.pictures(drawn)
@@ -424,7 +428,7 @@ extension SessionRuntime {
             for snap in snaps {
                 let id = snap.session.id
                 // Given up meanwhile (a lost lease, another node's write): not taken up.
-                guard self.adopting.remove(id) != nil, !self.owned.contains(id) else { continue }
+                guard self.adopting.removeValue(forKey: id) != nil, !self.owned.contains(id) else { continue }
                 self.registry.follow(snap.session, events: snap.events, now: now, pictures: pictures)
                 self.byInstance[snap.session.instanceName, default: []].insert(id)
                 self.owned.insert(id)
@@ -445,7 +449,7 @@ extension SessionRuntime {
     /// its copy follows the store from now on.
     func relinquish(_ ids: [String], reason: String?, isolation: isolated any Actor) {
         var n = 0
-        for id in ids { adopting.remove(id) }
+        for id in ids { adopting[id] = nil }
         for id in ids where owned.remove(id) != nil {
             n += 1
             if let t = sessionTimers.removeValue(forKey: id) { timers.cancel(t) }
@@ -475,10 +479,10 @@ extension SessionRuntime {
             relinquish(ids, reason: reason.isEmpty ? nil : reason, isolation: isolation)
         case let .changed(id, seq, node):
             if node != cluster.nodeId { owners[id] = node }
-            if runs(id) || adopting.contains(id) {
+            if runs(id) || adopting[id] != nil {
                 // Someone else wrote it after what this node holds: it lost the lease without noticing yet. (An older
                 // commit of the previous node, arriving after this node's claim, changes nothing.)
-                guard node != cluster.nodeId, seq > (durableSeq[id] ?? registry[id]?.seq ?? 0) else { return }
+                guard node != cluster.nodeId, seq > (durableSeq[id] ?? adopting[id] ?? registry[id]?.seq ?? 0) else { return }
                 relinquish([id], reason: nil, isolation: isolation)
             }
             // (A write of this node's that committed after it stopped running the session is read back too.)
@@ -494,7 +498,7 @@ extension SessionRuntime {
             break
         case let .renewed(held):
             // Held but not run (an adoption given up meanwhile): handed back rather than left to lapse unrun.
-            let idle = held.filter { !owned.contains($0) && !adopting.contains($0) }
+            let idle = held.filter { !owned.contains($0) && adopting[$0] == nil }
             if !idle.isEmpty { Task { await cluster.giveBack(Array(idle)) } }
         }
     }

@@ -52,8 +52,9 @@ public final class SessionRuntime {
     /// Callers waiting until this node's copy of a session reaches a seq (an order's answer).
     var catchUps: [String: [(id: Int, seq: Int, done: (Bool) -> Void)]] = [:]
     var nextCatchUp = 0
-    /// Sessions claimed whose adoption is under way (their pictures being drawn); a loss meanwhile cancels it.
-    var adopting: Set<String> = []
+    /// Sessions claimed whose adoption is under way (their pictures being drawn), with the claimed seq; a loss
+    /// meanwhile cancels it.
+    var adopting: [String: Int] = [:]
     /// New-session orders checked against the store once (another node may have made the session a moment ago).
     var checkedNew: Set<String> = []
     /// Orders sent to other nodes, waiting for their replies.
