@@ -29,22 +29,16 @@ extension SessionRuntime {
     public func order(_ id: String, _ order: SessionOrder, retry: Bool = true, waited: Double = 0, isolation: isolated any Actor,
                       done: @escaping (OrderOutcome) -> Void) {
         let isNew: Bool = if case .initSession = order { registry[id] == nil } else { false }
-        if isNew, let cluster, !checkedNew.contains(id) {
+        if isNew, cluster != nil, !checkedNew.contains(id) {
             // Another node may have made it a moment ago (this node reads it off the bus a few ms later): the store
-            // says, before this node makes a second one under the same name.
+            // says, before this node makes a second one under the same name (bounded, as every read first).
             checkedNew.insert(id)
-            let frames = frames
-            Task {
-                _ = isolation
-                let snaps = (try? await cluster.fetch([id: nil])) ?? []
-                let drawn = await Self.draw(snaps, frames: frames)
-                self.apply(snaps, drawn: drawn, isolation: isolation)
+            return readFirst(id, upTo: nil, isolation: isolation) {
                 self.order(id, order, retry: retry, waited: waited, isolation: isolation) { outcome in
                     self.checkedNew.remove(id)
                     done(outcome)
                 }
             }
-            return
         }
         if runs(id) || isNew { return done(perform(id, order, isolation: isolation)) }
         guard registry[id] != nil else { return done(.notFound) }
