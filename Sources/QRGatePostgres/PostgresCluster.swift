@@ -176,7 +176,7 @@ public final class PostgresCluster: SessionCluster {
                     defer { s.healthy = true }
                     return !s.healthy
                 }
-                if recovered { signal(.health(problem: nil)); logger.notice("cluster: leases renewed again") }
+                if recovered { logger.notice("cluster: leases renewed again") }
                 if !kept.lost.isEmpty { signal(.lost(kept.lost, reason: "")) }
                 if !claimed.isEmpty {
                     state.withLock { $0.stats.claims += claimed.count }
@@ -215,7 +215,6 @@ public final class PostgresCluster: SessionCluster {
             let why = state.withLock { $0.stats.problem } ?? "leases not renewed"
             let all = store.dropLeases()
             logger.error("cluster: leases not renewed for \(Int(giveUpAfter)) s (\(why)); this node stops running its \(all.count) session(s) until the database answers")
-            signal(.health(problem: why))
             signal(.lost(all, reason: "This gateway node lost its database connection; the session's updates pause until it returns or another node takes the session over."))
         }
     }

@@ -263,7 +263,7 @@ extension Gateway {
         let phone = try phoneNumber(o)
         try check(p, opens: id)
         _ = try session(id)
-        let order: SessionOrder = phone.map { .pair(phone: $0, asAttempt: false) } ?? .refresh(asAttempt: false)
+        let order: SessionOrder = phone.map { .pair(phone: $0, asAttempt: false) } ?? .refresh
         runtime.order(id, order, isolation: self) { outcome in
             let refusal: HTTPResponse? = switch outcome {
             case .refresh(.alreadyConnected): .error(400, SessionMachine.alreadyConnectedMessage)

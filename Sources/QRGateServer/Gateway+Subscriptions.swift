@@ -60,7 +60,8 @@ extension Gateway {
             let sinceSeq: Int? = if case let .seq(n)? = since { n } else { nil }
             // In a cluster this node may be a few milliseconds behind the node that runs the session (one made there
             // a moment ago, a client back from there with a newer `since`): it reads the store first.
-            if readStore, runtime.cluster != nil, registry[session] == nil || sinceSeq.map({ $0 > registry[session]!.seq }) == true {
+            let behind = registry[session].map { s in sinceSeq.map { $0 > s.seq } ?? false } ?? true
+            if readStore, runtime.cluster != nil, behind {
                 return runtime.readFirst(session, upTo: sinceSeq, isolation: self) {
                     self.subscribe(connection, selector, token: nil, since: since, formats: formats, readStore: false)
                 }

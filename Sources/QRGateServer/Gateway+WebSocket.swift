@@ -100,7 +100,7 @@ extension Gateway {
             let why = peer.role == .admin ? "this admin key covers other sessions (its prefix), not \(session)" : "refresh needs an admin key"
             return reject(ProtocolError(.forbidden, why), to: connection, session: session)
         }
-        runtime.order(session, .refresh(asAttempt: false), isolation: self) { outcome in self.refreshed(outcome, connection, session: session) }
+        runtime.order(session, .refresh, isolation: self) { outcome in self.refreshed(outcome, connection, session: session) }
     }
 
     private func refreshed(_ outcome: OrderOutcome, _ connection: ConnectionID, session: String) {

@@ -8,7 +8,7 @@ import QRGateUpstream
 public enum SessionOrder: Sendable, Equatable {
     /// REST init: adds the session (run here), or hands a known one a token / phone number and starts it.
     case initSession(instance: String, token: String?, numberId: String?, phone: String?)
-    case refresh(asAttempt: Bool)
+    case refresh
     case pair(phone: String, asAttempt: Bool)
     case disconnect
 }
@@ -64,9 +64,8 @@ extension SessionRuntime {
             if let token { o["token"] = .string(token) }
             if let numberId { o["numberId"] = .string(numberId) }
             if let phone { o["phone"] = .string(phone) }
-        case let .refresh(asAttempt):
+        case .refresh:
             o["op"] = "refresh"
-            o["asAttempt"] = .bool(asAttempt)
         case let .pair(phone, asAttempt):
             o["op"] = "pair"
             o["phone"] = .string(phone)
@@ -111,8 +110,8 @@ extension SessionRuntime {
             }
             feed(id, .start, isolation: isolation)
             return .done
-        case let .refresh(asAttempt):
-            return refresh(id, asAttempt: asAttempt, isolation: isolation).map { .refresh($0) } ?? .notFound
+        case .refresh:
+            return refresh(id, isolation: isolation).map { .refresh($0) } ?? .notFound
         case let .pair(phone, asAttempt):
             return pair(id, phoneNumber: phone, asAttempt: asAttempt, isolation: isolation).map { .refresh($0) } ?? .notFound
         case .disconnect:
@@ -218,7 +217,7 @@ extension SessionRuntime {
             case "init":
                 order = .initSession(instance: o["instance"]?.stringValue ?? id, token: o["token"]?.stringValue, numberId: o["numberId"]?.stringValue,
                                      phone: o["phone"]?.stringValue)
-            case "refresh": order = .refresh(asAttempt: o["asAttempt"]?.boolValue ?? false)
+            case "refresh": order = .refresh
             case "pair":
                 guard let phone = o["phone"]?.stringValue else { return }
                 order = .pair(phone: phone, asAttempt: o["asAttempt"]?.boolValue ?? false)
@@ -488,8 +487,6 @@ extension SessionRuntime {
             }
         case let .message(m):
             received(m, isolation: isolation)
-        case .health:
-            break
         case let .renewed(held):
             // Held but not run (an adoption given up meanwhile): handed back rather than left to lapse unrun.
             let idle = held.filter { !owned.contains($0) && adopting[$0] == nil }

@@ -46,8 +46,6 @@ public enum ClusterSignal: Sendable {
     case message(ClusterMessage)
     /// A round renewed these leases (the runtime checks it runs each of them).
     case renewed(Set<String>)
-    /// The database is reachable again / away (renewals failing).
-    case health(problem: String?)
 }
 
 /// An order from one node to the node that runs a session, or its reply. Payloads are small JSON (a
