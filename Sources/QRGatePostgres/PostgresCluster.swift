@@ -250,8 +250,11 @@ public final class PostgresCluster: SessionCluster {
                            (SELECT count(*) FROM sessions)
                     """, logger: logger).decode((Int, Int, Int).self) { orphans = o; live = max(1, l); total = t }
                 var ids: [String] = []
-                if orphans > 0 {
-                    let share = (orphans + live - 1) / live
+                // Its share of the orphans, and never past its fair share of all sessions: the live nodes' fair shares
+                // add up to at least every session, so every orphan finds a node, and none ends with far fewer.
+                let room = max(0, (total + live - 1) / live - held.count)
+                if orphans > 0, room > 0 {
+                    let share = min((orphans + live - 1) / live, room)
                     for try await id in try await conn.query("""
                         UPDATE sessions SET owner_node = \(me), lease_until = now() + make_interval(secs => \(ttl))
                         WHERE id IN (SELECT id FROM sessions
