@@ -56,7 +56,7 @@ public struct QRRenderer: Sendable {
     public func png(_ m: QRMatrix) throws -> [UInt8] {
         let q = style.quietZone, s = style.moduleSize
         let side = (m.width + 2 * q) * s
-        var pixels = [UInt8](repeating: 255, count: side * side)
+        var pixels = [UInt8](repeating: 1, count: side * side) // palette indices: 0 black, 1 white
         for y in 0..<m.width {
             for x in 0..<m.width where m[x, y] {
                 for dy in 0..<s {
@@ -65,7 +65,7 @@ public struct QRRenderer: Sendable {
                 }
             }
         }
-        return try PNGEncoder.grayscale(width: side, height: side, pixels: pixels)
+        return try PNGEncoder.bilevel(width: side, height: side, pixels: pixels)
     }
 
     public func pngDataURL(_ m: QRMatrix) throws -> String {

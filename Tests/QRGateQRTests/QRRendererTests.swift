@@ -47,6 +47,18 @@ import QRGateTestSupport
         #expect(width == (m.width + 4) * 3)
     }
 
+    /// One bit per pixel with a black-and-white palette: the same picture as 8-bit gray at a fifth of the
+    /// cost and a third of the bytes.
+    @Test func pngIsOneBitBlackAndWhite() throws {
+        let png = try renderer.png("bits")
+        #expect(png[24] == 1) // IHDR bit depth
+        #expect(png[25] == 3) // IHDR colour type: palette
+        let plte = try #require(png.indices.dropLast(4).first { Array(png[$0..<$0 + 4]) == Array("PLTE".utf8) })
+        let length = png[(plte - 4)..<plte].reduce(0) { $0 << 8 | Int($1) }
+        #expect(length == 6)
+        #expect(Array(png[(plte + 4)..<(plte + 10)]) == [0, 0, 0, 255, 255, 255])
+    }
+
     @Test func refusesWhatCannotBeEncoded() {
         #expect(throws: QREncodingError.empty) { try renderer.png("") }
         #expect(throws: QREncodingError.tooLong(bytes: 3000, limit: 2331)) { try renderer.png(String(repeating: "x", count: 3000)) }
