@@ -150,6 +150,11 @@ extension LWSLoop {
             c.pendingBody = body
             c.bodyOffset = 0
             if body.isEmpty || c.request?.method == .head { return finishHTTP(c) }
+            // The body right behind its headers when nothing waits in lws's send buffer (lws sends what the
+            // kernel does not take first, at the next WRITEABLE): a WRITEABLE turn per answer was a `poll()`
+            // over every descriptor for each of the hundreds of upstream polls a second the in-process
+            // simulator answers.
+            if lws_partial_buffered(wsi) == 0 { return writeBody(c) }
             lws_callback_on_writable(wsi)
             return 0
         }
