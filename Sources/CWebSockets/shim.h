@@ -12,19 +12,24 @@
 // LWS_PRE is a macro; Swift cannot import it.
 static inline int qg_lws_pre(void) { return LWS_PRE; }
 
-// A timer whose callback can find its owner: lws hands back only the sul
-// pointer, and lws_container_of is a macro.
-typedef struct qg_timer {
-    lws_sorted_usec_list_t sul;
-    void *owner;
-} qg_timer_t;
-
-static inline void *qg_timer_owner(lws_sorted_usec_list_t *sul) {
-    return lws_container_of(sul, qg_timer_t, sul)->owner;
+// A loop's timer is a timerfd the loop watches as a raw file, not an lws_sul: lws 4.1.6 waits in
+// poll() for the time to its next sul truncated to whole milliseconds, so the last millisecond before
+// every sul is spent in poll(…, 0) calls over every descriptor; with hundreds of distinct session
+// deadlines a second that spin was most of an idle fleet's poll() calls (lib/plat/unix/unix-service.c).
+#include <sys/timerfd.h>
+#include <stdint.h>
+static inline int qg_timerfd_create(void) { return timerfd_create(CLOCK_MONOTONIC, TFD_NONBLOCK | TFD_CLOEXEC); }
+/// Fires once, `us` microseconds from now (at least one: a zero would disarm it).
+static inline int qg_timerfd_arm(int fd, long long us) {
+    struct itimerspec its;
+    memset(&its, 0, sizeof its);
+    if (us < 1) us = 1;
+    its.it_value.tv_sec = (time_t)(us / 1000000);
+    its.it_value.tv_nsec = (long)(us % 1000000) * 1000;
+    return timerfd_settime(fd, 0, &its, NULL);
 }
+static inline void qg_timerfd_drain(int fd) { uint64_t n; (void)!read(fd, &n, sizeof n); }
 
-// LWS_SET_TIMER_USEC_CANCEL is a macro.
-static inline lws_usec_t qg_lws_timer_cancel(void) { return LWS_SET_TIMER_USEC_CANCEL; }
 
 // A listening TCP socket with SO_REUSEPORT, so each loop can own one on the same port and the kernel
 // spreads new connections over them (lws 4.1.6 sets SO_REUSEPORT only for count_threads > 1, which
@@ -71,9 +76,9 @@ static inline int qg_accept(int listener) {
     return accept4(listener, NULL, NULL, SOCK_NONBLOCK | SOCK_CLOEXEC);
 }
 
-// Adopts a listening socket into a context as a raw file: the loop reports LWS_CALLBACK_RAW_RX_FILE on
-// `protocol` when connections wait. lws closes the fd when the context is destroyed.
-static inline struct lws *qg_adopt_listener(struct lws_vhost *vh, int fd, const char *protocol) {
+// Adopts a descriptor (the listening socket, the timerfd) into a context as a raw file: the loop reports
+// LWS_CALLBACK_RAW_RX_FILE on `protocol` when it is readable. lws closes the fd when the context is destroyed.
+static inline struct lws *qg_adopt_raw_file(struct lws_vhost *vh, int fd, const char *protocol) {
     lws_sock_file_fd_type u;
     u.filefd = fd;
     return lws_adopt_descriptor_vhost(vh, LWS_ADOPT_RAW_FILE_DESC, u, protocol, NULL);

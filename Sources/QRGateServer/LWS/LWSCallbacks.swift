@@ -10,7 +10,7 @@ extension LWSLoop {
             wokenForJobs()
             return 0
         case LWS_CALLBACK_RAW_RX_FILE:
-            return acceptPending(wsi)
+            return rawFileReadable(wsi)
         case LWS_CALLBACK_RAW_ADOPT_FILE, LWS_CALLBACK_RAW_CLOSE_FILE:
             return 0
         case LWS_CALLBACK_HTTP:
@@ -74,11 +74,6 @@ func qgLWSCallback(_ wsi: OpaquePointer?, _ reason: lws_callback_reasons, _ user
     }
     let loop = Unmanaged<LWSLoop>.fromOpaque(raw).takeUnretainedValue()
     return loop.handle(wsi, reason, user, input, len)
-}
-
-func qgLWSTimerCallback(_ sul: UnsafeMutablePointer<lws_sorted_usec_list_t>?) {
-    guard let sul, let raw = qg_timer_owner(sul) else { return }
-    Unmanaged<LWSLoop>.fromOpaque(raw).takeUnretainedValue().timerFired()
 }
 
 func qgEVTimerCallback(_ owner: UnsafeMutableRawPointer?) {
