@@ -25,6 +25,23 @@ import Testing
         #expect(replaced && last?.frame == "cd4" && none == nil)
     }
 
+    /// Countdowns walk the sessions someone watches when the hub can list them, every session otherwise.
+    @Test func watchedSessionsAreAListOnlyWithoutFirehoseOrPrefixSubscribers() {
+        let hub = Hub()
+        #expect(hub.watchedSessions() == [])
+        hub.subscribe(1, to: "a")
+        hub.subscribe(2, to: "b")
+        #expect(hub.watchedSessions() == ["a", "b"])
+        _ = hub.unsubscribe(2, from: "b")
+        #expect(hub.watchedSessions() == ["a"])
+        hub.subscribe(3, prefix: "shop-")
+        #expect(hub.watchedSessions() == nil)
+        hub.remove(3)
+        #expect(hub.watchedSessions() == ["a"])
+        hub.subscribe(4, to: Hub.everySession)
+        #expect(hub.watchedSessions() == nil)
+    }
+
     @Test func aMarkedFrameIsNeverCoalescedAway() {
         var o = Outbox<String>()
         o.push("batch", size: 10, key: "k", marker: true)

@@ -48,6 +48,8 @@ public protocol HubConsumer: AnyObject {
     /// Whether this consumer shows the session's countdown to anyone (countdowns are made only for
     /// sessions someone watches).
     func watches(_ session: String) -> Bool
+    /// Every session `watches` is true for, when that is a list (nil: it cannot say).
+    var watchedSessions: Set<String>? { get }
 }
 
 /// Subscriptions: session → subscribers with the formats each asked for, subscribers of every session
@@ -148,6 +150,19 @@ public final class Hub {
         if bySession[session]?.isEmpty == false || bySession[Hub.everySession]?.isEmpty == false { return true }
         if !byPrefix.isEmpty, byPrefix.keys.contains(where: { session.hasPrefix($0) }) { return true }
         return consumers.contains { $0.watches(session) }
+    }
+
+    /// The sessions someone watches, when that is a list: nil while a "*" or prefix subscriber, or a consumer
+    /// that cannot list its sessions, may watch any. What countdowns walk instead of every session.
+    public func watchedSessions() -> Set<String>? {
+        if bySession[Hub.everySession]?.isEmpty == false || !byPrefix.isEmpty { return nil }
+        var ids = Set<String>()
+        for (id, subscribers) in bySession where !subscribers.isEmpty && id != Hub.everySession { ids.insert(id) }
+        for c in consumers {
+            guard let theirs = c.watchedSessions else { return nil }
+            ids.formUnion(theirs)
+        }
+        return ids
     }
 
     public var subscriptionCount: Int {

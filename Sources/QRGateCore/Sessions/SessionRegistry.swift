@@ -229,11 +229,21 @@ public final class SessionRegistry {
 
     /// When the next watched session's whole second comes (its countdown is due), or nil when none shows a QR
     /// to anyone: the loop sleeps until then instead of waking on a fixed beat.
+    /// The sessions a countdown may concern: those someone watches when the hub can list them (a fleet with
+    /// few subscribers is not walked twice a second), else every session.
+    private func forEachCountdownCandidate(_ body: (String, Session) -> Void) {
+        if let watched = hub.watchedSessions() {
+            for id in watched { if let s = sessions[id] { body(id, s) } }
+        } else {
+            for (id, s) in sessions { body(id, s) }
+        }
+    }
+
     public func nextCountdown(after now: Date) -> Date? {
         let interval = rules.countdownIntervalSeconds
         var next: Double?
-        for (id, s) in sessions where s.visibleMachine.status == .pending {
-            guard let exp = s.visibleMachine.qrExpiresAt, exp > now, hub.isWatched(id) else { continue }
+        forEachCountdownCandidate { id, s in
+            guard s.visibleMachine.status == .pending, let exp = s.visibleMachine.qrExpiresAt, exp > now, hub.isWatched(id) else { return }
             var left = exp.timeIntervalSince(now).truncatingRemainder(dividingBy: interval)
             if left <= 0 { left += interval }
             next = min(next ?? left, left)
@@ -261,9 +271,10 @@ public final class SessionRegistry {
             return d < window && now.addingTimeInterval(-d).timeIntervalSince(shownSince ?? .distantPast) > 0.001
         }
         var n = 0
-        for (id, s) in sessions where s.visibleMachine.status == .pending {
+        forEachCountdownCandidate { id, s in
             let m = s.visibleMachine
-            guard let exp = m.qrExpiresAt, due(exp, shownSince: m.qrUpdatedAt), hub.isWatched(id), let c = countdown(session: id, now: now) else { continue }
+            guard m.status == .pending, let exp = m.qrExpiresAt, due(exp, shownSince: m.qrUpdatedAt), hub.isWatched(id),
+                  let c = countdown(session: id, now: now) else { return }
             hub.publish(Publication(session: id, seq: nil, event: c.event, bytes: c.bytes, coalesceKey: "countdown:\(id)"))
             n += 1
         }

@@ -484,6 +484,10 @@ public final class RealtimeEndpoint {
 
 extension RealtimeEndpoint: HubConsumer {
     public func watches(_ session: String) -> Bool { members["realtime:session:\(session)"]?.isEmpty == false }
+    public var watchedSessions: Set<String>? {
+        let prefix = "realtime:session:"
+        return Set(members.compactMap { key, who in key.hasPrefix(prefix) && !who.isEmpty ? String(key.dropFirst(prefix.count)) : nil })
+    }
 
     public func published(_ p: Publication) { sessionEvent(p.session, event: p.event, eventBytes: p.bytes, now: clock.now()) }
     public func sessionAdded(_ session: String) { sessionAdded(session, now: clock.now()) }
