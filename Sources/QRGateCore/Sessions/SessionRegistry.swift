@@ -227,8 +227,6 @@ public final class SessionRegistry {
         return (e, SessionEventEncoding.event(e, session: id, seq: nil, now: now, maxAttempts: m.maxAttempts, numberId: nil))
     }
 
-    /// When the next watched session's whole second comes (its countdown is due), or nil when none shows a QR
-    /// to anyone: the loop sleeps until then instead of waking on a fixed beat.
     /// The sessions a countdown may concern: those someone watches when the hub can list them (a fleet with
     /// few subscribers is not walked twice a second), else every session.
     private func forEachCountdownCandidate(_ body: (String, Session) -> Void) {
@@ -239,6 +237,8 @@ public final class SessionRegistry {
         }
     }
 
+    /// When the next watched session's whole second comes (its countdown is due), or nil when none shows a QR
+    /// to anyone: the loop sleeps until then instead of waking on a fixed beat.
     public func nextCountdown(after now: Date) -> Date? {
         let interval = rules.countdownIntervalSeconds
         var next: Double?
