@@ -28,18 +28,42 @@ import Testing
     /// Countdowns walk the sessions someone watches when the hub can list them, every session otherwise.
     @Test func watchedSessionsAreAListOnlyWithoutFirehoseOrPrefixSubscribers() {
         let hub = Hub()
-        #expect(hub.watchedSessions() == [])
+        /// The sessions named, each once, or nil when the hub cannot list them.
+        func watched(_ hub: Hub) -> Set<String>? {
+            var ids: [String] = []
+            guard hub.forEachWatchedSession({ ids.append($0) }) else { return nil }
+            #expect(ids.count == Set(ids).count, "a session named twice")
+            return Set(ids)
+        }
+        #expect(watched(hub) == [])
         hub.subscribe(1, to: "a")
         hub.subscribe(2, to: "b")
-        #expect(hub.watchedSessions() == ["a", "b"])
+        #expect(watched(hub) == ["a", "b"])
         _ = hub.unsubscribe(2, from: "b")
-        #expect(hub.watchedSessions() == ["a"])
+        #expect(watched(hub) == ["a"])
         hub.subscribe(3, prefix: "shop-")
-        #expect(hub.watchedSessions() == nil)
+        #expect(watched(hub) == nil)
         hub.remove(3)
-        #expect(hub.watchedSessions() == ["a"])
+        #expect(watched(hub) == ["a"])
         hub.subscribe(4, to: Hub.everySession)
-        #expect(hub.watchedSessions() == nil)
+        #expect(watched(hub) == nil)
+        _ = hub.unsubscribe(4, from: Hub.everySession)
+        // A consumer's sessions join the list, each once (also one a subscriber watches too).
+        final class Watcher: HubConsumer {
+            var ids: [String]
+            let lists: Bool
+            init(_ ids: [String], lists: Bool = true) { self.ids = ids; self.lists = lists }
+            func published(_ publication: Publication) {}
+            func sessionAdded(_ session: String) {}
+            func watches(_ session: String) -> Bool { ids.contains(session) }
+            var listsWatchedSessions: Bool { lists }
+            func forEachWatchedSession(_ body: (String) -> Void) { ids.forEach(body) }
+        }
+        hub.add(consumer: Watcher(["a", "c"]))
+        hub.add(consumer: Watcher(["c", "d"]))
+        #expect(watched(hub) == ["a", "c", "d"])
+        hub.add(consumer: Watcher([], lists: false))
+        #expect(watched(hub) == nil)
     }
 
     @Test func aMarkedFrameIsNeverCoalescedAway() {

@@ -48,8 +48,10 @@ public protocol HubConsumer: AnyObject {
     /// Whether this consumer shows the session's countdown to anyone (countdowns are made only for
     /// sessions someone watches).
     func watches(_ session: String) -> Bool
-    /// Every session `watches` is true for, when that is a list (nil: it cannot say).
-    var watchedSessions: Set<String>? { get }
+    /// Whether `forEachWatchedSession` names every session `watches` is true for.
+    var listsWatchedSessions: Bool { get }
+    /// Calls `body` for each session `watches` is true for (when `listsWatchedSessions`).
+    func forEachWatchedSession(_ body: (String) -> Void)
 }
 
 /// Subscriptions: session → subscribers with the formats each asked for, subscribers of every session
@@ -152,17 +154,21 @@ public final class Hub {
         return consumers.contains { $0.watches(session) }
     }
 
-    /// The sessions someone watches, when that is a list: nil while a "*" or prefix subscriber, or a consumer
-    /// that cannot list its sessions, may watch any. What countdowns walk instead of every session.
-    public func watchedSessions() -> Set<String>? {
-        if bySession[Hub.everySession]?.isEmpty == false || !byPrefix.isEmpty { return nil }
-        var ids = Set<String>()
-        for (id, subscribers) in bySession where !subscribers.isEmpty && id != Hub.everySession { ids.insert(id) }
-        for c in consumers {
-            guard let theirs = c.watchedSessions else { return nil }
-            ids.formUnion(theirs)
+    /// Calls `body` once for each session someone watches and returns true, when that is a list; returns false
+    /// without calling it while a "*" or prefix subscriber, or a consumer that cannot list its sessions, may watch
+    /// any. What countdowns walk instead of every session: no set is built, since it runs many times a second.
+    public func forEachWatchedSession(_ body: (String) -> Void) -> Bool {
+        if bySession[Hub.everySession]?.isEmpty == false || !byPrefix.isEmpty { return false }
+        guard consumers.allSatisfy(\.listsWatchedSessions) else { return false }
+        for (id, subscribers) in bySession where !subscribers.isEmpty && id != Hub.everySession { body(id) }
+        for (i, c) in consumers.enumerated() {
+            c.forEachWatchedSession { id in
+                // Once each: skipped when a subscriber or an earlier consumer watches it too.
+                if bySession[id]?.isEmpty == false || consumers[..<i].contains(where: { $0.watches(id) }) { return }
+                body(id)
+            }
         }
-        return ids
+        return true
     }
 
     public var subscriptionCount: Int {

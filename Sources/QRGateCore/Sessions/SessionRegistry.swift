@@ -230,11 +230,8 @@ public final class SessionRegistry {
     /// The sessions a countdown may concern: those someone watches when the hub can list them (a fleet with
     /// few subscribers is not walked twice a second), else every session.
     private func forEachCountdownCandidate(_ body: (String, Session) -> Void) {
-        if let watched = hub.watchedSessions() {
-            for id in watched { if let s = sessions[id] { body(id, s) } }
-        } else {
-            for (id, s) in sessions { body(id, s) }
-        }
+        let listed = hub.forEachWatchedSession { id in if let s = sessions[id] { body(id, s) } }
+        if !listed { for (id, s) in sessions { body(id, s) } }
     }
 
     /// When the next watched session's whole second comes (its countdown is due), or nil when none shows a QR

@@ -484,9 +484,10 @@ public final class RealtimeEndpoint {
 
 extension RealtimeEndpoint: HubConsumer {
     public func watches(_ session: String) -> Bool { members["realtime:session:\(session)"]?.isEmpty == false }
-    public var watchedSessions: Set<String>? {
+    public var listsWatchedSessions: Bool { true }
+    public func forEachWatchedSession(_ body: (String) -> Void) {
         let prefix = "realtime:session:"
-        return Set(members.compactMap { key, who in key.hasPrefix(prefix) && !who.isEmpty ? String(key.dropFirst(prefix.count)) : nil })
+        for (key, who) in members where !who.isEmpty && key.hasPrefix(prefix) { body(String(key.dropFirst(prefix.count))) }
     }
 
     public func published(_ p: Publication) { sessionEvent(p.session, event: p.event, eventBytes: p.bytes, now: clock.now()) }
