@@ -28,6 +28,9 @@ public struct Config: Codable, Sendable, Equatable {
         public var backoffMaxSeconds = 60.0
         /// A linked session's state is checked this often, so an unlink is noticed without webhooks.
         public var connectedIntervalSeconds = 30.0
+        /// After a QR came by webhook, a pending session's next poll waits this long: the upstream tells
+        /// of rotations (WhatsApp's come every ~20 s), and the poll only catches a webhook that was lost.
+        public var afterWebhookSeconds = 25.0
     }
 
     public struct Refresh: Codable, Sendable, Equatable {
@@ -215,7 +218,10 @@ public struct Config: Codable, Sendable, Equatable {
         public var pairingFirstSeconds = 60.0
         /// QR refs per connection attempt before WhatsApp gives up (state `close`).
         public var maxRefs = 6
-        /// Evolution-style webhooks go here when set.
+        /// Whether the simulator sends Evolution-style webhooks (QR rotations, link state) at all.
+        public var webhooks = true
+        /// Where they go. Empty: the gateway's own `/webhooks/evolution` when the simulator runs inside
+        /// it (`qrgate serve`), nowhere when it runs alone (`qrgate simulate`).
         public var webhookURL = ""
         /// Lifetime of tokens from POST /oauth/token.
         public var tokenTTLSeconds = 3600
@@ -373,6 +379,7 @@ public struct Config: Codable, Sendable, Equatable {
         try positive(simulator.tokenTTLSeconds, "simulator.tokenTTLSeconds")
         if !(poll.intervalSeconds > 0) { throw .invalid(key: "poll.intervalSeconds", reason: "must be greater than 0") }
         if !(poll.connectedIntervalSeconds > 0) { throw .invalid(key: "poll.connectedIntervalSeconds", reason: "must be greater than 0") }
+        if !(poll.afterWebhookSeconds > 0) { throw .invalid(key: "poll.afterWebhookSeconds", reason: "must be greater than 0") }
         if !(poll.backoffMaxSeconds > 0) { throw .invalid(key: "poll.backoffMaxSeconds", reason: "must be greater than 0") }
         if !(refresh.cycleSeconds > 0) { throw .invalid(key: "refresh.cycleSeconds", reason: "must be greater than 0") }
         if !(refresh.minIntervalSeconds >= 0) { throw .invalid(key: "refresh.minIntervalSeconds", reason: "must be 0 or more") }

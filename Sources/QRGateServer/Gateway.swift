@@ -107,7 +107,8 @@ public actor Gateway: LWSServerDelegate {
         let rules = SessionRules(ttlSeconds: Double(config.qr.ttlSeconds), maxAttempts: config.qr.maxAttempts,
                                  countdownIntervalSeconds: Double(config.qr.countdownIntervalSeconds),
                                  pollIntervalSeconds: config.poll.intervalSeconds, refreshMinIntervalSeconds: config.refresh.minIntervalSeconds,
-                                 backoffMaxSeconds: config.poll.backoffMaxSeconds, connectedCheckSeconds: config.poll.connectedIntervalSeconds)
+                                 backoffMaxSeconds: config.poll.backoffMaxSeconds, connectedCheckSeconds: config.poll.connectedIntervalSeconds,
+                                 pollAfterWebhookSeconds: config.poll.afterWebhookSeconds)
         runtime = SessionRuntime(registry: SessionRegistry(rules: rules, hub: hub, logCapacity: config.events.logCapacity,
                                                                  logMaxBytes: config.events.maxBytesPerSession),
                                  timers: timers, frames: frames,
@@ -122,8 +123,13 @@ public actor Gateway: LWSServerDelegate {
     }
 
     /// Runs on the loop once listening: the upstream client, the configured sessions, the cycle.
-    func begin(upstream: any SessionUpstream, restoring stored: [(StoredSession, [StoredEvent])]) {
+    /// `ownWebhookURL`: this gateway's `/webhooks/evolution`, where the embedded simulator's webhooks go
+    /// unless `simulator.webhookURL` names another place.
+    func begin(upstream: any SessionUpstream, restoring stored: [(StoredSession, [StoredEvent])], ownWebhookURL: String) {
         runtime.upstream = upstream
+        if let sim = simulatorHost?.simulator, config.simulator.webhooks, config.simulator.webhookURL.isEmpty {
+            sim.webhookURL = ownWebhookURL
+        }
         runtime.restore(from: stored, isolation: self)
         for seed in config.sessions where runtime.registry[seed.sessionId] == nil {
             runtime.add(id: seed.sessionId, instanceName: seed.instanceName ?? seed.sessionId, instanceToken: seed.instanceToken,

@@ -101,7 +101,7 @@ public final class GatewayApp: Sendable {
         // Started on the loop itself (no hop through the global pool, which a synchronous caller may hold).
         let gateway = gateway
         Task(executorPreference: server.executor) {
-            await gateway.begin(upstream: upstream, restoring: stored)
+            await gateway.begin(upstream: upstream, restoring: stored, ownWebhookURL: "http://127.0.0.1:\(port)/webhooks/evolution")
         }
         return port
     }

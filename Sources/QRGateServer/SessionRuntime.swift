@@ -356,13 +356,13 @@ public final class SessionRuntime {
         switch event.kind {
         case let .qr(qr):
             if let current = registry[id]?.machine.qr, current.code == qr.code {
-                return feed(id, .upstreamQR(QRFrameFactory.paired(current, qr)), isolation: isolation)
+                return feed(id, .pushed(.upstreamQR(QRFrameFactory.paired(current, qr))), isolation: isolation)
             }
-            if let hit = frames.cached(qr) { return feed(id, .upstreamQR(hit), isolation: isolation) }
+            if let hit = frames.cached(qr) { return feed(id, .pushed(.upstreamQR(hit)), isolation: isolation) }
             let frames = frames
             Task {
                 _ = isolation
-                self.feed(id, await Self.input(from: .success(.qr(qr)), frames: frames), isolation: isolation)
+                self.feed(id, .pushed(await Self.input(from: .success(.qr(qr)), frames: frames)), isolation: isolation)
             }
         case .qrLimitReached, .state(.close, _), .state(.refused, _):
             feed(id, .upstreamEndHint, isolation: isolation)

@@ -32,6 +32,34 @@ import Testing
         #expect(m.attempt == 0)
     }
 
+    @Test func aQRByWebhookPutsTheNextPollOffAndSilenceBringsPollingBack() {
+        let r = SessionRules(ttlSeconds: 60, maxAttempts: 2, pollIntervalSeconds: 5, pollAfterWebhookSeconds: 25)
+        var m = SessionMachine(rules: r)
+        _ = m.handle(.start, now: t0)
+        _ = m.handle(.answer(.upstreamQR(qr("A")), generation: m.generation), now: t0)
+        #expect(m.nextPollAt == at(5))
+        // A rotation by webhook is shown at once, and the next poll waits 25 s instead of 5.
+        let pushed = m.handle(.pushed(.upstreamQR(qr("B"))), now: at(2))
+        #expect(pushed.events == [.qrGenerated(qr("B"), expiresAt: at(62), attempt: 0)])
+        #expect(m.nextDeadline() == at(27))
+        #expect(m.handle(.tick, now: at(10)).commands.isEmpty)
+        // The same code again by webhook still counts as news that the upstream tells.
+        _ = m.handle(.pushed(.upstreamQR(qr("B"))), now: at(20))
+        #expect(m.nextDeadline() == at(45))
+        // No webhook for 25 s: the poll comes, and after its answer polls are 5 s apart again.
+        #expect(m.handle(.tick, now: at(45)).commands == [.fetchQR])
+        _ = m.handle(.answer(.upstreamQR(qr("C")), generation: m.generation), now: at(45.1))
+        #expect(m.nextDeadline() == at(50.1))
+        // Other news by webhook (a state) counts as fresh news, a poll interval, not the webhook stretch;
+        // and a stretch shorter than the poll interval never brings a poll closer.
+        _ = m.handle(.pushed(.upstreamState(.connecting)), now: at(46))
+        #expect(m.nextDeadline() == at(51))
+        var short = SessionMachine(rules: SessionRules(ttlSeconds: 60, pollIntervalSeconds: 5, pollAfterWebhookSeconds: 1))
+        _ = short.handle(.start, now: t0)
+        _ = short.handle(.pushed(.upstreamQR(qr("A"))), now: t0)
+        #expect(short.nextDeadline() == at(5))
+    }
+
     @Test func theMachineMakesNoCountdownsAndSleepsUntilItHasWork() {
         var m = started()
         // Countdowns are computed from qrExpiresAt for watched sessions (the registry), not events of the machine.

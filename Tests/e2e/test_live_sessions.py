@@ -339,3 +339,49 @@ def test_idle_peers_are_pinged_and_dropped_when_they_stop_answering(gateway_fact
             break
     raw.close()
     assert closed, "the silent peer was never dropped"
+
+
+def upstream_connects(g):
+    """Connect requests the gateway made upstream so far (its own /metrics)."""
+    with urllib.request.urlopen(g.http + "/metrics", timeout=10) as r:
+        text = r.read().decode()
+    return sum(float(line.rsplit(" ", 1)[1]) for line in text.splitlines()
+               if line.startswith("qrgate_upstream_requests_total{") and 'operation="connect"' in line)
+
+
+def rotations_seen(g, seconds):
+    """Distinct QR codes a subscriber of the demo session is shown within `seconds`."""
+    async def main():
+        async with websockets.connect(g.ws) as ws:
+            assert (await recv(ws))["action"] == "hello"
+            await ws.send(json.dumps({"op": "subscribe", "session": "demo", "formats": ["code"]}))
+            codes = []
+            deadline = time.monotonic() + seconds
+            while (left := deadline - time.monotonic()) > 0:
+                try:
+                    m = await recv(ws, left)
+                except asyncio.TimeoutError:
+                    break
+                if m["action"] in ("snapshot", "qr_generated") and m.get("qrText") and m["qrText"] not in codes:
+                    codes.append(m["qrText"])
+            return codes
+    return run(main(), seconds + 30)
+
+
+# Polls every 30 s could not show a QR that rotates every second; the simulator's webhooks can.
+ROTATING = {"qr": {"ttlSeconds": 30}, "poll": {"intervalSeconds": 30, "afterWebhookSeconds": 30},
+            "simulator": {"firstQrSeconds": 1, "nextQrSeconds": 1, "maxRefs": 20}}
+
+
+def test_embedded_simulator_rotations_arrive_by_webhook_without_polls(gateway_factory):
+    g = gateway_factory(ROTATING)
+    codes = rotations_seen(g, 6)
+    # The first QR comes from the session's first poll; each later one from a webhook.
+    assert len(codes) >= 4, codes
+    assert upstream_connects(g) <= 2
+
+
+def test_embedded_simulator_without_webhooks_shows_what_polls_find(gateway_factory):
+    g = gateway_factory({**ROTATING, "simulator": {**ROTATING["simulator"], "webhooks": False}})
+    codes = rotations_seen(g, 4)
+    assert len(codes) == 1, codes

@@ -27,10 +27,15 @@ public struct SessionRules: Sendable, Equatable {
     public var backoffMaxSeconds: Double
     /// A linked session's upstream state is checked this often, so an unlink is noticed without webhooks.
     public var connectedCheckSeconds: Double
+    /// After a QR came by webhook, the next poll waits this long (at least `pollIntervalSeconds`): the
+    /// upstream has shown it tells, and the poll is the safety net for a webhook that never comes.
+    public var pollAfterWebhookSeconds: Double
 
     public init(ttlSeconds: Double = 60, maxAttempts: Int = 3, countdownIntervalSeconds: Double = 1, pollIntervalSeconds: Double = 5,
-                refreshMinIntervalSeconds: Double = 3, backoffMaxSeconds: Double = 60, connectedCheckSeconds: Double = 30) {
+                refreshMinIntervalSeconds: Double = 3, backoffMaxSeconds: Double = 60, connectedCheckSeconds: Double = 30,
+                pollAfterWebhookSeconds: Double = 25) {
         self.connectedCheckSeconds = connectedCheckSeconds
+        self.pollAfterWebhookSeconds = pollAfterWebhookSeconds
         self.ttlSeconds = ttlSeconds; self.maxAttempts = maxAttempts; self.countdownIntervalSeconds = countdownIntervalSeconds
         self.pollIntervalSeconds = pollIntervalSeconds; self.refreshMinIntervalSeconds = refreshMinIntervalSeconds; self.backoffMaxSeconds = backoffMaxSeconds
     }
@@ -94,6 +99,9 @@ public enum SessionInput: Sendable, Equatable {
     /// one that can arrive after the new QR (over a cluster's bus, easily): trusted as it came, it expired
     /// the QR it was older than.
     case upstreamEndHint
+    /// Unasked news by webhook: handled as the input it carries. A QR that came so moves the next poll
+    /// to `pollAfterWebhookSeconds` away, since a rotation will most likely come the same way.
+    indirect case pushed(SessionInput)
     /// The answer to a command issued in `generation`: dropped when a refresh, disconnect, expiry or
     /// start has overtaken it since (the machine's generation moved on).
     indirect case answer(SessionInput, generation: Int)
@@ -170,6 +178,14 @@ public struct SessionMachine: Sendable, Equatable {
         case let .answer(inner, answered):
             guard answered == generation else { break } // overtaken: its news is about an older round
             return handle(inner, now: now)
+
+        case let .pushed(inner):
+            let r = handle(inner, now: now)
+            if case .upstreamQR = inner, status == .pending, retryAt == nil {
+                let stretched = now.addingTimeInterval(max(rules.pollIntervalSeconds, rules.pollAfterWebhookSeconds))
+                if nextPollAt.map({ $0 < stretched }) ?? true { nextPollAt = stretched }
+            }
+            return r
 
         case .start:
             guard status != .pending && status != .connected else { break }

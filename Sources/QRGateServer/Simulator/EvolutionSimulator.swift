@@ -79,9 +79,13 @@ public final class EvolutionSimulator {
     public private(set) var deadlinesVisited = 0
     private var rng = SystemRandomNumberGenerator()
 
+    /// Where webhooks go; empty: none (`simulator.webhooks` off, or no target).
+    public var webhookURL: String
+
     public init(config: Config.Simulator, frames: QRFrameFactory) {
         self.config = config
         self.frames = frames
+        webhookURL = config.webhooks ? config.webhookURL : ""
     }
 
     /// An instance's own API key (what its webhooks carry as `apikey`).
@@ -371,7 +375,7 @@ public final class EvolutionSimulator {
     }
 
     private func webhookQR(_ i: inout Instance) {
-        guard let code = i.code, !config.webhookURL.isEmpty else { return }
+        guard let code = i.code, !webhookURL.isEmpty else { return }
         _ = picture(&i)
         var qr: [String: JSONValue] = ["instance": .string(i.name), "code": .string(code), "pairingCode": i.pairing.map { .string($0) } ?? .null]
         if !i.png.isEmpty { qr["base64"] = .string(i.png) }
@@ -379,13 +383,13 @@ public final class EvolutionSimulator {
     }
 
     private func webhook(_ i: Instance, event: String, data: [String: JSONValue]) {
-        guard !config.webhookURL.isEmpty else { return }
+        guard !webhookURL.isEmpty else { return }
         let envelope: JSONValue = .object([
             "event": .string(event), "instance": .string(i.name), "data": .object(data),
-            "destination": .string(config.webhookURL), "date_time": .string(ISO8601DateFormatter().string(from: Date())),
+            "destination": .string(webhookURL), "date_time": .string(Date().formatted(.iso8601)),
             "sender": .string("qrgate-simulator"), "server_url": .string("http://simulator"), "apikey": .string(i.token),
         ])
-        pendingWebhooks.append(SimulatorWebhook(url: config.webhookURL, body: Array(envelope.encoded())))
+        pendingWebhooks.append(SimulatorWebhook(url: webhookURL, body: Array(envelope.encoded())))
     }
 
     private func issueCode(_ i: inout Instance) {
