@@ -59,6 +59,7 @@ let package = Package(
             .product(name: "Prometheus", package: "swift-prometheus"),
             "CWebSockets", "QRGateCore", "QRGateQR", "QRGateUpstream", "QRGateHTTP",
             .product(name: "HeapModule", package: "swift-collections"),
+            .product(name: "DequeModule", package: "swift-collections"),
             .product(name: "Crypto", package: "swift-crypto"),
             .product(name: "JWTKit", package: "jwt-kit"),
             .product(name: "ExtrasBase64", package: "swift-extras-base64"),

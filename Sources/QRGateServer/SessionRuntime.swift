@@ -304,6 +304,8 @@ public final class SessionRuntime {
 
     /// Runs an input through the session's machine and carries out what it asks for.
     public func feed(_ id: String, _ input: SessionInput, isolation: isolated any Actor) {
+        // A session's state belongs to its loop; a task that resumed anywhere else must stop here, not race.
+        isolation.preconditionIsolated("SessionRuntime.feed off its loop")
         // Timers and upstream answers of a session another node took over meanwhile end here.
         guard runs(id) else { return }
         let before = registry[id]?.machine.status
@@ -362,7 +364,8 @@ public final class SessionRuntime {
             let frames = frames
             Task {
                 _ = isolation
-                self.feed(id, .pushed(await Self.input(from: .success(.qr(qr)), frames: frames)), isolation: isolation)
+                let input = await Self.input(from: .success(.qr(qr)), frames: frames)
+                self.feed(id, .pushed(input), isolation: isolation)
             }
         case .qrLimitReached, .state(.close, _), .state(.refused, _):
             feed(id, .upstreamEndHint, isolation: isolation)
@@ -436,6 +439,11 @@ public final class SessionRuntime {
 
     /// An upstream answer as a machine input. A code seen before comes from the cache; a new one is
     /// rendered on the global pool, never on the loop.
+    ///
+    /// `@concurrent`, so the caller hops back to its loop when it returns. As a nonisolated(nonsending)
+    /// function, the release build (Swift 6.3) resumed its caller, a task isolated to a captured
+    /// `isolated any Actor`, on the global pool after a render: `feed`'s precondition caught it.
+    @concurrent
     static func input(from result: Result<ConnectResult, UpstreamError>, frames: QRFrameFactory) async -> SessionInput {
         switch result {
         case let .success(.qr(qr)):

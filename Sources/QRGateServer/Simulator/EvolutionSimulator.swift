@@ -12,9 +12,14 @@ public enum SimulatorReply: Sendable {
 }
 
 /// A webhook the simulator wants delivered, in Evolution's envelope.
+/// Its bytes are made when it goes out (`EvolutionSimulator.body(of:)`), so a QR's picture is drawn then.
 public struct SimulatorWebhook: Sendable, Equatable {
+    public var instance: String
     public var url: String
-    public var body: [UInt8]
+    /// The envelope without the picture.
+    var envelope: [String: JSONValue]
+    /// The code whose PNG goes in `data.qrcode.base64`.
+    var pictureOf: String?
 }
 
 /// An Evolution API look-alike with WhatsApp's QR rotation, driven by an injected clock.
@@ -376,20 +381,32 @@ public final class EvolutionSimulator {
 
     private func webhookQR(_ i: inout Instance) {
         guard let code = i.code, !webhookURL.isEmpty else { return }
-        _ = picture(&i)
-        var qr: [String: JSONValue] = ["instance": .string(i.name), "code": .string(code), "pairingCode": i.pairing.map { .string($0) } ?? .null]
-        if !i.png.isEmpty { qr["base64"] = .string(i.png) }
-        webhook(i, event: "qrcode.updated", data: ["qrcode": .object(qr)])
+        let qr: [String: JSONValue] = ["instance": .string(i.name), "code": .string(code), "pairingCode": i.pairing.map { .string($0) } ?? .null]
+        webhook(i, event: "qrcode.updated", data: ["qrcode": .object(qr)], pictureOf: code)
     }
 
-    private func webhook(_ i: Instance, event: String, data: [String: JSONValue]) {
+    private func webhook(_ i: Instance, event: String, data: [String: JSONValue], pictureOf: String? = nil) {
         guard !webhookURL.isEmpty else { return }
-        let envelope: JSONValue = .object([
+        let envelope: [String: JSONValue] = [
             "event": .string(event), "instance": .string(i.name), "data": .object(data),
             "destination": .string(webhookURL), "date_time": .string(Date().formatted(.iso8601)),
             "sender": .string("qrgate-simulator"), "server_url": .string("http://simulator"), "apikey": .string(i.token),
-        ])
-        pendingWebhooks.append(SimulatorWebhook(url: webhookURL, body: Array(envelope.encoded())))
+        ]
+        pendingWebhooks.append(SimulatorWebhook(instance: i.name, url: webhookURL, envelope: envelope, pictureOf: pictureOf))
+    }
+
+    /// A webhook's bytes, made as it goes out. A fleet's rotations queue thousands of webhooks at once:
+    /// drawn at rotation, most pictures would have left the shared cache before the gateway reads them,
+    /// and be drawn again there.
+    public func body(of hook: SimulatorWebhook) -> [UInt8] {
+        var envelope = hook.envelope
+        if let code = hook.pictureOf, case var .object(data)? = envelope["data"], case var .object(qr)? = data["qrcode"],
+           let png = try? frames.frame(for: UpstreamQR(code: code)).pngDataURL {
+            qr["base64"] = .string(png)
+            data["qrcode"] = .object(qr)
+            envelope["data"] = .object(data)
+        }
+        return Array(JSONValue.object(envelope).encoded())
     }
 
     private func issueCode(_ i: inout Instance) {

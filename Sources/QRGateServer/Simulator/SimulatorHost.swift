@@ -1,3 +1,4 @@
+import DequeModule
 import Foundation
 import Logging
 import QRGateCore
@@ -14,10 +15,18 @@ public final class SimulatorHost {
     let http: CurlMulti
     let logger: Logger
     private var rotationTimer: LoopTimers.ID?
-    /// Webhooks go out one at a time, in order, as Evolution sends them.
-    private var webhooks: [SimulatorWebhook] = []
-    private var delivering = false
+    /// Webhooks waiting, per instance in the order they were made (one instance's go out one at a time,
+    /// in order, as Evolution sends them); different instances' go out side by side.
+    private var waiting: [String: Deque<SimulatorWebhook>] = [:]
+    /// Instances with webhooks waiting and none out, in the order they became so.
+    private var ready = Deque<String>()
+    /// Instances with a webhook out.
+    private var sending: Set<String> = []
+    private var queued = 0
+    private var dropped = 0
     static let maxQueuedWebhooks = 10_000
+    /// Webhooks out at once: a fleet's rotations (3 000 instances: 150 a second) must not wait in one line.
+    static let maxSending = 16
 
     public init(simulator: EvolutionSimulator, server: LWSServer, timers: LoopTimers, http: CurlMulti, logger: Logger) {
         self.simulator = simulator
@@ -44,13 +53,16 @@ public final class SimulatorHost {
 
     /// Rotates codes, sends webhooks, and arms the timer for the next rotation.
     public func tick(isolation: isolated any Actor) {
-        webhooks.append(contentsOf: simulator.advance(now: timers.clock.now()))
+        for hook in simulator.advance(now: timers.clock.now()) { enqueue(hook) }
         // A webhook target that is down must not make the queue grow without end: the oldest go first.
-        if webhooks.count > Self.maxQueuedWebhooks {
-            logger.warning("simulator webhook target is behind: dropping \(webhooks.count - Self.maxQueuedWebhooks) oldest webhooks")
-            webhooks.removeFirst(webhooks.count - Self.maxQueuedWebhooks)
+        while queued > Self.maxQueuedWebhooks, let instance = ready.first ?? waiting.keys.first {
+            drop(from: instance)
         }
-        deliverNextWebhook(isolation: isolation)
+        if dropped > 0 {
+            logger.warning("simulator webhook target is behind: dropped \(dropped) oldest webhooks")
+            dropped = 0
+        }
+        send(isolation: isolation)
         if let t = rotationTimer { timers.cancel(t) }
         rotationTimer = nil
         if let next = simulator.nextDeadline() {
@@ -61,17 +73,41 @@ public final class SimulatorHost {
         }
     }
 
-    private func deliverNextWebhook(isolation: isolated any Actor) {
-        guard !delivering, !webhooks.isEmpty else { return }
-        delivering = true
-        let hook = webhooks.removeFirst()
-        let request = ClientRequest(method: "POST", url: hook.url, headers: [("Content-Type", "application/json")], body: hook.body, timeoutSeconds: 5)
-        let http = http, logger = logger
-        Task {
-            _ = isolation
-            if case let .failure(e) = await http.perform(request) { logger.warning("simulator webhook failed: \(e)") }
-            self.delivering = false
-            self.deliverNextWebhook(isolation: isolation)
+    private func enqueue(_ hook: SimulatorWebhook) {
+        queued += 1
+        if waiting[hook.instance] == nil, !sending.contains(hook.instance) { ready.append(hook.instance) }
+        waiting[hook.instance, default: []].append(hook)
+    }
+
+    private func drop(from instance: String) {
+        guard var q = waiting[instance], !q.isEmpty else { return }
+        q.removeFirst()
+        queued -= 1
+        dropped += 1
+        if q.isEmpty {
+            waiting[instance] = nil
+            if let i = ready.firstIndex(of: instance) { ready.remove(at: i) }
+        } else {
+            waiting[instance] = q
+        }
+    }
+
+    private func send(isolation: isolated any Actor) {
+        while sending.count < Self.maxSending, let instance = ready.popFirst() {
+            guard var q = waiting.removeValue(forKey: instance), let hook = q.popFirst() else { continue }
+            if !q.isEmpty { waiting[instance] = q }
+            queued -= 1
+            sending.insert(instance)
+            let request = ClientRequest(method: "POST", url: hook.url, headers: [("Content-Type", "application/json")], body: simulator.body(of: hook), timeoutSeconds: 5)
+            let http = http, logger = logger
+            Task {
+                _ = isolation
+                if case let .failure(e) = await http.perform(request) { logger.warning("simulator webhook failed: \(e)") }
+                isolation.preconditionIsolated("simulator webhook queue off its loop")
+                self.sending.remove(instance)
+                if self.waiting[instance] != nil { self.ready.append(instance) }
+                self.send(isolation: isolation)
+            }
         }
     }
 }
