@@ -330,6 +330,8 @@ extension SessionRuntime {
     }
 
     /// The pictures of the QR codes in `snaps`, drawn off the loop (each node draws a code once).
+    /// `@concurrent` for the reason `SessionRuntime.input` is: its callers are tasks on a loop.
+    @concurrent
     static func draw(_ snaps: [ClusterSnapshot], frames: QRFrameFactory) async -> [String: SessionQR] {
         var codes: Set<String> = []
         for s in snaps {
