@@ -441,8 +441,9 @@ public final class SessionRuntime {
     /// rendered on the global pool, never on the loop.
     ///
     /// `@concurrent`, so the caller hops back to its loop when it returns. As a nonisolated(nonsending)
-    /// function, the release build (Swift 6.3) resumed its caller, a task isolated to a captured
-    /// `isolated any Actor`, on the global pool after a render: `feed`'s precondition caught it.
+    /// function, the release build (Swift 6.3.1) resumed its caller, a task isolated to a captured
+    /// `isolated any Actor`, on the global pool after a render: `feed`'s precondition caught it. The
+    /// optimizer's hop removal around nonisolated(nonsending) exits, swiftlang/swift#88259 (fixed after 6.3.1).
     @concurrent
     static func input(from result: Result<ConnectResult, UpstreamError>, frames: QRFrameFactory) async -> SessionInput {
         switch result {

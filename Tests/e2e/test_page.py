@@ -15,7 +15,8 @@ from websockets.sync.client import connect as ws_connect
 from pagekit import (MMSS, browser_token, by_id, classes, clear_faults, decode_qr, faults, free_port, request,
                      restart_on, scan, seconds, sim_code, state, text, visible, wait)
 
-FAST = {"poll": {"intervalSeconds": 1}, "simulator": {"firstQrSeconds": 30, "nextQrSeconds": 20}}
+# Polls every second and no webhooks (which would put polls off): an upstream fault shows within a second or two.
+FAST = {"poll": {"intervalSeconds": 1}, "simulator": {"firstQrSeconds": 30, "nextQrSeconds": 20, "webhooks": False}}
 ADMIN_KEY = "adm-key-0123456789"
 SERVICE_KEY = "svc-key-0123456789"
 
@@ -163,7 +164,7 @@ def test_scan_shows_linked_within_one_poll_interval(driver, gateway_factory):
 def test_phone_unlinking_shows_disconnected_and_an_admin_starts_again(driver, gateway_factory):
     # A linked session is not polled: the unlink reaches the gateway as the simulator's webhook.
     port = free_port()
-    g = gateway_factory(config(simulator={**FAST["simulator"], "webhookURL": f"http://127.0.0.1:{port}/webhooks/evolution"}),
+    g = gateway_factory(config(simulator={**FAST["simulator"], "webhooks": True, "webhookURL": f"http://127.0.0.1:{port}/webhooks/evolution"}),
                         extra_args=("--port", str(port)))
     open_page(driver, g)
     scan(g)

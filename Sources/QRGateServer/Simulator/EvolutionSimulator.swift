@@ -33,7 +33,7 @@ public final class EvolutionSimulator {
         public var timeout = false
         /// Answer 200 with a body that is not JSON.
         public var garbage = false
-        /// Answer `{"count":0}` to every connect.
+        /// Answer `{"count":0}` to every connect, and send no QR webhooks.
         public var countZero = false
         /// `normal`, `omit` (code only) or `garbage` (a broken data URL).
         public var base64 = "normal"
@@ -381,6 +381,8 @@ public final class EvolutionSimulator {
 
     private func webhookQR(_ i: inout Instance) {
         guard let code = i.code, !webhookURL.isEmpty else { return }
+        // An instance that answers "count 0" has no QR to tell of either.
+        if (instanceFaults[i.name] ?? globalFaults).countZero { return }
         let qr: [String: JSONValue] = ["instance": .string(i.name), "code": .string(code), "pairingCode": i.pairing.map { .string($0) } ?? .null]
         webhook(i, event: "qrcode.updated", data: ["qrcode": .object(qr)], pictureOf: code)
     }

@@ -24,6 +24,7 @@ public final class SimulatorHost {
     private var sending: Set<String> = []
     private var queued = 0
     private var dropped = 0
+    private var lastDropReport: Date?
     static let maxQueuedWebhooks = 10_000
     /// Webhooks out at once: a fleet's rotations (3 000 instances: 150 a second) must not wait in one line.
     static let maxSending = 16
@@ -58,9 +59,12 @@ public final class SimulatorHost {
         while queued > Self.maxQueuedWebhooks, let instance = ready.first ?? waiting.keys.first {
             drop(from: instance)
         }
-        if dropped > 0 {
-            logger.warning("simulator webhook target is behind: dropped \(dropped) oldest webhooks")
+        // Said at most every 10 s: a fleet's burst drops on every tick.
+        let now = timers.clock.now()
+        if dropped > 0, lastDropReport.map({ now.timeIntervalSince($0) >= 10 }) ?? true {
+            logger.warning("simulator webhook target is behind: dropped \(dropped) oldest webhooks (\(queued) waiting)")
             dropped = 0
+            lastDropReport = now
         }
         send(isolation: isolation)
         if let t = rotationTimer { timers.cancel(t) }
