@@ -24,7 +24,9 @@ public final class SimulatorHost {
     private var sending: Set<String> = []
     private var queued = 0
     private var dropped = 0
-    private var lastDropReport: Date?
+    private var failed = 0
+    private var lastFailure = ""
+    private var lastReport: Date?
     static let maxQueuedWebhooks = 10_000
     /// Webhooks out at once: a fleet's rotations (3 000 instances: 150 a second) must not wait in one line.
     static let maxSending = 16
@@ -56,16 +58,8 @@ public final class SimulatorHost {
     public func tick(isolation: isolated any Actor) {
         for hook in simulator.advance(now: timers.clock.now()) { enqueue(hook) }
         // A webhook target that is down must not make the queue grow without end: the oldest go first.
-        while queued > Self.maxQueuedWebhooks, let instance = ready.first ?? waiting.keys.first {
-            drop(from: instance)
-        }
-        // Said at most every 10 s: a fleet's burst drops on every tick.
-        let now = timers.clock.now()
-        if dropped > 0, lastDropReport.map({ now.timeIntervalSince($0) >= 10 }) ?? true {
-            logger.warning("simulator webhook target is behind: dropped \(dropped) oldest webhooks (\(queued) waiting)")
-            dropped = 0
-            lastDropReport = now
-        }
+        while queued > Self.maxQueuedWebhooks, let instance = ready.first ?? waiting.keys.first, drop(from: instance) {}
+        report()
         send(isolation: isolation)
         if let t = rotationTimer { timers.cancel(t) }
         rotationTimer = nil
@@ -83,8 +77,25 @@ public final class SimulatorHost {
         waiting[hook.instance, default: []].append(hook)
     }
 
-    private func drop(from instance: String) {
-        guard var q = waiting[instance], !q.isEmpty else { return }
+    /// Said at most every 10 s: a fleet's burst drops on every tick, and a target that is down fails
+    /// sixteen webhooks at a time.
+    private func report() {
+        let now = timers.clock.now()
+        guard dropped > 0 || failed > 0, lastReport.map({ now.timeIntervalSince($0) >= 10 }) ?? true else { return }
+        if dropped > 0 { logger.warning("simulator webhook target is behind: dropped \(dropped) oldest webhooks (\(queued) waiting)") }
+        if failed > 0 { logger.warning("simulator webhooks failed: \(failed), the last: \(lastFailure)") }
+        dropped = 0
+        failed = 0
+        lastReport = now
+    }
+
+    /// Drops the oldest webhook of `instance`; false when it has none (then nothing is left to drop there).
+    private func drop(from instance: String) -> Bool {
+        guard var q = waiting[instance], !q.isEmpty else {
+            waiting[instance] = nil
+            if let i = ready.firstIndex(of: instance) { ready.remove(at: i) }
+            return false
+        }
         q.removeFirst()
         queued -= 1
         dropped += 1
@@ -94,6 +105,7 @@ public final class SimulatorHost {
         } else {
             waiting[instance] = q
         }
+        return true
     }
 
     private func send(isolation: isolated any Actor) {
@@ -103,11 +115,16 @@ public final class SimulatorHost {
             queued -= 1
             sending.insert(instance)
             let request = ClientRequest(method: "POST", url: hook.url, headers: [("Content-Type", "application/json")], body: simulator.body(of: hook), timeoutSeconds: 5)
-            let http = http, logger = logger
+            let http = http
             Task {
                 _ = isolation
-                if case let .failure(e) = await http.perform(request) { logger.warning("simulator webhook failed: \(e)") }
+                let result = await http.perform(request)
                 isolation.preconditionIsolated("simulator webhook queue off its loop")
+                if case let .failure(e) = result {
+                    self.failed += 1
+                    self.lastFailure = "\(e)"
+                    self.report()
+                }
                 self.sending.remove(instance)
                 if self.waiting[instance] != nil { self.ready.append(instance) }
                 self.send(isolation: isolation)
