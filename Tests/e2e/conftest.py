@@ -23,6 +23,11 @@ BINARY = os.environ.get("QRGATE_BIN_FOR_TESTS") or os.path.join(ROOT, ".build", 
 CONFIG_ENV_ALIASES = {"EVOLUTION_API_BASE_URL", "EVOLUTION_API_KEY", "SUPABASE_JWT_SECRET", "DATABASE_URL"}
 
 
+def gateway_env():
+    """The environment a qrgate process gets: without the developer's own configuration variables."""
+    return {k: v for k, v in os.environ.items() if not k.startswith("QRGATE_") and k not in CONFIG_ENV_ALIASES}
+
+
 class Gateway:
     """One running `qrgate serve --port 0` with its own config file."""
 
@@ -34,7 +39,7 @@ class Gateway:
         self.config_file = tempfile.NamedTemporaryFile("w", suffix=".json", delete=False)
         json.dump(config, self.config_file)
         self.config_file.close()
-        env = {k: v for k, v in os.environ.items() if not k.startswith("QRGATE_") and k not in CONFIG_ENV_ALIASES}
+        env = gateway_env()
         self.proc = subprocess.Popen(
             [BINARY, "serve", "--port", str(port), "--config", self.config_file.name,
              "--static-dir", os.path.join(ROOT, "static"), *extra_args],

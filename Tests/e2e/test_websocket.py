@@ -124,13 +124,13 @@ def test_sigint_exits_zero(gateway):
 
 def test_bad_config_stops_startup_naming_the_key(tmp_path):
     import os, subprocess
-    from conftest import BINARY, ROOT
+    from conftest import BINARY, ROOT, gateway_env
     cfg = tmp_path / "bad.json"
     cfg.write_text('{"qr": {"ttlSecs": 5}}')
-    r = subprocess.run([BINARY, "serve", "--port", "0", "--config", str(cfg)], capture_output=True, text=True, timeout=20, cwd=ROOT)
+    r = subprocess.run([BINARY, "serve", "--port", "0", "--config", str(cfg)], capture_output=True, text=True, timeout=20, cwd=ROOT, env=gateway_env())
     assert r.returncode != 0
     assert "qr.ttlSecs" in r.stderr
-    env = dict(os.environ, QRGATE_QR_TTLSECONDS="soon")
+    env = dict(gateway_env(), QRGATE_QR_TTLSECONDS="soon")
     r = subprocess.run([BINARY, "serve", "--port", "0"], capture_output=True, text=True, timeout=20, cwd=ROOT, env=env)
     assert r.returncode != 0
     assert "QRGATE_QR_TTLSECONDS" in r.stderr
@@ -138,8 +138,8 @@ def test_bad_config_stops_startup_naming_the_key(tmp_path):
 
 def test_simulate_command_serves_the_evolution_simulator(tmp_path):
     import re, subprocess, urllib.request
-    from conftest import BINARY, ROOT
-    p = subprocess.Popen([BINARY, "simulate", "--port", "0"], stdout=subprocess.PIPE, text=True, cwd=ROOT)
+    from conftest import BINARY, ROOT, gateway_env
+    p = subprocess.Popen([BINARY, "simulate", "--port", "0"], stdout=subprocess.PIPE, text=True, cwd=ROOT, env=gateway_env())
     try:
         line = p.stdout.readline()
         m = re.search(r"listening on http://127.0.0.1:(\d+)", line)
