@@ -3,7 +3,9 @@ import Logging
 import Testing
 import QRGateCore
 import QRGateHTTP
-import QRGateServer
+import QRGateQR
+@testable import QRGateServer
+import QRGateTestSupport
 @testable import QRGateUpstream
 
 @Suite(.serialized) struct WebhookTests {
@@ -68,5 +70,39 @@ import QRGateServer
         // The global key in the envelope authenticates too; upper-case event names are Evolution's settings spelling.
         #expect(try rx.post(#"{"event":"CONNECTION_UPDATE","instance":"x1","data":{"state":"open"},"apikey":"global-key-123"}"#, query: "").status == 200)
         #expect(await rx.events.waitAsync(seconds: 2) { $0 == [UpstreamEvent(instance: "x1", kind: .state(.open, statusReason: nil))] })
+    }
+}
+
+@Suite struct SimulatorWebhookBodyTests {
+    /// A rotation's webhook is made when it goes out: it carries the code it was made for, with that code's
+    /// picture (drawn then, so the gateway finds it in the shared cache), and reads as the gateway reads webhooks.
+    /// An instance answering "count 0" tells of no QR by webhook either.
+    @Test func aRotationsWebhookCarriesItsCodeAndPictureAndCountZeroSendsNone() throws {
+        var config = Config().simulator
+        config.firstQrSeconds = 60
+        config.nextQrSeconds = 20
+        config.maxRefs = 100
+        config.webhookURL = "http://127.0.0.1:9/webhooks/evolution"
+        let frames = QRFrameFactory(renderer: QRRenderer(style: QRStyle(correction: .medium, quietZone: 4, moduleSize: 4)))
+        let sim = EvolutionSimulator(config: config, frames: frames)
+        let t0 = Date(timeIntervalSince1970: 1_800_000_000)
+        func call(_ method: HTTPRequest.Method, _ path: String, _ body: String = "", at: Date = t0) {
+            _ = sim.handle(HTTPRequest(method: method, path: path, headers: ["apikey": config.apiKey], body: Array(body.utf8)), now: at)
+        }
+        call(.post, "/instance/create", #"{"instanceName":"i0"}"#)
+        call(.get, "/instance/connect/i0")
+        _ = sim.advance(now: t0)
+        let rotated = sim.advance(now: t0.addingTimeInterval(60)).filter { $0.pictureOf != nil }
+        #expect(rotated.count == 1 && rotated.first?.instance == "i0")
+        let code = try #require(sim.instances["i0"]?.code)
+        let parsed = try EvolutionParsing.webhook(sim.body(of: try #require(rotated.first))).get()
+        guard case let .qr(qr)? = parsed.event?.kind else { Issue.record("not a QR webhook: \(parsed)"); return }
+        #expect(parsed.instance == "i0" && parsed.apikey == sim.token(of: "i0") && qr.code == code)
+        let png = try #require(qr.base64?.dropFirst(QRFrameFactory.pngPrefix.count))
+        #expect(try zbarDecode(Array(try #require(Data(base64Encoded: String(png))))) == code)
+        #expect(frames.cached(UpstreamQR(code: code)) != nil)
+
+        call(.post, "/simulator/faults", #"{"instance":"i0","countZero":true}"#)
+        #expect(sim.advance(now: t0.addingTimeInterval(80)).allSatisfy { $0.pictureOf == nil })
     }
 }
