@@ -3,12 +3,12 @@ import json
 import os
 import subprocess
 
-from conftest import ROOT
+from conftest import ROOT, gateway_env
 
 
 def test_benchmark_smoke_run_writes_a_report(tmp_path):
     r = subprocess.run([os.path.join(ROOT, "Benchmarks", "run"), "--smoke", "--out-dir", str(tmp_path)],
-                       capture_output=True, text=True, timeout=600, cwd=ROOT)
+                       capture_output=True, text=True, timeout=600, cwd=ROOT, env=gateway_env())
     assert r.returncode == 0, r.stderr[-3000:]
     reports = [f for f in os.listdir(tmp_path) if f.endswith(".json")]
     assert len(reports) == 1
