@@ -278,6 +278,9 @@ public struct Config: Codable, Sendable, Equatable {
     /// QR lifetime and how it is drawn.
     public struct QR: Codable, Sendable, Equatable {
         public var ttlSeconds = 60
+        /// At a QR's expiry the upstream is asked once more for its current code, and its answer waited for
+        /// at most this long: a code rotated just then is shown instead of regenerating (0: expire at once).
+        public var expiryCheckSeconds = 3.0
         public var maxAttempts = 3
         public var countdownIntervalSeconds = 1
         /// L, M, Q or H.
@@ -341,6 +344,9 @@ public struct Config: Codable, Sendable, Equatable {
         }
         if sb.audiences.contains(where: \.isEmpty) { throw .invalid(key: "auth.supabase.audiences", reason: "entries must not be empty") }
         try positive(qr.ttlSeconds, "qr.ttlSeconds")
+        if !(0...60).contains(qr.expiryCheckSeconds) {
+            throw .invalid(key: "qr.expiryCheckSeconds", reason: "must be 0…60, got \(qr.expiryCheckSeconds)")
+        }
         try positive(qr.maxAttempts, "qr.maxAttempts")
         try positive(qr.countdownIntervalSeconds, "qr.countdownIntervalSeconds")
         if !["L", "M", "Q", "H"].contains(qr.errorCorrection) {

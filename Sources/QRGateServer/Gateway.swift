@@ -108,7 +108,7 @@ public actor Gateway: LWSServerDelegate {
                                  countdownIntervalSeconds: Double(config.qr.countdownIntervalSeconds),
                                  pollIntervalSeconds: config.poll.intervalSeconds, refreshMinIntervalSeconds: config.refresh.minIntervalSeconds,
                                  backoffMaxSeconds: config.poll.backoffMaxSeconds, connectedCheckSeconds: config.poll.connectedIntervalSeconds,
-                                 pollAfterWebhookSeconds: config.poll.afterWebhookSeconds)
+                                 pollAfterWebhookSeconds: config.poll.afterWebhookSeconds, expiryCheckSeconds: config.qr.expiryCheckSeconds)
         runtime = SessionRuntime(registry: SessionRegistry(rules: rules, hub: hub, logCapacity: config.events.logCapacity,
                                                                  logMaxBytes: config.events.maxBytesPerSession),
                                  timers: timers, frames: frames,

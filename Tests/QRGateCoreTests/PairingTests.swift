@@ -40,8 +40,9 @@ import Testing
         #expect(m.handle(.upstreamQR(qr("A", pairing: "ABCD-EFGH")), now: at(2)).events.isEmpty)
         #expect(m.handle(.upstreamQR(qr("A", pairing: "WXYZ-1234")), now: at(3)).events == [.pairingCode("WXYZ-1234", expiresAt: at(10), attempt: 0)])
         #expect(m.qr?.pairingCode == "WXYZ-1234")
-        // The QR expires: the code with it; the next round's QR brings the next code.
-        let expired = m.handle(.tick, now: at(10))
+        // The QR expires (the last look finds it unchanged): the code with it; the next round's QR brings the next code.
+        #expect(m.handle(.tick, now: at(10)).commands == [.fetchQR])
+        let expired = m.handle(.answer(.upstreamQR(qr("A", pairing: "WXYZ-1234")), generation: m.generation), now: at(10.1))
         #expect(expired.events.first == .qrExpired(attempt: 0) && m.qr == nil)
         let next = m.handle(.upstreamQR(qr("B", pairing: "JKLM-5678")), now: at(11))
         #expect(next.events.map(\.action) == ["qr_generated", "pairing_code"])

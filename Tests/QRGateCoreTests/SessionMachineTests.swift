@@ -4,7 +4,9 @@ import Testing
 
 @Suite struct SessionMachineTests {
     let t0 = Date(timeIntervalSince1970: 1_800_000_000)
-    let rules = SessionRules(ttlSeconds: 10, maxAttempts: 2, countdownIntervalSeconds: 1, pollIntervalSeconds: 5, refreshMinIntervalSeconds: 3, backoffMaxSeconds: 20)
+    /// Expiry at once (`expiryCheckSeconds` 0): the last look at expiry has tests of its own.
+    let rules = SessionRules(ttlSeconds: 10, maxAttempts: 2, countdownIntervalSeconds: 1, pollIntervalSeconds: 5, refreshMinIntervalSeconds: 3,
+                             backoffMaxSeconds: 20, expiryCheckSeconds: 0)
     func qr(_ c: String) -> SessionQR { SessionQR(code: c, pngDataURL: "data:image/png;base64,\(c)", svg: "<svg>\(c)</svg>") }
     func at(_ s: Double) -> Date { t0.addingTimeInterval(s) }
 
@@ -84,6 +86,74 @@ import Testing
         #expect(e3.commands == [.logout])
         #expect(m.status == .failed)
         #expect(m.handle(.tick, now: at(40)).events.isEmpty)
+    }
+
+    /// The default rules' last look: at expiry the upstream is asked for its code once more.
+    func looking() -> SessionMachine {
+        var m = SessionMachine(rules: SessionRules(ttlSeconds: 10, maxAttempts: 2, pollIntervalSeconds: 5, pollAfterWebhookSeconds: 25, expiryCheckSeconds: 3))
+        _ = m.handle(.start, now: t0)
+        _ = m.handle(.answer(.upstreamQR(qr("A")), generation: m.generation), now: t0)
+        _ = m.handle(.pushed(.upstreamQR(qr("A"))), now: t0) // webhooks: no poll before the expiry
+        return m
+    }
+
+    @Test func atExpiryARotationTheUpstreamJustMadeIsShownInsteadOfRegenerating() {
+        var m = looking()
+        #expect(m.nextDeadline() == at(10))
+        let look = m.handle(.tick, now: at(10))
+        #expect(look.events.isEmpty && look.commands == [.fetchQR])
+        #expect(m.qr?.code == "A" && m.nextDeadline() == at(13)) // the answer is waited for 3 s
+        let rotated = m.handle(.answer(.upstreamQR(qr("B")), generation: m.generation), now: at(10.2))
+        #expect(rotated.events == [.qrGenerated(qr("B"), expiresAt: at(20.2), attempt: 0)])
+        #expect(rotated.commands.isEmpty && m.attempt == 0 && m.status == .pending)
+    }
+
+    @Test func atExpiryTheSameCodeNoneOrAFailureExpiresAtOnce() {
+        for answer in [SessionInput.upstreamQR(qr("A")), .upstreamNoQR, .upstreamState(.connecting), .upstreamFailed("upstream failed with HTTP 502")] {
+            var m = looking()
+            _ = m.handle(.tick, now: at(10))
+            let r = m.handle(.answer(answer, generation: m.generation), now: at(10.3))
+            #expect(r.events.filter { $0.action != "upstream_error" } == [.qrExpired(attempt: 0), .qrRegenerating(attempt: 1, message: "Generating a new QR code (attempt 1/2)")],
+                    "\(answer)")
+            #expect(r.commands == [.logoutThenFetch] && m.qr == nil && m.attempt == 1, "\(answer)")
+        }
+    }
+
+    @Test func atExpiryAnUpstreamThatDoesNotAnswerInTimeExpiresAllTheSame() {
+        var m = looking()
+        let look = m.handle(.tick, now: at(10))
+        let generation = m.generation
+        #expect(look.commands == [.fetchQR])
+        #expect(m.handle(.tick, now: at(12.9)).events.isEmpty)
+        let late = m.handle(.tick, now: at(13))
+        #expect(late.events.map(\.action) == ["qr_expired", "qr_regenerating"] && late.commands == [.logoutThenFetch])
+        // The look's answer, when it finally comes, belongs to the expired round.
+        #expect(m.handle(.answer(.upstreamQR(qr("B")), generation: generation), now: at(14)).events.isEmpty)
+        #expect(m.qr == nil && m.attempt == 1)
+        // A poll that was already out at expiry is waited for the same 3 s, not for ever.
+        var p = SessionMachine(rules: SessionRules(ttlSeconds: 10, maxAttempts: 2, pollIntervalSeconds: 5, expiryCheckSeconds: 3))
+        _ = p.handle(.start, now: t0)
+        _ = p.handle(.answer(.upstreamQR(qr("A")), generation: p.generation), now: t0)
+        #expect(p.handle(.tick, now: at(9)).commands == [.fetchQR]) // an ordinary poll, just before expiry
+        #expect(p.nextDeadline() == at(13))
+        #expect(p.handle(.tick, now: at(13)).events.map(\.action) == ["qr_expired", "qr_regenerating"])
+    }
+
+    @Test func atExpiryAWebhookRotationDuringTheLookIsTheRotation() {
+        var m = looking()
+        _ = m.handle(.tick, now: at(10))
+        let pushed = m.handle(.pushed(.upstreamQR(qr("B"))), now: at(10.1))
+        #expect(pushed.events == [.qrGenerated(qr("B"), expiresAt: at(20.1), attempt: 0)])
+        // The look's answer brings the same new code: nothing more to tell.
+        let answer = m.handle(.answer(.upstreamQR(qr("B")), generation: m.generation), now: at(10.2))
+        #expect(answer.events.isEmpty && answer.commands.isEmpty && m.attempt == 0)
+    }
+
+    @Test func atExpiryAnUpstreamThatHasBeenFailingIsNotAskedAgain() {
+        var m = looking()
+        _ = m.handle(.upstreamFailed("upstream failed with HTTP 500"), now: at(6))
+        let r = m.handle(.tick, now: at(10))
+        #expect(r.events.map(\.action) == ["qr_expired", "qr_regenerating"] && r.commands == [.logoutThenFetch])
     }
 
     @Test func openConnectsAndResetsAttempts() {
@@ -175,7 +245,7 @@ import Testing
     }
 
     @Test func oneAttemptIsSingular() {
-        var m = SessionMachine(rules: SessionRules(ttlSeconds: 10, maxAttempts: 1))
+        var m = SessionMachine(rules: SessionRules(ttlSeconds: 10, maxAttempts: 1, expiryCheckSeconds: 0))
         _ = m.handle(.start, now: t0); _ = m.handle(.upstreamQR(qr("A")), now: t0)
         _ = m.handle(.tick, now: at(10)); _ = m.handle(.upstreamQR(qr("B")), now: at(10))
         #expect(m.handle(.tick, now: at(20)).events.last == .error("QR code generation failed after 1 attempt. Please request a new validation."))

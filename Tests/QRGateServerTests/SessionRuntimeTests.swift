@@ -224,11 +224,17 @@ import QRGateUpstream
                 try await waitUntil { await !loop.inFlight() }
             }
         }
+        // At 20 s the upstream is asked once more (it may have rotated the code just then): still ONE, so it expired.
         await loop.advance(by: 1)
         try await upstream.waitFor(1)
+        #expect(await loop.actions().last == "countdown")
+        upstream.answer(0, code: "ONE")
+        try await waitUntil { await loop.actions().last == "qr_regenerating" }
         let actions = await loop.actions()
         #expect(actions.filter { $0 == "countdown" }.count == 19)
         #expect(Array(actions.suffix(2)) == ["qr_expired", "qr_regenerating"])
+        // The regeneration's fetch (after its logout) brings the next code, as attempt 1.
+        try await upstream.waitFor(1)
         upstream.answer(0, code: "TWO")
         try await waitUntil { await loop.currentCode() == "TWO" }
     }

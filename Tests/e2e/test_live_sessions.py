@@ -368,6 +368,47 @@ def rotations_seen(g, seconds):
     return run(main(), seconds + 30)
 
 
+def frames_seen(g, seconds):
+    """Every frame a subscriber of the demo session is shown within `seconds` (codes as text)."""
+    async def main():
+        async with websockets.connect(g.ws) as ws:
+            assert (await recv(ws))["action"] == "hello"
+            await ws.send(json.dumps({"op": "subscribe", "session": "demo", "formats": ["code"]}))
+            frames = []
+            deadline = time.monotonic() + seconds
+            while (left := deadline - time.monotonic()) > 0:
+                try:
+                    frames.append(await recv(ws, left))
+                except asyncio.TimeoutError:
+                    break
+            return frames
+    return run(main(), seconds + 30)
+
+
+# WhatsApp's first code lives 60 s, as long as the default TTL, so its first rotation races the expiry. Here both
+# are 2 s, with polls 30 s apart and no webhooks: only the gateway's last look at expiry can find the rotation.
+RACING = {"qr": {"ttlSeconds": 2, "maxAttempts": 5}, "poll": {"intervalSeconds": 30},
+          "simulator": {"firstQrSeconds": 2, "nextQrSeconds": 2, "maxRefs": 50, "webhooks": False}}
+
+
+def test_a_code_rotated_at_expiry_is_shown_instead_of_regenerating(gateway_factory):
+    g = gateway_factory(RACING)
+    frames = frames_seen(g, 7)
+    actions = [f["action"] for f in frames if f["action"] != "countdown"]
+    codes = [f["qrText"] for f in frames if f["action"] in ("snapshot", "qr_generated") and f.get("qrText")]
+    assert len(set(codes)) >= 3, actions
+    assert "qr_expired" not in actions and "qr_regenerating" not in actions, actions
+    assert all(f["attempt"] == 0 for f in frames if f["action"] == "qr_generated"), actions
+
+
+def test_without_the_last_look_the_same_race_spends_an_attempt(gateway_factory):
+    g = gateway_factory({**RACING, "qr": {**RACING["qr"], "expiryCheckSeconds": 0}})
+    frames = frames_seen(g, 5)
+    actions = [f["action"] for f in frames if f["action"] != "countdown"]
+    assert "qr_expired" in actions, actions
+    assert any(f["action"] == "qr_regenerating" and f["attempt"] == 1 for f in frames), actions
+
+
 # Polls every 30 s could not show a QR that rotates every second; the simulator's webhooks can.
 ROTATING = {"qr": {"ttlSeconds": 30}, "poll": {"intervalSeconds": 30, "afterWebhookSeconds": 30},
             "simulator": {"firstQrSeconds": 1, "nextQrSeconds": 1, "maxRefs": 20}}

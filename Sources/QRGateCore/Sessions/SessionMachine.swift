@@ -30,12 +30,18 @@ public struct SessionRules: Sendable, Equatable {
     /// After a QR came by webhook, the next poll waits this long (at least `pollIntervalSeconds`): the
     /// upstream has shown it tells, and the poll is the safety net for a webhook that never comes.
     public var pollAfterWebhookSeconds: Double
+    /// When a QR's time is up, the upstream is asked once more for its current code before the QR counts as
+    /// expired, and its answer is waited for at most this long (0: expired at once, no question). WhatsApp's
+    /// first code lives 60 s, as long as the default TTL, so its first rotation and the expiry race: a new
+    /// code seen then is a rotation, and saves a regeneration (a logout, a new connect, one of `maxAttempts`).
+    public var expiryCheckSeconds: Double
 
     public init(ttlSeconds: Double = 60, maxAttempts: Int = 3, countdownIntervalSeconds: Double = 1, pollIntervalSeconds: Double = 5,
                 refreshMinIntervalSeconds: Double = 3, backoffMaxSeconds: Double = 60, connectedCheckSeconds: Double = 30,
-                pollAfterWebhookSeconds: Double = 25) {
+                pollAfterWebhookSeconds: Double = 25, expiryCheckSeconds: Double = 3) {
         self.connectedCheckSeconds = connectedCheckSeconds
         self.pollAfterWebhookSeconds = pollAfterWebhookSeconds
+        self.expiryCheckSeconds = expiryCheckSeconds
         self.ttlSeconds = ttlSeconds; self.maxAttempts = maxAttempts; self.countdownIntervalSeconds = countdownIntervalSeconds
         self.pollIntervalSeconds = pollIntervalSeconds; self.refreshMinIntervalSeconds = refreshMinIntervalSeconds; self.backoffMaxSeconds = backoffMaxSeconds
     }
@@ -164,7 +170,10 @@ public struct SessionMachine: Sendable, Equatable {
         if status == .connected { return inFlight ? nil : nextPollAt }
         guard status == .pending else { return nil }
         var candidates: [Date] = []
-        if let e = qrExpiresAt, !inFlight { candidates.append(e) }
+        if let e = qrExpiresAt {
+            // In flight at expiry (the last look, or a poll that was out): its answer is waited for this long.
+            if !inFlight { candidates.append(e) } else if rules.expiryCheckSeconds > 0 { candidates.append(e.addingTimeInterval(rules.expiryCheckSeconds)) }
+        }
         if !inFlight {
             if let r = retryAt { candidates.append(r) } else if let p = nextPollAt { candidates.append(p) }
         }
@@ -270,8 +279,19 @@ public struct SessionMachine: Sendable, Equatable {
                 break
             }
             guard status == .pending else { break }
-            if let exp = qrExpiresAt, now >= exp, !inFlight {
-                expire(now: now, events: &events, commands: &commands)
+            if let exp = qrExpiresAt, now >= exp {
+                if !inFlight {
+                    // The last look: the upstream may have rotated the code just now. Its answer decides
+                    // (`expireIfStillShown`); an upstream that has been failing is not asked again.
+                    if rules.expiryCheckSeconds > 0 && consecutiveFailures == 0 {
+                        issue(.fetchQR, into: &commands, now: now)
+                    } else {
+                        expire(now: now, events: &events, commands: &commands)
+                    }
+                } else if rules.expiryCheckSeconds > 0, now >= exp.addingTimeInterval(rules.expiryCheckSeconds) {
+                    // No answer in time: expired all the same (the late answer is of an older generation).
+                    expire(now: now, events: &events, commands: &commands)
+                }
             }
             if !inFlight, status == .pending {
                 if let r = retryAt {
@@ -296,6 +316,11 @@ public struct SessionMachine: Sendable, Equatable {
             connectedAt = nil
             events.append(.disconnected)
             commands.append(.logout)
+        }
+        // Past its expiry the QR is still held only while the last look is out: any answer or news that did
+        // not bring a new code (the same one, none, a state, a failure) ends it.
+        if input != .tick, status == .pending, !inFlight, let exp = qrExpiresAt, now >= exp {
+            expire(now: now, events: &events, commands: &commands)
         }
         return (events, commands)
     }
