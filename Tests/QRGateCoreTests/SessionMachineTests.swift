@@ -45,6 +45,9 @@ import Testing
         #expect(pushed.events == [.qrGenerated(qr("B"), expiresAt: at(62), attempt: 0)])
         #expect(m.nextDeadline() == at(27))
         #expect(m.handle(.tick, now: at(10)).commands.isEmpty)
+        // An answer meanwhile (the refresh cycle's) is fresh news too, but does not bring the poll back closer.
+        _ = m.handle(.answer(.upstreamQR(qr("B")), generation: m.generation), now: at(11))
+        #expect(m.nextDeadline() == at(27))
         // The same code again by webhook still counts as news that the upstream tells.
         _ = m.handle(.pushed(.upstreamQR(qr("B"))), now: at(20))
         #expect(m.nextDeadline() == at(45))

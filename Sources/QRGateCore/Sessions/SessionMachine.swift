@@ -420,8 +420,11 @@ public struct SessionMachine: Sendable, Equatable {
         if status == .pending && consecutiveFailures > 0 { lastError = nil }
         consecutiveFailures = 0
         retryAt = nil
-        // Webhooks and polls both count: the next poll waits a full interval after fresh news.
-        nextPollAt = now.addingTimeInterval(rules.pollIntervalSeconds)
+        // Webhooks and polls both count: the next poll waits a full interval after fresh news. Fresh news never
+        // brings it closer: a poll put off because webhooks tell (`pushed`) stays off when an answer comes
+        // meanwhile (the refresh cycle's, or a connect answer overtaken by its own webhook).
+        let next = now.addingTimeInterval(rules.pollIntervalSeconds)
+        if nextPollAt.map({ $0 < next }) ?? true { nextPollAt = next }
     }
 
     private mutating func clearQR() {
