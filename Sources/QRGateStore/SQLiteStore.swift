@@ -191,8 +191,8 @@ public final class SQLiteStore: SessionStore, @unchecked Sendable {
         let content = SessionRowContent(s)
         var updated = false
         if written[s.id] == content {
-            try db.execute(sql: "UPDATE sessions SET seq = ?, last_active_at = ? WHERE id = ?",
-                           arguments: [s.seq, s.lastActiveAt.timeIntervalSince1970, s.id])
+            try db.cachedStatement(sql: "UPDATE sessions SET seq = ?, last_active_at = ? WHERE id = ?")
+                           .execute(arguments: [s.seq, s.lastActiveAt.timeIntervalSince1970, s.id])
             updated = db.changesCount == 1
         }
         if !updated {
@@ -205,7 +205,7 @@ public final class SQLiteStore: SessionStore, @unchecked Sendable {
     private func upsert(_ s: StoredSession, in db: Database) throws {
         let st = s.state
         func t(_ d: Date?) -> Double? { d?.timeIntervalSince1970 }
-        try db.execute(sql: """
+        try db.cachedStatement(sql: """
             INSERT INTO sessions (id, instance_name, instance_token_sealed, number_id, status, qr_code_text, qr_png, qr_svg,
                 qr_expires_at, qr_updated_at, attempt, last_error, connected_at, last_refresh_at, seq, created_at, last_active_at,
                 qr_pairing_code, phone_number_sealed)
@@ -216,7 +216,7 @@ public final class SQLiteStore: SessionStore, @unchecked Sendable {
                 attempt = excluded.attempt, last_error = excluded.last_error, connected_at = excluded.connected_at,
                 last_refresh_at = excluded.last_refresh_at, seq = excluded.seq, last_active_at = excluded.last_active_at,
                 qr_pairing_code = excluded.qr_pairing_code, phone_number_sealed = excluded.phone_number_sealed
-            """, arguments: [s.id, s.instanceName, try s.instanceToken.map(seal), s.numberId, st.status.rawValue, st.qr?.code,
+            """).execute(arguments: [s.id, s.instanceName, try s.instanceToken.map(seal), s.numberId, st.status.rawValue, st.qr?.code,
                              // The code, not the pictures (drawn again from it); the upstream's own PNG is passed on as it came.
                              st.qr.flatMap { $0.upstreamImage ? $0.pngDataURL : nil }, nil as String?, t(st.qrExpiresAt), t(st.qrUpdatedAt), st.attempt, st.lastError, t(st.connectedAt),
                              t(st.lastRefreshAt), s.seq, s.createdAt.timeIntervalSince1970, s.lastActiveAt.timeIntervalSince1970,
@@ -225,29 +225,29 @@ public final class SQLiteStore: SessionStore, @unchecked Sendable {
 
     private func append(_ events: [StoredEvent], of s: StoredSession, in db: Database) throws {
         for e in events {
-            try db.execute(sql: "INSERT OR REPLACE INTO events (session_id, seq, action, payload, at) VALUES (?, ?, ?, ?, ?)",
-                           arguments: [e.sessionId, e.seq, e.action, Data(e.payload), e.at.timeIntervalSince1970])
+            try db.cachedStatement(sql: "INSERT OR REPLACE INTO events (session_id, seq, action, payload, at) VALUES (?, ?, ?, ?, ?)")
+                           .execute(arguments: [e.sessionId, e.seq, e.action, Data(e.payload), e.at.timeIntervalSince1970])
         }
         // A new QR supersedes the older QRs and their pairing codes: a client behind them gets a snapshot,
         // and a fleet rotating QRs every 20 s does not grow the file by one QR per rotation.
         // As the in-memory log does: everything up to the previous QR (or its code) goes, which a restore
         // could not replay anyway (it keeps the contiguous tail).
         if let newest = events.last(where: { $0.action == "qr_generated" }) {
-            try db.execute(sql: """
+            try db.cachedStatement(sql: """
                 DELETE FROM events WHERE session_id = ? AND seq <= (SELECT MAX(seq) FROM events WHERE session_id = ? AND seq < ?
                     AND action IN ('qr_generated', 'pairing_code'))
-                """, arguments: [s.id, s.id, newest.seq])
+                """).execute(arguments: [s.id, s.id, newest.seq])
         }
         if !events.isEmpty {
             // Bounded by count and by age: what `since` recovery can still serve.
-            try db.execute(sql: "DELETE FROM events WHERE session_id = ? AND (seq <= ? OR at < ?)",
-                           arguments: [s.id, s.seq - eventCapacity, Date().timeIntervalSince1970 - eventMaxAge])
+            try db.cachedStatement(sql: "DELETE FROM events WHERE session_id = ? AND (seq <= ? OR at < ?)")
+                           .execute(arguments: [s.id, s.seq - eventCapacity, Date().timeIntervalSince1970 - eventMaxAge])
             // And by bytes, oldest first (the newest stays whatever its size).
-            try db.execute(sql: """
+            try db.cachedStatement(sql: """
                 DELETE FROM events WHERE session_id = ? AND seq < (SELECT MAX(seq) FROM events WHERE session_id = ?) AND seq IN (
                     SELECT seq FROM (SELECT seq, SUM(length(payload)) OVER (ORDER BY seq DESC) AS kept FROM events WHERE session_id = ?)
                     WHERE kept > ?)
-                """, arguments: [s.id, s.id, s.id, eventMaxBytes])
+                """).execute(arguments: [s.id, s.id, s.id, eventMaxBytes])
         }
     }
 

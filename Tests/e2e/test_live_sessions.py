@@ -385,6 +385,28 @@ def frames_seen(g, seconds):
     return run(main(), seconds + 30)
 
 
+# The timed refresh cycle (every 1.5 s here) asks only the sessions that heard nothing from the upstream for a
+# cycle: polls are 30 s apart, so what the cycle asks shows in the gateway's connect count.
+CYCLING = {"refresh": {"cycleSeconds": 1.5}, "poll": {"intervalSeconds": 30, "afterWebhookSeconds": 30}}
+
+
+def test_the_timed_cycle_asks_a_session_the_upstream_is_silent_about(gateway_factory):
+    g = gateway_factory({**CYCLING, "simulator": {"webhooks": False}})
+    rotations_seen(g, 1)  # the first QR is there
+    before = upstream_connects(g)
+    time.sleep(6.5)
+    # Four cycles: each asks when the session's last news (the previous cycle's answer, or the first QR) is a
+    # cycle old, at least every other one.
+    assert upstream_connects(g) - before >= 2
+
+
+def test_the_timed_cycle_leaves_sessions_the_webhooks_keep_current(gateway_factory):
+    g = gateway_factory({**CYCLING, "simulator": {"firstQrSeconds": 0.3, "nextQrSeconds": 0.3, "maxRefs": 1000}})
+    codes = rotations_seen(g, 6)
+    assert len(codes) >= 10, codes
+    assert upstream_connects(g) <= 2
+
+
 # WhatsApp's first code lives 60 s, as long as the default TTL, so its first rotation races the expiry. Here both
 # are 2 s, with polls 30 s apart and no webhooks: only the gateway's last look at expiry can find the rotation.
 RACING = {"qr": {"ttlSeconds": 2, "maxAttempts": 5}, "poll": {"intervalSeconds": 30},

@@ -151,6 +151,8 @@ public struct SessionMachine: Sendable, Equatable {
     public private(set) var retryAt: Date?
     public private(set) var nextPollAt: Date?
     public private(set) var lastRefreshAt: Date?
+    /// When the upstream last answered or told something (a webhook): the refresh cycle skips sessions it kept current.
+    public private(set) var lastUpstreamAt: Date?
     /// Moves on whenever a new round overtakes the commands in flight (start, refresh, expiry,
     /// disconnect). Commands are issued in the current generation; an answer from an older one is stale.
     public private(set) var generation = 0
@@ -416,6 +418,7 @@ public struct SessionMachine: Sendable, Equatable {
     }
 
     private mutating func succeeded(_ now: Date) {
+        lastUpstreamAt = now
         // The upstream answers again: its old error no longer describes the session.
         if status == .pending && consecutiveFailures > 0 { lastError = nil }
         consecutiveFailures = 0
