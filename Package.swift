@@ -40,7 +40,8 @@ let package = Package(
         ]),
         .target(name: "QRGateQR", dependencies: ["QRGateCore", "CQREncode", "CPNG"]),
         .target(name: "QRGateHTTP", dependencies: ["CCurl"]),
-        .target(name: "QRGateUpstream", dependencies: ["QRGateCore", "QRGateHTTP", "QRGateQR"]),
+        .target(name: "QRGateUpstream", dependencies: ["QRGateCore", "QRGateHTTP", "QRGateQR",
+                                                     .product(name: "DequeModule", package: "swift-collections")]),
         .target(name: "QRGateStore", dependencies: [
             "QRGateCore",
             .product(name: "GRDB", package: "GRDB.swift"),

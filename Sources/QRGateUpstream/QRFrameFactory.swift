@@ -1,3 +1,4 @@
+import DequeModule
 import Foundation
 import QRGateCore
 import QRGateQR
@@ -11,7 +12,8 @@ public final class QRFrameFactory: @unchecked Sendable {
     private let renderer: QRRenderer
     private let lock = NSLock()
     private var cache: [String: SessionQR] = [:]
-    private var order: [String] = []
+    /// Oldest first: a full cache drops its front in O(1) (an array's `removeFirst` moved 4 095 keys per insert).
+    private var order: Deque<String> = []
     private let capacity: Int
 
     public init(renderer: QRRenderer, maxDataURLBytes: Int = 256 * 1024, capacity: Int = 4096) {

@@ -159,6 +159,21 @@ import Testing
         #expect(r.events.map(\.action) == ["qr_expired", "qr_regenerating"] && r.commands == [.logoutThenFetch])
     }
 
+    @Test func aLateWebhookOfTheCodeARefreshOrExpiryRetiredIsNotTheNewQR() {
+        // The upstream's webhook for code A was sent just before the refresh's logout and arrives after it.
+        var m = started()
+        _ = m.refresh(now: at(1))
+        let late = m.handle(.pushed(.upstreamQR(qr("A"))), now: at(1.1))
+        #expect(late.events.isEmpty && m.qr == nil && m.inFlight)
+        // The refresh's own fetch brings the new round's code; A arriving after that is no rotation either.
+        #expect(m.handle(.answer(.upstreamQR(qr("B")), generation: m.generation), now: at(1.2)).events.map(\.action) == ["qr_generated"])
+        #expect(m.handle(.pushed(.upstreamQR(qr("A"))), now: at(1.3)).events.isEmpty && m.qr?.code == "B")
+        // The same after an expiry (B retired), while a poll answer may still bring a code back (a failed logout).
+        _ = m.handle(.tick, now: at(11.2))
+        #expect(m.handle(.pushed(.upstreamQR(qr("B"))), now: at(11.3)).events.isEmpty)
+        #expect(m.handle(.answer(.upstreamQR(qr("B")), generation: m.generation), now: at(11.4)).events == [.qrGenerated(qr("B"), expiresAt: at(21.4), attempt: 1)])
+    }
+
     @Test func openConnectsAndResetsAttempts() {
         var m = started()
         _ = m.handle(.tick, now: at(10))

@@ -349,25 +349,6 @@ def upstream_connects(g):
                if line.startswith("qrgate_upstream_requests_total{") and 'operation="connect"' in line)
 
 
-def rotations_seen(g, seconds):
-    """Distinct QR codes a subscriber of the demo session is shown within `seconds`."""
-    async def main():
-        async with websockets.connect(g.ws) as ws:
-            assert (await recv(ws))["action"] == "hello"
-            await ws.send(json.dumps({"op": "subscribe", "session": "demo", "formats": ["code"]}))
-            codes = []
-            deadline = time.monotonic() + seconds
-            while (left := deadline - time.monotonic()) > 0:
-                try:
-                    m = await recv(ws, left)
-                except asyncio.TimeoutError:
-                    break
-                if m["action"] in ("snapshot", "qr_generated") and m.get("qrText") and m["qrText"] not in codes:
-                    codes.append(m["qrText"])
-            return codes
-    return run(main(), seconds + 30)
-
-
 def frames_seen(g, seconds):
     """Every frame a subscriber of the demo session is shown within `seconds` (codes as text)."""
     async def main():
@@ -383,6 +364,15 @@ def frames_seen(g, seconds):
                     break
             return frames
     return run(main(), seconds + 30)
+
+
+def rotations_seen(g, seconds):
+    """Distinct QR codes a subscriber of the demo session is shown within `seconds`."""
+    codes = []
+    for m in frames_seen(g, seconds):
+        if m["action"] in ("snapshot", "qr_generated") and m.get("qrText") and m["qrText"] not in codes:
+            codes.append(m["qrText"])
+    return codes
 
 
 # The timed refresh cycle (every 1.5 s here) asks only the sessions that heard nothing from the upstream for a

@@ -153,6 +153,9 @@ public struct SessionMachine: Sendable, Equatable {
     public private(set) var lastRefreshAt: Date?
     /// When the upstream last answered or told something (a webhook): the refresh cycle skips sessions it kept current.
     public private(set) var lastUpstreamAt: Date?
+    /// The last code a refresh, expiry or end took away: its webhook can still be on its way (the simulator's, or
+    /// Evolution's, sent just before the logout), and it must not come back as the new round's QR.
+    public private(set) var retiredCode: String?
     /// Moves on whenever a new round overtakes the commands in flight (start, refresh, expiry,
     /// disconnect). Commands are issued in the current generation; an answer from an older one is stale.
     public private(set) var generation = 0
@@ -191,6 +194,9 @@ public struct SessionMachine: Sendable, Equatable {
             return handle(inner, now: now)
 
         case let .pushed(inner):
+            // A webhook of the code a refresh or expiry just retired, arriving after it: that code is being
+            // logged out upstream. (Polls may still bring a code back: a logout that failed keeps it valid.)
+            if case let .upstreamQR(q) = inner, q.code == retiredCode { return ([], []) }
             let r = handle(inner, now: now)
             if case .upstreamQR = inner, status == .pending, retryAt == nil {
                 let stretched = now.addingTimeInterval(max(rules.pollIntervalSeconds, rules.pollAfterWebhookSeconds))
@@ -431,6 +437,7 @@ public struct SessionMachine: Sendable, Equatable {
     }
 
     private mutating func clearQR() {
+        if let code = qr?.code { retiredCode = code }
         qr = nil
         qrExpiresAt = nil
     }
