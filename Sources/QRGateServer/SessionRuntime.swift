@@ -166,7 +166,7 @@ public final class SessionRuntime {
     func startCycle(isolation: isolated any Actor) {
         timers.schedule(after: cycleSeconds) { [weak self] in
             guard let self else { return }
-            let pending = self.registry.sessions.values.count { $0.machine.status == .pending }
+            let pending = self.registry.sessions.values.count { $0.machine.status == .pending && self.runs($0.id) }
             self.runCycle(isolation: isolation, skippingNewsWithin: self.cycleSeconds) { results in
                 let failed = results.filter { !$0.success }.count
                 self.logger.info("refresh cycle: \(pending) pending, \(results.count) without upstream news for \(self.cycleSeconds) s asked, \(results.count - failed) refreshed, \(failed) failed")
@@ -469,15 +469,14 @@ public final class SessionRuntime {
     /// 3 000 of them a minute again was a fleet's second largest cost); nil asks every pending session.
     public func runCycle(isolation: isolated any Actor, skippingNewsWithin fresh: Double? = nil, _ done: @escaping ([CycleResult]) -> Void) {
         guard let upstream else { return done([]) }
-        let now = clock.now()
+        let started = clock.now(), clockStart = ContinuousClock.now
         let pending = registry.sessions.values.filter { s in
             guard s.machine.status == .pending, runs(s.id) else { return false }
             guard let fresh, let heard = s.machine.lastUpstreamAt else { return true }
-            return now.timeIntervalSince(heard) >= fresh
+            return started.timeIntervalSince(heard) >= fresh
         }.sorted { $0.id < $1.id }
         let jobs = pending.map { (id: $0.id, instance: $0.instanceName, token: $0.instanceToken, code: $0.machine.qr?.code,
                                   generation: $0.machine.generation, number: $0.phoneNumber) }
-        let started = clock.now(), clockStart = ContinuousClock.now
         Task {
             _ = isolation
             let frames = self.frames

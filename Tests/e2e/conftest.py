@@ -28,6 +28,16 @@ def gateway_env():
     return {k: v for k, v in os.environ.items() if not k.startswith("QRGATE_") and k not in CONFIG_ENV_ALIASES}
 
 
+def qrgate(*args, timeout=30, env=None):
+    """Runs a qrgate command to its end (output captured), in `gateway_env()` unless `env` is given."""
+    return subprocess.run([BINARY, *args], capture_output=True, text=True, timeout=timeout, cwd=ROOT, env=env or gateway_env())
+
+
+def qrgate_process(*args):
+    """Starts a qrgate command that runs on (`simulate`), its stdout a pipe, in `gateway_env()`."""
+    return subprocess.Popen([BINARY, *args], stdout=subprocess.PIPE, text=True, cwd=ROOT, env=gateway_env())
+
+
 class Gateway:
     """One running `qrgate serve --port 0` with its own config file."""
 

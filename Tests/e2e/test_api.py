@@ -3,14 +3,13 @@ import asyncio
 import hashlib
 import json
 import re
-import subprocess
 import time
 
 import pytest
 import websockets
 
 from apihelp import call, conforms
-from conftest import BINARY, ROOT, gateway_env
+from conftest import qrgate, qrgate_process
 
 ADMIN = "adm-key-0123456789"
 SERVICE = "svc-key-0123456789"
@@ -141,7 +140,7 @@ def test_browser_tokens_open_exactly_their_session(gateway_factory):
 
 
 def test_upstream_credential_endpoints_never_show_the_token(gateway_factory):
-    sim = subprocess.Popen([BINARY, "simulate", "--port", "0"], stdout=subprocess.PIPE, text=True, cwd=ROOT, env=gateway_env())
+    sim = qrgate_process("simulate", "--port", "0")
     try:
         port = re.search(r":(\d+)", sim.stdout.readline()).group(1)
         base = f"http://127.0.0.1:{port}"
@@ -182,8 +181,7 @@ def test_origin_allow_list_refuses_others_at_the_handshake(gateway_factory):
 def test_open_gateway_refuses_a_network_bind(tmp_path):
     cfg = tmp_path / "c.json"
     cfg.write_text("{}")
-    r = subprocess.run([BINARY, "serve", "--host", "0.0.0.0", "--port", "0", "--config", str(cfg)],
-                       capture_output=True, text=True, timeout=20, cwd=ROOT, env=gateway_env())
+    r = qrgate("serve", "--host", "0.0.0.0", "--port", "0", "--config", str(cfg), timeout=20)
     assert r.returncode != 0 and "refusing to listen on 0.0.0.0 with no API keys" in r.stderr
 
 

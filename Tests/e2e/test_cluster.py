@@ -13,7 +13,7 @@ import time
 import pytest
 
 from apihelp import call
-from conftest import BINARY, ROOT, gateway_env
+from conftest import ROOT, qrgate_process
 from test_durability import metrics, recv, run, status_of, total, wait_for
 from test_postgres import subscribe
 
@@ -37,7 +37,7 @@ def simulator():
                                  "webhookURL": f"http://127.0.0.1:{webhook_port}/webhooks/evolution"},
                    "log": {"level": "warning"}}, cfg)
         cfg.close()
-        p = subprocess.Popen([BINARY, "simulate", "--port", "0", "--config", cfg.name], stdout=subprocess.PIPE, text=True, cwd=ROOT, env=gateway_env())
+        p = qrgate_process("simulate", "--port", "0", "--config", cfg.name)
         procs.append(p)
         line = p.stdout.readline()
         return "http://127.0.0.1:" + re.search(r":(\d+)", line).group(1)

@@ -5,7 +5,6 @@ import os
 import random
 import signal
 import sqlite3
-import subprocess
 import tempfile
 import threading
 import time
@@ -16,7 +15,7 @@ import websockets
 from prometheus_client.parser import text_string_to_metric_families
 
 from apihelp import call
-from conftest import BINARY, ROOT, gateway_env
+from conftest import qrgate
 
 
 def run(coro, limit=60):
@@ -207,12 +206,11 @@ def test_operator_commands_answer_from_the_store(gateway_factory, tmp_path):
     time.sleep(1.2)
     cfg_file = tmp_path / "cfg.json"
     cfg_file.write_text(json.dumps(cfg))
-    out = subprocess.run([BINARY, "sessions", "--config", str(cfg_file)], capture_output=True, text=True, timeout=30, cwd=ROOT, env=gateway_env())
+    out = qrgate("sessions", "--config", str(cfg_file))
     assert out.returncode == 0 and "op-1" in out.stdout and "connected" in out.stdout and "2 session(s)" in out.stdout
-    out = subprocess.run([BINARY, "sessions", "--stale", "1", "--json", "--config", str(cfg_file)], capture_output=True, text=True, timeout=30, cwd=ROOT, env=gateway_env())
+    out = qrgate("sessions", "--stale", "1", "--json", "--config", str(cfg_file))
     rows = [json.loads(l) for l in out.stdout.splitlines()]
     assert [r["sessionId"] for r in rows] == ["op-2"] and rows[0]["qrAgeSeconds"] >= 1
-    assert subprocess.run([BINARY, "sessions", "--stale", "300", "--json", "--config", str(cfg_file)], capture_output=True,
-                          text=True, timeout=30, cwd=ROOT).stdout == ""
-    out = subprocess.run([BINARY, "cycles", "--config", str(cfg_file)], capture_output=True, text=True, timeout=30, cwd=ROOT, env=gateway_env())
+    assert qrgate("sessions", "--stale", "300", "--json", "--config", str(cfg_file)).stdout == ""
+    out = qrgate("cycles", "--config", str(cfg_file))
     assert out.returncode == 0 and len(out.stdout.strip().splitlines()) >= 2

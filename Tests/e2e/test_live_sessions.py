@@ -1,6 +1,7 @@
 """Live sessions end to end: the real gateway, its built-in simulator, short timings, real WebSocket clients."""
 import asyncio
 import json
+import re
 import socket
 import time
 import urllib.request
@@ -373,6 +374,19 @@ def rotations_seen(g, seconds):
         if m["action"] in ("snapshot", "qr_generated") and m.get("qrText") and m["qrText"] not in codes:
             codes.append(m["qrText"])
     return codes
+
+
+def test_a_webhook_target_that_refuses_is_said_in_the_log(gateway_factory):
+    """The embedded simulator's webhooks to a path the gateway does not take them on (it answers 405): failures it reports."""
+    from pagekit import free_port
+    port = free_port()
+    g = gateway_factory({"simulator": {"firstQrSeconds": 0.5, "nextQrSeconds": 0.5, "maxRefs": 100,
+                                       "webhookURL": f"http://127.0.0.1:{port}/no-such-webhook"}},
+                        extra_args=("--port", str(port)))
+    time.sleep(2)  # rotations every 0.5 s, each with a webhook
+    g.stop()
+    logs = g.proc.stderr.read()
+    assert re.search(r"simulator webhooks failed: \d+, the last: HTTP 4\d\d", logs), logs[-2000:]
 
 
 # The timed refresh cycle (every 1.5 s here) asks only the sessions that heard nothing from the upstream for a

@@ -123,23 +123,22 @@ def test_sigint_exits_zero(gateway):
 
 
 def test_bad_config_stops_startup_naming_the_key(tmp_path):
-    import os, subprocess
-    from conftest import BINARY, ROOT, gateway_env
+    from conftest import gateway_env, qrgate
     cfg = tmp_path / "bad.json"
     cfg.write_text('{"qr": {"ttlSecs": 5}}')
-    r = subprocess.run([BINARY, "serve", "--port", "0", "--config", str(cfg)], capture_output=True, text=True, timeout=20, cwd=ROOT, env=gateway_env())
+    r = qrgate("serve", "--port", "0", "--config", str(cfg), timeout=20)
     assert r.returncode != 0
     assert "qr.ttlSecs" in r.stderr
     env = dict(gateway_env(), QRGATE_QR_TTLSECONDS="soon")
-    r = subprocess.run([BINARY, "serve", "--port", "0"], capture_output=True, text=True, timeout=20, cwd=ROOT, env=env)
+    r = qrgate("serve", "--port", "0", timeout=20, env=env)
     assert r.returncode != 0
     assert "QRGATE_QR_TTLSECONDS" in r.stderr
 
 
 def test_simulate_command_serves_the_evolution_simulator(tmp_path):
-    import re, subprocess, urllib.request
-    from conftest import BINARY, ROOT, gateway_env
-    p = subprocess.Popen([BINARY, "simulate", "--port", "0"], stdout=subprocess.PIPE, text=True, cwd=ROOT, env=gateway_env())
+    import re, urllib.request
+    from conftest import qrgate_process
+    p = qrgate_process("simulate", "--port", "0")
     try:
         line = p.stdout.readline()
         m = re.search(r"listening on http://127.0.0.1:(\d+)", line)

@@ -288,16 +288,13 @@ public struct SessionMachine: Sendable, Equatable {
             }
             guard status == .pending else { break }
             if let exp = qrExpiresAt, now >= exp {
-                if !inFlight {
-                    // The last look: the upstream may have rotated the code just now. Its answer decides
-                    // (`expireIfStillShown`); an upstream that has been failing is not asked again.
-                    if rules.expiryCheckSeconds > 0 && consecutiveFailures == 0 {
-                        issue(.fetchQR, into: &commands, now: now)
-                    } else {
-                        expire(now: now, events: &events, commands: &commands)
-                    }
-                } else if rules.expiryCheckSeconds > 0, now >= exp.addingTimeInterval(rules.expiryCheckSeconds) {
-                    // No answer in time: expired all the same (the late answer is of an older generation).
+                let check = rules.expiryCheckSeconds
+                if !inFlight, check > 0, consecutiveFailures == 0 {
+                    // The last look: the upstream may have rotated the code just now. Its answer decides (the
+                    // check after the switch); an upstream that has been failing is not asked again.
+                    issue(.fetchQR, into: &commands, now: now)
+                } else if !inFlight || (check > 0 && now >= exp.addingTimeInterval(check)) {
+                    // No look, or no answer in time: expired (a late answer is of an older generation).
                     expire(now: now, events: &events, commands: &commands)
                 }
             }

@@ -58,7 +58,8 @@ public final class SimulatorHost {
     public func tick(isolation: isolated any Actor) {
         for hook in simulator.advance(now: timers.clock.now()) { enqueue(hook) }
         // A webhook target that is down must not make the queue grow without end: the oldest go first.
-        while queued > Self.maxQueuedWebhooks, let instance = ready.first ?? waiting.keys.first, drop(from: instance) {}
+        // Every drop either removes a webhook or forgets an instance with none left, so this ends.
+        while queued > Self.maxQueuedWebhooks, let instance = ready.first ?? waiting.keys.first { drop(from: instance) }
         report()
         send(isolation: isolation)
         if let t = rotationTimer { timers.cancel(t) }
@@ -89,12 +90,12 @@ public final class SimulatorHost {
         lastReport = now
     }
 
-    /// Drops the oldest webhook of `instance`; false when it has none (then nothing is left to drop there).
-    private func drop(from instance: String) -> Bool {
+    /// Drops the oldest webhook of `instance`, or forgets the instance when it has none waiting.
+    private func drop(from instance: String) {
         guard var q = waiting[instance], !q.isEmpty else {
             waiting[instance] = nil
             if let i = ready.firstIndex(of: instance) { ready.remove(at: i) }
-            return false
+            return
         }
         q.removeFirst()
         queued -= 1
@@ -105,7 +106,6 @@ public final class SimulatorHost {
         } else {
             waiting[instance] = q
         }
-        return true
     }
 
     private func send(isolation: isolated any Actor) {
@@ -120,9 +120,15 @@ public final class SimulatorHost {
                 _ = isolation
                 let result = await http.perform(request)
                 isolation.preconditionIsolated("simulator webhook queue off its loop")
-                if case let .failure(e) = result {
+                // A target that answers but refuses (a 401 for a wrong key, a 404 for a wrong path) fails too.
+                let failure: String? = switch result {
+                case let .failure(e): "\(e)"
+                case let .success(r) where r.status >= 400: "HTTP \(r.status)"
+                case .success: nil
+                }
+                if let failure {
                     self.failed += 1
-                    self.lastFailure = "\(e)"
+                    self.lastFailure = failure
                     self.report()
                 }
                 self.sending.remove(instance)
