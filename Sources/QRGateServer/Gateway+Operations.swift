@@ -24,6 +24,7 @@ extension Gateway {
                     m.gauge("qrgate_upstream_credential_state", [("state", s)], status.state.rawValue == s ? 1 : 0)
                 }
                 m.syncTotals(coalesced: self.server.coalesced, slowConsumers: self.server.slowConsumersClosed)
+                m.syncTotal("qrgate_idle_peers_dropped_total", self.server.idleDropped)
                 m.gauge("qrgate_upstream_concurrency_limit", [], Double(self.http.currentLimit))
                 // A gauge of a monotonic per-loop count: how evenly the kernel spreads connections.
                 for (i, n) in self.server.acceptedPerLoop.enumerated() {

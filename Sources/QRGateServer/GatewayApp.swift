@@ -65,6 +65,7 @@ public final class GatewayApp: Sendable {
             host: host, port: port,
             maxMessageBytes: config.server.maxMessageBytes, maxBodyBytes: config.server.maxBodyBytes,
             outboxBytes: config.server.outboxBytes, slowConsumerSeconds: config.server.slowConsumerSeconds, pingIntervalSeconds: config.server.pingIntervalSeconds,
+            handshakeTimeoutSeconds: config.server.handshakeTimeoutSeconds,
             tlsCertPath: config.server.tlsCert.isEmpty ? nil : config.server.tlsCert,
             tlsKeyPath: config.server.tlsKey.isEmpty ? nil : config.server.tlsKey, loops: config.effectiveLoops, eventLoop: config.server.eventLoop)
         options.responseHeaders = SecurityHeaders.all(frameAncestors: config.server.frameAncestors, tls: !config.server.tlsCert.isEmpty)

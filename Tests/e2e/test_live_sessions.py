@@ -193,9 +193,13 @@ def test_since_recovers_missed_events_after_a_dropped_connection(gateway_factory
     run(main())
 
 
-def slow_consumers_closed(g):
+def metric_total(g, name):
     body = urllib.request.urlopen(g.http + "/metrics", timeout=10).read().decode()
-    return sum(float(line.split()[-1]) for line in body.splitlines() if line.startswith("qrgate_slow_consumers_closed_total"))
+    return sum(float(line.split()[-1]) for line in body.splitlines() if line.split("{")[0].split(" ")[0] == name)
+
+
+def slow_consumers_closed(g):
+    return metric_total(g, "qrgate_slow_consumers_closed_total")
 
 
 def test_a_slow_reader_is_closed_and_the_others_are_unaffected(gateway_factory):
@@ -306,9 +310,10 @@ def test_sessions_are_added_over_rest_and_bad_requests_get_reasons(gateway_facto
     run(unknown())
 
 
-def test_idle_peers_are_pinged_and_dropped_when_they_stop_answering(gateway_factory):
+@pytest.mark.parametrize("event_loop", ["poll", "libev"])
+def test_idle_peers_are_pinged_and_dropped_when_they_stop_answering(gateway_factory, event_loop):
     import base64, os
-    g = gateway_factory({"server": {"pingIntervalSeconds": 1}})
+    g = gateway_factory({"server": {"pingIntervalSeconds": 1, "eventLoop": event_loop}})
     # A peer that completes the handshake, then never reads or answers: dropped.
     raw = socket.create_connection((g.host, g.port), timeout=10)
     key = base64.b64encode(os.urandom(16)).decode()
@@ -340,6 +345,7 @@ def test_idle_peers_are_pinged_and_dropped_when_they_stop_answering(gateway_fact
             break
     raw.close()
     assert closed, "the silent peer was never dropped"
+    assert metric_total(g, "qrgate_idle_peers_dropped_total") >= 1
 
 
 def upstream_connects(g):

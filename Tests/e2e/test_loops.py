@@ -84,3 +84,26 @@ def test_http_is_answered_on_every_loop(gateway_factory, event_loop):
     assert sum(accepted.values()) >= 31
     # 31 connections over 3 loops all landing on one has a chance of 3 × 3^-31: never, unless sharing is broken.
     assert sum(1 for n in accepted.values() if n > 0) >= 2, accepted
+
+
+@pytest.mark.parametrize("event_loop", ["poll", "libev"])
+def test_a_request_that_never_finishes_is_dropped_after_the_handshake_timeout(gateway_factory, event_loop):
+    # lws's own timeouts. On libev they once waited for the next unrelated deadline (23 s for a 10 s one,
+    # forever on a quiet loop): a request whose headers never end must be cut at server.handshakeTimeoutSeconds.
+    import socket
+    import time
+    g = gateway_factory({"server": {"loops": 1, "eventLoop": event_loop, "handshakeTimeoutSeconds": 2}})
+    time.sleep(1.5)  # a quiet loop: the start-up's timers have all fired
+    raw = socket.create_connection((g.host, g.port), timeout=12)
+    try:
+        raw.sendall(b"GET /healthz HTTP/1.1\r\nHost: 127.0.0.1\r\n")  # no blank line: the headers never end
+        started = time.monotonic()
+        try:
+            chunk = raw.recv(4096)
+        except ConnectionResetError:
+            chunk = b""
+        waited = time.monotonic() - started
+    finally:
+        raw.close()
+    assert chunk == b"", f"expected the connection dropped, got {chunk[:80]!r}"
+    assert 1.5 <= waited <= 4.5, f"dropped after {waited:.1f} s, the timeout is 2 s"

@@ -42,12 +42,16 @@ extension LWSLoop {
         case LWS_CALLBACK_ESTABLISHED:
             guard let c = connection(wsi, user, create: true) else { return -1 }
             c.isWebSocket = true
+            c.lastHeard = lws_now_usecs()
             let id = c.id, info = webSocketInfo(wsi)
             server?.toDelegate(from: self) { $0.webSocketOpened(id, info: info) }
             return 0
         case LWS_CALLBACK_RECEIVE:
             guard let c = connection(wsi, user, create: false) else { return -1 }
             return receive(c, input, len)
+        case LWS_CALLBACK_RECEIVE_PONG:
+            if let c = connection(wsi, user, create: false) { heard(c) }
+            return 0
         case LWS_CALLBACK_WS_PEER_INITIATED_CLOSE:
             connection(wsi, user, create: false)?.noDirectWrites = true
             return 0

@@ -32,6 +32,11 @@ final class LWSConnection {
     /// WRITEABLE turn, and a data frame must not go after the peer's close), or a write failed.
     var noDirectWrites = false
     var closeReason = ""
+    /// When (lws_now_usecs) the peer was last heard from: the handshake, any message or fragment, a pong.
+    var lastHeard: Int64 = 0
+    /// A keep-alive ping is owed at the next WRITEABLE turn / has been sent and not answered yet.
+    var pingDue = false
+    var pingOutstanding = false
 
     init(id: ConnectionID, wsi: OpaquePointer) { self.id = id; self.wsi = wsi }
 }

@@ -32,6 +32,9 @@ final class LWSLoop: @unchecked Sendable {
     private var evLoop: UnsafeMutableRawPointer?
     /// This loop's wake-up timer on libev (see `wake`).
     private var evTimer: UnsafeMutablePointer<qg_ev_timer_t>?
+    /// When (lws_now_usecs) the server asked to be woken (`wake`), and when housekeeping is next due.
+    private var requestedAt: Int64?
+    private var housekeepingAt: Int64 = .max
 
     // Shared with other threads, under `lock`.
     private let lock = NSLock()
@@ -49,6 +52,8 @@ final class LWSLoop: @unchecked Sendable {
     let slowConsumersClosed = Atomic<Int>(0)
     /// Connections accepted from this loop's listening socket.
     let accepted = Atomic<Int>(0)
+    /// WebSocket peers dropped for not answering a keep-alive ping.
+    let idleDropped = Atomic<Int>(0)
 
     /// Connection ids carry their loop in the bits above `serialBits`, so any thread can route to it.
     static let serialBits: UInt64 = 40
@@ -143,10 +148,14 @@ final class LWSLoop: @unchecked Sendable {
         protos[1].callback = qgLWSCallback
         protocols = protos
 
+        // No keep-alive timers of lws's own (0 s): lws 4.1.6 inserts each connection's validity timer into one
+        // sorted list walked from its head, O(n) per new connection and per pong — 17 % of the CPU of setting
+        // up 10 000 WebSockets (Benchmarks/results/NOTES.md). `housekeeping` pings and drops instead, one sweep
+        // a second. (A null policy would mean lws's default: pings after 300 s.)
         let retry = UnsafeMutablePointer<lws_retry_bo_t>.allocate(capacity: 1)
         retry.initialize(to: lws_retry_bo_t())
-        retry.pointee.secs_since_valid_ping = UInt16(clamping: max(1, options.pingIntervalSeconds))
-        retry.pointee.secs_since_valid_hangup = UInt16(clamping: max(2, options.pingIntervalSeconds * 2))
+        retry.pointee.secs_since_valid_ping = 0
+        retry.pointee.secs_since_valid_hangup = 0
         retryPolicy = retry
 
         var info = lws_context_creation_info()
@@ -161,7 +170,10 @@ final class LWSLoop: @unchecked Sendable {
         // `options.responseHeaders` (SecurityHeaders), configurable.
         info.options = UInt64(LWS_SERVER_OPTION_VALIDATE_UTF8)
             | UInt64(LWS_SERVER_OPTION_DISABLE_IPV6)
-        info.timeout_secs = 10
+        // How long a connection may take over its handshake, its HTTP request, or its close (lws's timeouts;
+        // the wait for a request's headers is the second one).
+        info.timeout_secs = UInt32(clamping: options.handshakeTimeoutSeconds)
+        info.timeout_secs_ah_idle = UInt32(clamping: options.handshakeTimeoutSeconds)
         if let cert = options.tlsCertPath, let key = options.tlsKeyPath {
             info.options |= UInt64(LWS_SERVER_OPTION_DO_SSL_GLOBAL_INIT)
             let c = strdup(cert)!, k = strdup(key)!
@@ -220,6 +232,8 @@ final class LWSLoop: @unchecked Sendable {
         sharedContext = ctx
         lock.unlock()
         executor.attach(ctx)
+        housekeepingAt = lws_now_usecs() + Self.housekeepingMicroseconds
+        armTimer()
     }
 
     private var isStopping: Bool {
@@ -288,19 +302,66 @@ final class LWSLoop: @unchecked Sendable {
         return 0
     }
 
-    /// Arms this loop's timer; a later call replaces an earlier one. On libev it is an ev_timer of our
-    /// own, since lws 4.1.6's libev glue can fire a sul scheduled earlier than its armed deadline only at
-    /// that deadline. On lws's poll loop it is a timerfd, not an lws_sul: lws waits for a sul with the time
-    /// left truncated to whole milliseconds, so it spins in poll(…, 0) through the last millisecond before
-    /// each one — measured at 10 000–30 000 poll() calls a second over every descriptor with 3 000 pending
-    /// sessions' deadlines, against a few hundred with the timerfd.
+    /// Asks for `timerFired` on the server after `us` microseconds; a later call replaces an earlier one.
     func wake(afterMicroseconds us: Int64) {
+        requestedAt = lws_now_usecs() + max(0, us)
+        armTimer()
+    }
+
+    /// Arms this loop's one timer for the sooner of the requested wake-up and the next housekeeping.
+    /// On libev it is an ev_timer of our own, since lws 4.1.6's libev glue can fire a sul scheduled earlier
+    /// than its armed deadline only at that deadline. On lws's poll loop it is a timerfd, not an lws_sul: lws
+    /// waits for a sul with the time left truncated to whole milliseconds, so it spins in poll(…, 0) through
+    /// the last millisecond before each one — measured at 10 000–30 000 poll() calls a second over every
+    /// descriptor with 3 000 pending sessions' deadlines, against a few hundred with the timerfd.
+    private func armTimer() {
+        let due = min(requestedAt ?? .max, housekeepingAt)
+        let us = max(1, due - lws_now_usecs())
         if let ev = evLoop, let et = evTimer {
-            qg_ev_timer_arm(ev, et, Double(max(0, us)) / 1_000_000)
+            qg_ev_timer_arm(ev, et, Double(us) / 1_000_000)
             return
         }
         guard timerFD >= 0 else { return }
-        _ = qg_timerfd_arm(timerFD, max(1, us))
+        _ = qg_timerfd_arm(timerFD, us)
+    }
+
+    /// This loop's timer fired: housekeeping when it is due, the server's wake-up when it is.
+    func timerFired() {
+        let now = lws_now_usecs()
+        if now >= housekeepingAt {
+            housekeepingAt = now + Self.housekeepingMicroseconds
+            housekeeping(now: now)
+        }
+        if let r = requestedAt, r <= now {
+            requestedAt = nil
+            server?.timerFired(on: self)
+        }
+        armTimer()
+    }
+
+    static let housekeepingMicroseconds: Int64 = 1_000_000
+
+    /// Once a second. On libev, a wake-up of lws: its glue re-arms its own timer only when its idle watcher
+    /// runs after some I/O, and `ev_timer_set` on the running watcher changes nothing, so on a quiet loop
+    /// lws's timeouts (an unfinished handshake or request, a close that is never acknowledged) came up to
+    /// the next unrelated deadline late — measured 23 s for a 10 s one. Then the keep-alive: a WebSocket
+    /// peer silent for `pingIntervalSeconds` gets a ping at its next WRITEABLE turn, and one still silent
+    /// after twice that is dropped (no close frame: it does not read).
+    private func housekeeping(now: Int64) {
+        if evLoop != nil, let context { lws_cancel_service(context) }
+        let ping = Int64(max(1, options.pingIntervalSeconds)) * 1_000_000
+        for c in connections.values where c.isWebSocket && c.closeCode == 0 {
+            let silent = now - c.lastHeard
+            if silent >= 2 * ping {
+                c.closeCode = Int32(CloseCode.goingAway) // nothing more is queued or written for it
+                idleDropped.add(1, ordering: .relaxed)
+                lws_set_timeout(c.wsi, PENDING_TIMEOUT_WS_PONG_CHECK_GET_PONG, LWS_TO_KILL_ASYNC)
+            } else if silent >= ping, !c.pingOutstanding {
+                c.pingOutstanding = true
+                c.pingDue = true
+                lws_callback_on_writable(c.wsi)
+            }
+        }
     }
 
     /// The raw file that became readable: the timerfd (fire the timers) or the listening socket (accept).
@@ -313,7 +374,6 @@ final class LWSLoop: @unchecked Sendable {
         return acceptPending(wsi)
     }
 
-    func timerFired() { server?.timerFired(on: self) }
 
     // MARK: - Connections (service thread)
 

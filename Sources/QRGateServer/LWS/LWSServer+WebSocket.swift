@@ -123,6 +123,7 @@ extension LWSLoop {
     func receive(_ c: LWSConnection, _ input: UnsafeMutableRawPointer?, _ len: Int) -> Int32 {
         if c.closeCode != 0 { return 0 }
         c.readSinceWriteable = true
+        heard(c)
         if c.rx.count + len > options.maxMessageBytes {
             c.rx = []
             c.rxOversize = true
@@ -145,12 +146,31 @@ extension LWSLoop {
         return 0
     }
 
+    static let pingPayload: [UInt8] = Array("qrgate".utf8)
+
+    /// The peer is alive: it sent something (a message, a fragment, a pong).
+    func heard(_ c: LWSConnection) {
+        c.lastHeard = lws_now_usecs()
+        c.pingOutstanding = false
+    }
+
     func writeFrame(_ c: LWSConnection) -> Int32 {
         c.readSinceWriteable = false
         if c.closeCode != 0 {
             var bytes = Array(c.closeReason.utf8)
             lws_close_reason(c.wsi, lws_close_status(rawValue: UInt32(c.closeCode)), &bytes, bytes.count)
             return -1
+        }
+        if c.pingDue {
+            // Ahead of any queued frame (control frames may go between messages). Not empty: lws 4.1.6 reports
+            // no LWS_CALLBACK_RECEIVE_PONG for an empty pong (ops-ws.c), and the pong is how we hear the peer.
+            c.pingDue = false
+            let pre = Int(qg_lws_pre())
+            let sent = withUnsafeTemporaryAllocation(of: UInt8.self, capacity: pre + Self.pingPayload.count) { buf in
+                _ = UnsafeMutableBufferPointer(rebasing: buf[pre...]).initialize(from: Self.pingPayload)
+                return lws_write(c.wsi, buf.baseAddress! + pre, Self.pingPayload.count, LWS_WRITE_PING)
+            }
+            if sent < 0 { return -1 }
         }
         // Several frames per WRITEABLE while the kernel takes them: a peer watching thousands of sessions
         // gets thousands of small frames a second, and one frame per turn of the loop (a poll over every

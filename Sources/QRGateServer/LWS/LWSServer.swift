@@ -31,12 +31,15 @@ public struct LWSServerOptions: Sendable {
     /// Unsent bytes one peer may have for `slowConsumerSeconds` before it is closed (4008).
     public var outboxBytes: Int
     public var slowConsumerSeconds: Double
+    /// Idle WebSocket peers are pinged after this many seconds without a word, dropped after twice that.
     public var pingIntervalSeconds: Int
+    /// lws's timeouts: a handshake, an HTTP request's headers and body, a close that is not acknowledged.
+    public var handshakeTimeoutSeconds: Int
     public var tlsCertPath: String?
     public var tlsKeyPath: String?
     /// libwebsockets contexts, one thread each, all listening on `port`.
     public var loops: Int
-    /// `poll(2)` (lws's own loop) or libev (epoll).
+    /// libev (epoll) or `poll(2)` (lws's own loop).
     public var eventLoop: EventLoopKind
     /// Headers every HTTP answer carries (the security headers).
     public var responseHeaders: [(String, String)] = []
@@ -44,10 +47,11 @@ public struct LWSServerOptions: Sendable {
     public var corsOrigins: Set<String> = []
 
     public init(host: String, port: Int, maxMessageBytes: Int = 65536, maxBodyBytes: Int = 1 << 20,
-                outboxBytes: Int = 4 << 20, slowConsumerSeconds: Double = 10, pingIntervalSeconds: Int = 30, tlsCertPath: String? = nil, tlsKeyPath: String? = nil,
-                loops: Int = 1, eventLoop: EventLoopKind = .poll) {
+                outboxBytes: Int = 4 << 20, slowConsumerSeconds: Double = 10, pingIntervalSeconds: Int = 30, handshakeTimeoutSeconds: Int = 10,
+                tlsCertPath: String? = nil, tlsKeyPath: String? = nil, loops: Int = 1, eventLoop: EventLoopKind = .libev) {
         self.host = host; self.port = port; self.maxMessageBytes = maxMessageBytes; self.maxBodyBytes = maxBodyBytes
         self.outboxBytes = outboxBytes; self.slowConsumerSeconds = slowConsumerSeconds; self.pingIntervalSeconds = pingIntervalSeconds
+        self.handshakeTimeoutSeconds = max(1, handshakeTimeoutSeconds)
         self.tlsCertPath = tlsCertPath; self.tlsKeyPath = tlsKeyPath
         self.loops = max(1, loops)
         self.eventLoop = eventLoop
@@ -91,6 +95,8 @@ public final class LWSServer: Sendable {
     public var coalesced: Int { loops.reduce(0) { $0 + $1.coalesced.load(ordering: .relaxed) } }
     /// Peers closed for reading too slowly (all loops).
     public var slowConsumersClosed: Int { loops.reduce(0) { $0 + $1.slowConsumersClosed.load(ordering: .relaxed) } }
+    /// WebSocket peers dropped for not answering keep-alive pings (all loops).
+    public var idleDropped: Int { loops.reduce(0) { $0 + $1.idleDropped.load(ordering: .relaxed) } }
     /// Connections each loop accepted so far.
     public var acceptedPerLoop: [Int] { loops.map { $0.accepted.load(ordering: .relaxed) } }
 
