@@ -45,10 +45,82 @@ public enum JSONValue: Codable, Equatable, Sendable {
         try? JSONDecoder().decode(JSONValue.self, from: Data(bytes))
     }
 
-    public func encoded() -> Data {
+    public func encoded() -> Data { Data(encodedBytes()) }
+
+    /// The same bytes as `JSONEncoder` with `[.sortedKeys, .withoutEscapingSlashes]` (a test holds the two
+    /// equal over every ASCII character, non-ASCII text, nesting and key order), written directly: every
+    /// frame the server sends but the shared event frames is built per connection (hello, subscribed,
+    /// snapshot), and the Codable encoder's generic machinery made JSON about half the CPU of setting up a
+    /// subscriber (Benchmarks/results/NOTES.md). Doubles, rare here, still go through `JSONEncoder`.
+    public func encodedBytes() -> [UInt8] {
+        var out: [UInt8] = []
+        out.reserveCapacity(256)
+        write(into: &out)
+        return out
+    }
+
+    private func write(into out: inout [UInt8]) {
+        switch self {
+        case .null: out.append(contentsOf: "null".utf8)
+        case let .bool(b): out.append(contentsOf: (b ? "true" : "false").utf8)
+        case let .int(i): out.append(contentsOf: String(i).utf8)
+        case let .double(d): out.append(contentsOf: Self.encodedByFoundation(.double(d)))
+        case let .string(s): Self.writeString(s, into: &out)
+        case let .array(a):
+            out.append(UInt8(ascii: "["))
+            for (n, v) in a.enumerated() {
+                if n > 0 { out.append(UInt8(ascii: ",")) }
+                v.write(into: &out)
+            }
+            out.append(UInt8(ascii: "]"))
+        case let .object(o):
+            out.append(UInt8(ascii: "{"))
+            // Foundation's `.sortedKeys` order: by the keys' UTF-8 bytes.
+            for (n, key) in o.keys.sorted(by: { $0.utf8.lexicographicallyPrecedes($1.utf8) }).enumerated() {
+                if n > 0 { out.append(UInt8(ascii: ",")) }
+                Self.writeString(key, into: &out)
+                out.append(UInt8(ascii: ":"))
+                o[key]!.write(into: &out)
+            }
+            out.append(UInt8(ascii: "}"))
+        }
+    }
+
+    private static let hex = Array("0123456789abcdef".utf8)
+
+    /// A JSON string: `"` and `\` escaped, control characters as `\n`-style or `\u00XX` escapes, the rest
+    /// (`/` and non-ASCII included) as UTF-8.
+    private static func writeString(_ s: String, into out: inout [UInt8]) {
+        out.append(UInt8(ascii: "\""))
+        let u = s.utf8
+        var start = u.startIndex, i = u.startIndex
+        while i != u.endIndex {
+            let b = u[i]
+            if b < 0x20 || b == UInt8(ascii: "\"") || b == UInt8(ascii: "\\") {
+                out.append(contentsOf: u[start..<i])
+                switch b {
+                case UInt8(ascii: "\""): out.append(contentsOf: #"\""#.utf8)
+                case UInt8(ascii: "\\"): out.append(contentsOf: #"\\"#.utf8)
+                case 0x0A: out.append(contentsOf: #"\n"#.utf8)
+                case 0x0D: out.append(contentsOf: #"\r"#.utf8)
+                case 0x09: out.append(contentsOf: #"\t"#.utf8)
+                case 0x08: out.append(contentsOf: #"\b"#.utf8)
+                case 0x0C: out.append(contentsOf: #"\f"#.utf8)
+                default: out.append(contentsOf: [UInt8(ascii: "\\"), UInt8(ascii: "u"), UInt8(ascii: "0"), UInt8(ascii: "0"), hex[Int(b >> 4)], hex[Int(b & 0xF)]])
+                }
+                start = u.index(after: i)
+            }
+            i = u.index(after: i)
+        }
+        out.append(contentsOf: u[start...])
+        out.append(UInt8(ascii: "\""))
+    }
+
+    /// What `JSONEncoder` writes for this value (sorted keys, slashes as they are).
+    public static func encodedByFoundation(_ v: JSONValue) -> [UInt8] {
         let e = JSONEncoder()
         e.outputFormatting = [.sortedKeys, .withoutEscapingSlashes]
-        return (try? e.encode(self)) ?? Data("null".utf8)
+        return (try? e.encode(v)).map(Array.init) ?? Array("null".utf8)
     }
 
     /// Nesting depth: a scalar is 0, `[]` and `{}` are 1.

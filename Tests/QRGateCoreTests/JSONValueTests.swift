@@ -24,6 +24,26 @@ import QRGateCore
         }
     }
 
+    /// The direct writer gives exactly the bytes of Foundation's encoder with sorted keys: every ASCII
+    /// character (controls, quotes, backslash, slash, DEL), non-ASCII text, keys that differ in case and
+    /// length, nesting, numbers at the edges, and the server's own frames.
+    @Test func encodedBytesAreFoundationsBytes() throws {
+        let ascii = String(decoding: (0..<128).map { UInt8($0) }, as: UTF8.self)
+        var values: [JSONValue] = [
+            .null, .bool(true), .bool(false), .int(0), .int(-1), .int(Int.max), .int(Int.min), .double(0.1), .double(-2.5e-7), .double(1e21),
+            .string(""), .string(ascii), .string("ação · 日本語 · 🙂 · \u{2028}\u{2029} · \u{7F}"), .string("</script>/\\\"\n"),
+            .array([]), .object([:]), .array([.null, .array([.object(["a": .array([])])])]),
+            .object(["b": .int(1), "B": .int(2), "a": .int(3), "aa": .int(4), "a b": .int(5), "é": .int(6), "Z": .int(7), "_": .int(8), "1": .int(9)]),
+            .object([ascii: .string(ascii), "nested": .object(["z": .array([.double(3.0), .string("\u{0}")]), "y": .null])]),
+        ]
+        values.append(.object(["frames": .array([JSONValue.parse(ServerMessage.hello(connectionID: 42, now: Date(timeIntervalSince1970: 1.5e9),
+                                                                                       maxMessageBytes: 65536, role: "browser"))!])]))
+        for v in values {
+            #expect(String(decoding: v.encodedBytes(), as: UTF8.self) == String(decoding: JSONValue.encodedByFoundation(v), as: UTF8.self))
+            #expect(JSONValue.parse(v.encodedBytes()) == JSONValue.parse(JSONValue.encodedByFoundation(v)))
+        }
+    }
+
     @Test func malformedDocumentsAreNil() {
         for doc in ["", "{", "[1,", "{\"a\":}", "tru", "\"open"] {
             #expect(JSONValue.parse(Array(doc.utf8)) == nil)

@@ -24,7 +24,7 @@ public enum ServerMessage {
     }
 
     public static func encode(_ object: [String: JSONValue]) -> [UInt8] {
-        Array(JSONValue.object(object).encoded())
+        JSONValue.object(object).encodedBytes()
     }
 
     public static func milliseconds(_ date: Date) -> Int { Int((date.timeIntervalSince1970 * 1000).rounded()) }
