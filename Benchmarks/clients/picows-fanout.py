@@ -107,7 +107,7 @@ def worker(index, args, share, ready_q, progress, go, out_q):
                         raise
                     retried[0] += 1
                     await asyncio.sleep(0.05)
-            if subscribe is None:
+            if subscribe is None and not ready.done():  # a server that greets (QRGate's hello) already set it
                 ready.set_result(True)
             await asyncio.wait_for(ready, 60)
             return transport
