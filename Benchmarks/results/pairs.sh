@@ -30,13 +30,13 @@ pair_node() { # BYTES LABEL: Node ws sending messages of BYTES (the gateway's fr
 }
 
 # Two rounds of Node, then before and after (after first with ORDER=reversed, which shows a first-run effect).
-pair_runs() { # BEFORE_BINARY BEFORE_LABEL AFTER_BINARY AFTER_LABEL CONFIG
+pair_runs() { # BEFORE_BINARY BEFORE_LABEL AFTER_BINARY AFTER_LABEL CONFIG [AFTER_CONFIG]
   for _ in 1 2; do
     pair_node 5450 "node-ws at the svg frame size"
     if [ "${ORDER:-}" = reversed ]; then
-      pair_gateway "$3" "$4" "$5"; pair_gateway "$1" "$2" "$5"
+      pair_gateway "$3" "$4" "${6:-$5}"; pair_gateway "$1" "$2" "$5"
     else
-      pair_gateway "$1" "$2" "$5"; pair_gateway "$3" "$4" "$5"
+      pair_gateway "$1" "$2" "$5"; pair_gateway "$3" "$4" "${6:-$5}"
     fi
   done
 }
