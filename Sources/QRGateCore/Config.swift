@@ -248,8 +248,8 @@ public struct Config: Codable, Sendable, Equatable {
         public var maxSubscriptionsPerConnection = 10_000
         /// Idle WebSocket peers are pinged after this many seconds and dropped after twice that.
         public var pingIntervalSeconds = 30
-        /// How long a connection may take over its WebSocket handshake, an HTTP request, or a close the
-        /// peer never acknowledges, before it is dropped.
+        /// How long a connection may take to finish its WebSocket handshake or to send its HTTP request's
+        /// headers and body before it is dropped (an answer the gateway gives later is not held to it).
         public var handshakeTimeoutSeconds = 10
         /// Browser origins (`https://app.example.com`) allowed to open a WebSocket and to call the REST API
         /// and load `qrgate.js` across origins (CORS); empty allows any origin on the WebSocket and none
@@ -312,7 +312,9 @@ public struct Config: Codable, Sendable, Equatable {
             throw .invalid(key: "server.slowConsumerSeconds", reason: "must be in (0, 3600], got \(server.slowConsumerSeconds)")
         }
         try positive(server.maxSubscriptionsPerConnection, "server.maxSubscriptionsPerConnection")
-        try positive(server.pingIntervalSeconds, "server.pingIntervalSeconds")
+        guard (1...3600).contains(server.pingIntervalSeconds) else {
+            throw .invalid(key: "server.pingIntervalSeconds", reason: "must be 1 to 3600, got \(server.pingIntervalSeconds)")
+        }
         guard (1...300).contains(server.handshakeTimeoutSeconds) else {
             throw .invalid(key: "server.handshakeTimeoutSeconds", reason: "must be 1 to 300, got \(server.handshakeTimeoutSeconds)")
         }

@@ -93,6 +93,12 @@ import Testing
         #expect(throws: ConfigError.self) { try load(#"{"qr": {"errorCorrection": "Z"}}"#) }
         #expect(throws: ConfigError.self) { try load(#"{"log": {"level": "loud"}}"#) }
         #expect(throws: ConfigError.invalid(key: "server.tlsKey", reason: "TLS needs both tlsCert and tlsKey")) { try load(#"{"server": {"tlsCert": "a.pem"}}"#) }
+        #expect(throws: ConfigError.invalid(key: "server.pingIntervalSeconds", reason: "must be 1 to 3600, got 9000000000000")) {
+            try load(#"{"server": {"pingIntervalSeconds": 9000000000000}}"#)
+        }
+        #expect(throws: ConfigError.invalid(key: "server.handshakeTimeoutSeconds", reason: "must be 1 to 300, got 0")) {
+            try load(#"{"server": {"handshakeTimeoutSeconds": 0}}"#)
+        }
         #expect(throws: ConfigError.invalid(key: "cluster.leaseSeconds", reason: "must be between 1 and 600, got 0.5")) { try load(#"{"cluster": {"leaseSeconds": 0.5}}"#) }
         #expect(throws: ConfigError.invalid(key: "cluster.nodeId", reason: "must be 1–64 characters of A–Z a–z 0–9 . _ : @ -")) { try load(#"{"cluster": {"nodeId": "node one"}}"#) }
         #expect(throws: ConfigError.self) { try load(#"{"cluster": {"orderTimeoutSeconds": 0}}"#) }

@@ -39,7 +39,9 @@ import QRGateCore
         values.append(.object(["frames": .array([JSONValue.parse(ServerMessage.hello(connectionID: 42, now: Date(timeIntervalSince1970: 1.5e9),
                                                                                        maxMessageBytes: 65536, role: "browser"))!])]))
         for v in values {
-            #expect(String(decoding: v.encodedBytes(), as: UTF8.self) == String(decoding: JSONValue.encodedByFoundation(v), as: UTF8.self))
+            let ours = v.encodedBytes(), foundations = JSONValue.encodedByFoundation(v)
+            // Bytes, not Strings: String equality would forgive a different Unicode normalization.
+            #expect(ours == foundations, "\(String(decoding: ours, as: UTF8.self)) ≠ \(String(decoding: foundations, as: UTF8.self))")
             #expect(JSONValue.parse(v.encodedBytes()) == JSONValue.parse(JSONValue.encodedByFoundation(v)))
         }
     }

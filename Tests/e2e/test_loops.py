@@ -107,3 +107,24 @@ def test_a_request_that_never_finishes_is_dropped_after_the_handshake_timeout(ga
         raw.close()
     assert chunk == b"", f"expected the connection dropped, got {chunk[:80]!r}"
     assert 1.5 <= waited <= 4.5, f"dropped after {waited:.1f} s, the timeout is 2 s"
+
+
+@pytest.mark.parametrize("event_loop", ["poll", "libev"])
+def test_an_answer_that_comes_later_is_not_cut_by_the_handshake_timeout(gateway_factory, event_loop):
+    # A request answered later (here the embedded simulator, answering after 2.5 s) outlives a 1 s handshake
+    # timeout: that timeout is for requests that never finish arriving, not for the gateway's own waits.
+    import time
+    import urllib.error
+    g = gateway_factory({"server": {"loops": 1, "eventLoop": event_loop, "handshakeTimeoutSeconds": 1}})
+    req = urllib.request.Request(g.http + "/simulator/faults", data=json.dumps({"instance": "slowpoke", "latencyMs": 2500}).encode(),
+                                 method="POST", headers={"Content-Type": "application/json"})
+    with urllib.request.urlopen(req, timeout=10) as r:
+        assert r.status == 200
+    started = time.monotonic()
+    try:
+        with urllib.request.urlopen(g.http + "/instance/connectionState/slowpoke", timeout=10) as r:
+            status = r.status
+    except urllib.error.HTTPError as e:
+        status = e.code  # the simulator's own answer (no API key: 401), still an answer
+    waited = time.monotonic() - started
+    assert status in (200, 401, 404) and waited >= 2.4, (status, waited)

@@ -170,8 +170,8 @@ final class LWSLoop: @unchecked Sendable {
         // `options.responseHeaders` (SecurityHeaders), configurable.
         info.options = UInt64(LWS_SERVER_OPTION_VALIDATE_UTF8)
             | UInt64(LWS_SERVER_OPTION_DISABLE_IPV6)
-        // How long a connection may take over its handshake, its HTTP request, or its close (lws's timeouts;
-        // the wait for a request's headers is the second one).
+        // How long a connection may take over its handshake or its HTTP request (lws's timeouts; the wait for
+        // a request's headers is the second one). A deferred answer gets its own bound (`awaitAnswer`).
         info.timeout_secs = UInt32(clamping: options.handshakeTimeoutSeconds)
         info.timeout_secs_ah_idle = UInt32(clamping: options.handshakeTimeoutSeconds)
         if let cert = options.tlsCertPath, let key = options.tlsKeyPath {

@@ -86,15 +86,25 @@ extension LWSLoop {
     private func dispatchHTTP(_ c: LWSConnection, _ req: HTTPRequest) -> Int32 {
         guard let server else { return -1 }
         if index == 0 {
-            guard let response = server.delegate?.http(req, connection: c.id) else { return 0 } // deferred
+            guard let response = server.delegate?.http(req, connection: c.id) else { return awaitAnswer(c) } // deferred
             return startResponse(c, response)
         }
         let id = c.id
         server.toDelegate(from: self) { [weak server] d in
             if let response = d.http(req, connection: id) { server?.respond(id, response) }
         }
+        return awaitAnswer(c)
+    }
+
+    /// An answer that comes later (an upstream call, another loop) is not held to the handshake timeout lws
+    /// armed for the request (`server.handshakeTimeoutSeconds`, which may be 1 s): it gets `deferredAnswerSeconds`,
+    /// past the longest `upstream.timeoutSeconds` (300 s), as a last bound on a connection kept open for it.
+    private func awaitAnswer(_ c: LWSConnection) -> Int32 {
+        lws_set_timeout(c.wsi, PENDING_TIMEOUT_HTTP_CONTENT, Int32(Self.deferredAnswerSeconds))
         return 0
     }
+
+    static let deferredAnswerSeconds = 360
 
     /// The answer's own headers, the security headers every answer carries, and CORS for an allowed origin.
     private func headers(of response: HTTPResponse, to c: LWSConnection) -> [(String, String)] {
