@@ -76,11 +76,11 @@ public enum JSONValue: Codable, Equatable, Sendable {
         case let .object(o):
             out.append(UInt8(ascii: "{"))
             // Foundation's `.sortedKeys` order: by the keys' UTF-8 bytes.
-            for (n, key) in o.keys.sorted(by: { $0.utf8.lexicographicallyPrecedes($1.utf8) }).enumerated() {
+            for (n, (key, value)) in o.sorted(by: { $0.key.utf8.lexicographicallyPrecedes($1.key.utf8) }).enumerated() {
                 if n > 0 { out.append(UInt8(ascii: ",")) }
                 Self.writeString(key, into: &out)
                 out.append(UInt8(ascii: ":"))
-                o[key]!.write(into: &out)
+                value.write(into: &out)
             }
             out.append(UInt8(ascii: "}"))
         }

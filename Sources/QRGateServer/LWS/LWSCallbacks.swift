@@ -42,7 +42,7 @@ extension LWSLoop {
         case LWS_CALLBACK_ESTABLISHED:
             guard let c = connection(wsi, user, create: true) else { return -1 }
             c.isWebSocket = true
-            c.lastHeard = lws_now_usecs()
+            heard(c)
             let id = c.id, info = webSocketInfo(wsi)
             server?.toDelegate(from: self) { $0.webSocketOpened(id, info: info) }
             return 0

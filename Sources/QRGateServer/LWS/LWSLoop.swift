@@ -349,7 +349,7 @@ final class LWSLoop: @unchecked Sendable {
     /// after twice that is dropped (no close frame: it does not read).
     private func housekeeping(now: Int64) {
         if evLoop != nil, let context { lws_cancel_service(context) }
-        let ping = Int64(max(1, options.pingIntervalSeconds)) * 1_000_000
+        let ping = Int64(options.pingIntervalSeconds) * 1_000_000 // 1–3600 s (LWSServerOptions)
         for c in connections.values where c.isWebSocket && c.closeCode == 0 {
             let silent = now - c.lastHeard
             if silent >= 2 * ping {

@@ -33,7 +33,7 @@ public struct LWSServerOptions: Sendable {
     public var slowConsumerSeconds: Double
     /// Idle WebSocket peers are pinged after this many seconds without a word, dropped after twice that.
     public var pingIntervalSeconds: Int
-    /// lws's timeouts: a handshake, an HTTP request's headers and body, a close that is not acknowledged.
+    /// lws's timeouts: a WebSocket handshake, an HTTP request's headers and body (a deferred answer has its own).
     public var handshakeTimeoutSeconds: Int
     public var tlsCertPath: String?
     public var tlsKeyPath: String?
@@ -50,7 +50,7 @@ public struct LWSServerOptions: Sendable {
                 outboxBytes: Int = 4 << 20, slowConsumerSeconds: Double = 10, pingIntervalSeconds: Int = 30, handshakeTimeoutSeconds: Int = 10,
                 tlsCertPath: String? = nil, tlsKeyPath: String? = nil, loops: Int = 1, eventLoop: EventLoopKind = .libev) {
         self.host = host; self.port = port; self.maxMessageBytes = maxMessageBytes; self.maxBodyBytes = maxBodyBytes
-        self.outboxBytes = outboxBytes; self.slowConsumerSeconds = slowConsumerSeconds; self.pingIntervalSeconds = pingIntervalSeconds
+        self.outboxBytes = outboxBytes; self.slowConsumerSeconds = slowConsumerSeconds; self.pingIntervalSeconds = min(max(1, pingIntervalSeconds), 3600)
         self.handshakeTimeoutSeconds = max(1, handshakeTimeoutSeconds)
         self.tlsCertPath = tlsCertPath; self.tlsKeyPath = tlsKeyPath
         self.loops = max(1, loops)
