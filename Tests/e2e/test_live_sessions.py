@@ -313,7 +313,7 @@ def test_sessions_are_added_over_rest_and_bad_requests_get_reasons(gateway_facto
 @pytest.mark.parametrize("event_loop", ["poll", "libev"])
 def test_idle_peers_are_pinged_and_dropped_when_they_stop_answering(gateway_factory, event_loop):
     import base64, os
-    g = gateway_factory({"server": {"pingIntervalSeconds": 1, "eventLoop": event_loop}})
+    g = gateway_factory({"server": {"pingIntervalSeconds": 2, "eventLoop": event_loop}})
     # A peer that completes the handshake, then never reads or answers: dropped.
     raw = socket.create_connection((g.host, g.port), timeout=10)
     key = base64.b64encode(os.urandom(16)).decode()

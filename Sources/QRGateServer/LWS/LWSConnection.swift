@@ -37,6 +37,8 @@ final class LWSConnection {
     /// A keep-alive ping is owed at the next WRITEABLE turn / has been sent and not answered yet.
     var pingDue = false
     var pingOutstanding = false
+    /// When the ping went out (lws_now_usecs; 0: none yet): a peer has a whole interval from then to answer.
+    var pingSentAt: Int64 = 0
 
     init(id: ConnectionID, wsi: OpaquePointer) { self.id = id; self.wsi = wsi }
 }

@@ -352,7 +352,9 @@ final class LWSLoop: @unchecked Sendable {
         let ping = Int64(options.pingIntervalSeconds) * 1_000_000 // 1–3600 s (LWSServerOptions)
         for c in connections.values where c.isWebSocket && c.closeCode == 0 {
             let silent = now - c.lastHeard
-            if silent >= 2 * ping {
+            // Dropped only once a ping was asked for and has been out a whole interval (a WRITEABLE turn that came
+            // late does not shorten the peer's time to answer), or could not be written in all that time.
+            if silent >= 2 * ping, c.pingOutstanding, c.pingSentAt == 0 || now - c.pingSentAt >= ping {
                 c.closeCode = Int32(CloseCode.goingAway) // nothing more is queued or written for it
                 idleDropped.add(1, ordering: .relaxed)
                 lws_set_timeout(c.wsi, PENDING_TIMEOUT_WS_PONG_CHECK_GET_PONG, LWS_TO_KILL_ASYNC)

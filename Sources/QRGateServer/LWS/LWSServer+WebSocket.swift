@@ -152,6 +152,7 @@ extension LWSLoop {
     func heard(_ c: LWSConnection) {
         c.lastHeard = lws_now_usecs()
         c.pingOutstanding = false
+        c.pingSentAt = 0
     }
 
     func writeFrame(_ c: LWSConnection) -> Int32 {
@@ -171,6 +172,7 @@ extension LWSLoop {
                 return lws_write(c.wsi, buf.baseAddress! + pre, Self.pingPayload.count, LWS_WRITE_PING)
             }
             if sent < 0 { return -1 }
+            c.pingSentAt = lws_now_usecs()
         }
         // Several frames per WRITEABLE while the kernel takes them: a peer watching thousands of sessions
         // gets thousands of small frames a second, and one frame per turn of the loop (a poll over every
