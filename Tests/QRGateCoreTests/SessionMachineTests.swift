@@ -61,8 +61,9 @@ import Testing
         #expect(m.nextDeadline() == at(51))
         var short = SessionMachine(rules: SessionRules(ttlSeconds: 60, pollIntervalSeconds: 5, pollAfterWebhookSeconds: 1))
         _ = short.handle(.start, now: t0)
-        _ = short.handle(.pushed(.upstreamQR(qr("A"))), now: t0)
-        #expect(short.nextDeadline() == at(5))
+        _ = short.handle(.answer(.upstreamNoQR, generation: short.generation), now: t0)
+        _ = short.handle(.pushed(.upstreamQR(qr("A"))), now: at(1))
+        #expect(short.nextDeadline() == at(6))
     }
 
     @Test func theMachineMakesNoCountdownsAndSleepsUntilItHasWork() {
@@ -284,6 +285,32 @@ import Testing
         var busy = SessionMachine(rules: rules)
         _ = busy.handle(.start, now: t0) // its fetch is out
         #expect(busy.handle(.upstreamEndHint, now: at(1)).commands.isEmpty)
+    }
+
+    @Test func aWebhookQRDoesNotTakeTheRefreshsCommandForAnswered() {
+        // Seen end to end: a refresh while the first fetch was still out. The first fetch's webhook QR came in
+        // while the refresh's logout ran; then the logout's own `close` webhook. Taken as the command's answer,
+        // the QR had ended the command, so the hint asked for the state, saw `close` and expired the new QR
+        // (attempt 1 spent on nothing).
+        var m = SessionMachine(rules: rules)
+        _ = m.handle(.start, now: t0) // fetch out, generation 1
+        let r = m.refresh(now: at(0.1))
+        #expect(r.outcome == .accepted && r.commands == [.logoutThenFetch])
+        let pushed = m.handle(.pushed(.upstreamQR(qr("A"))), now: at(0.2))
+        #expect(pushed.events == [.qrGenerated(qr("A"), expiresAt: at(10.2), attempt: 0)] && m.inFlight)
+        let hint = m.handle(.upstreamEndHint, now: at(0.3))
+        #expect(hint.commands.isEmpty && hint.events.isEmpty)
+        #expect(m.nextDeadline() == nil, "nothing is due while the refresh's command is out")
+        // Its answer ends it: a new code is a rotation at the same attempt.
+        let answered = m.handle(.answer(.upstreamQR(qr("B")), generation: m.generation), now: at(0.4))
+        #expect(answered.events == [.qrGenerated(qr("B"), expiresAt: at(10.4), attempt: 0)] && !m.inFlight && m.attempt == 0)
+        // A stale answer (the first fetch's, of generation 1) neither counts nor ends anything.
+        #expect(m.handle(.answer(.upstreamState(.close), generation: 1), now: at(0.5)).events.isEmpty && m.qr == qr("B"))
+        // A webhook that starts a new round (a `close` confirmed, then the expiry's logout-and-fetch) is in flight
+        // for that round, not the old one.
+        _ = m.handle(.upstreamEndHint, now: at(1))
+        let ended = m.handle(.answer(.upstreamState(.close), generation: m.generation), now: at(1))
+        #expect(ended.events.first == .qrExpired(attempt: 0) && ended.commands == [.logoutThenFetch] && m.inFlight)
     }
 
     @Test func disconnectLogsOutAndClears() {

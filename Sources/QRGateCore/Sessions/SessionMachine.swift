@@ -197,7 +197,13 @@ public struct SessionMachine: Sendable, Equatable {
             // A webhook of the code a refresh or expiry just retired, arriving after it: that code is being
             // logged out upstream. (Polls may still bring a code back: a logout that failed keeps it valid.)
             if case let .upstreamQR(q) = inner, q.code == retiredCode { return ([], []) }
+            let (wasInFlight, round) = (inFlight, generation)
             let r = handle(inner, now: now)
+            // News nobody asked for answers no command: one still out is still out, and its answer (of this
+            // round) is still to come. Taken for that answer, a webhook QR arriving while a refresh's logout
+            // ran let the logout's own `close` webhook start a state check that saw `close` and expired the
+            // new QR, spending an attempt. (An input that started a new round made the command stale.)
+            if wasInFlight, generation == round { inFlight = true }
             if case .upstreamQR = inner, status == .pending, retryAt == nil {
                 let stretched = now.addingTimeInterval(max(rules.pollIntervalSeconds, rules.pollAfterWebhookSeconds))
                 if nextPollAt.map({ $0 < stretched }) ?? true { nextPollAt = stretched }
