@@ -8,7 +8,9 @@ public func zbarDecode(_ png: [UInt8]) throws -> String {
     defer { try? FileManager.default.removeItem(at: url) }
     let p = Process()
     p.executableURL = URL(fileURLWithPath: "/usr/bin/zbarimg")
-    p.arguments = ["--quiet", "--raw", "-Sbinary", url.path]
+    // QR codes only: with every symbology on, zbar finds a false linear barcode inside about 1 QR in 4 000 (measured:
+    // "D48Crc=0" printed after the code) and the test fails for a picture that is fine.
+    p.arguments = ["--quiet", "--raw", "-Sdisable", "-Sqrcode.enable", "-Sbinary", url.path]
     let out = Pipe()
     p.standardOutput = out
     p.standardError = FileHandle.nullDevice

@@ -30,7 +30,7 @@ def zbar(data_url):
     with tempfile.NamedTemporaryFile(suffix=".png", delete=False) as f:
         f.write(png)
     try:
-        return subprocess.run(["zbarimg", "--quiet", "--raw", "-Sbinary", f.name], capture_output=True, timeout=30).stdout.decode()
+        return subprocess.run(["zbarimg", "--quiet", "--raw", "-Sdisable", "-Sqrcode.enable", "-Sbinary", f.name], capture_output=True, timeout=30).stdout.decode()
     finally:
         os.unlink(f.name)
 
