@@ -56,16 +56,21 @@ public struct QRRenderer: Sendable {
     public func png(_ m: QRMatrix) throws -> [UInt8] {
         let q = style.quietZone, s = style.moduleSize
         let side = (m.width + 2 * q) * s
-        var pixels = [UInt8](repeating: 1, count: side * side) // palette indices: 0 black, 1 white
-        for y in 0..<m.width {
-            for x in 0..<m.width where m[x, y] {
-                for dy in 0..<s {
-                    let row = ((y + q) * s + dy) * side + (x + q) * s
-                    for dx in 0..<s { pixels[row + dx] = 0 }
+        let rowBytes = (side + 7) / 8
+        // One bit a pixel, 1 white: each module row is drawn once, then copied to the module's other pixel rows.
+        var rows = [UInt8](repeating: 0xFF, count: rowBytes * side)
+        rows.withUnsafeMutableBufferPointer { px in
+            for y in 0..<m.width {
+                let first = (y + q) * s * rowBytes
+                for x in 0..<m.width where m[x, y] {
+                    for p in (x + q) * s..<(x + q + 1) * s { px[first + p >> 3] &= ~(UInt8(0x80) >> UInt8(p & 7)) }
+                }
+                for dy in 1..<max(1, s) {
+                    for i in 0..<rowBytes { px[first + dy * rowBytes + i] = px[first + i] }
                 }
             }
         }
-        return try PNGEncoder.bilevel(width: side, height: side, pixels: pixels)
+        return try PNGEncoder.bilevel(width: side, height: side, rows: rows)
     }
 
     public func pngDataURL(_ m: QRMatrix) throws -> String {

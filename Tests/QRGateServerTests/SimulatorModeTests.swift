@@ -53,4 +53,29 @@ import QRGateUpstream
         // A rotation draws nothing: pictures wait for an answer or a webhook that needs them.
         #expect(sim.instances["i0"]?.png == "")
     }
+
+    /// Codes are shaped like WhatsApp's and tokens like Evolution's, and every letter of each alphabet turns up
+    /// (codes and tokens come from six random bits per character, ten per draw of the system's generator).
+    @Test func codesAndTokensUseTheirWholeAlphabets() throws {
+        let sim = EvolutionSimulator(config: Config().simulator, frames: QRFrameFactory(renderer: QRRenderer(style: QRStyle())))
+        let t0 = Date(timeIntervalSince1970: 1_800_000_000)
+        var codes: [String] = [], tokens: [String] = []
+        for i in 0..<60 {
+            _ = sim.handle(HTTPRequest(method: .post, path: "/instance/create", headers: ["apikey": sim.config.apiKey],
+                                       body: Array(#"{"instanceName":"t\#(i)"}"#.utf8)), now: t0)
+            _ = sim.handle(HTTPRequest(method: .get, path: "/instance/connect/t\(i)", headers: ["apikey": sim.config.apiKey]), now: t0)
+            codes.append(try #require(sim.instances["t\(i)"]?.code))
+            tokens.append(try #require(sim.token(of: "t\(i)")))
+        }
+        let base64 = Set("ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/")
+        for code in codes {
+            let parts = code.dropFirst(2).split(separator: ",", omittingEmptySubsequences: false)
+            #expect(code.hasPrefix("2@") && parts.map(\.count) == [64, 44, 44, 24], "\(code)")
+            #expect(parts.allSatisfy { $0.allSatisfy { base64.contains($0) || $0 == "=" } })
+        }
+        #expect(Set(codes.joined().filter { base64.contains($0) }) == base64)
+        #expect(Set(codes).count == codes.count && Set(tokens).count == tokens.count)
+        #expect(tokens.allSatisfy { $0.count == 32 })
+        #expect(Set(tokens.joined()) == Set("ABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789"))
+    }
 }
