@@ -59,15 +59,13 @@ public struct QRRenderer: Sendable {
         let rowBytes = (side + 7) / 8
         // One bit a pixel, 1 white: each module row is drawn once, then copied to the module's other pixel rows.
         var rows = [UInt8](repeating: 0xFF, count: rowBytes * side)
-        rows.withUnsafeMutableBufferPointer { px in
-            for y in 0..<m.width {
-                let first = (y + q) * s * rowBytes
-                for x in 0..<m.width where m[x, y] {
-                    for p in (x + q) * s..<(x + q + 1) * s { px[first + p >> 3] &= ~(UInt8(0x80) >> UInt8(p & 7)) }
-                }
-                for dy in 1..<max(1, s) {
-                    for i in 0..<rowBytes { px[first + dy * rowBytes + i] = px[first + i] }
-                }
+        for y in 0..<m.width {
+            let first = (y + q) * s * rowBytes
+            for x in 0..<m.width where m[x, y] {
+                for p in (x + q) * s..<(x + q + 1) * s { rows[first + p >> 3] &= ~(UInt8(0x80) >> UInt8(p & 7)) }
+            }
+            for dy in 1..<s {
+                for i in 0..<rowBytes { rows[first + dy * rowBytes + i] = rows[first + i] }
             }
         }
         return try PNGEncoder.bilevel(width: side, height: side, rows: rows)
