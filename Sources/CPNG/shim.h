@@ -76,7 +76,7 @@ static inline int qg_png_write_bilevel(const unsigned char *rows, unsigned width
         if (!out->message[0]) strcpy(out->message, "libpng failed");
         return 0;
     }
-    out->capacity = row_bytes * height / 8 + 1024; // a QR deflates to about a twentieth of its packed rows
+    out->capacity = row_bytes * height / 8 + 1024; // a QR deflates to about a twentieth of its packed rows: room enough
     out->data = (unsigned char *)malloc(out->capacity);
     if (!out->data) png_error(png, "out of memory");
     png_set_write_fn(png, out, qg_png_append, qg_png_flush);
