@@ -4,6 +4,7 @@
 #include <ev.h>
 #include <arpa/inet.h>
 #include <errno.h>
+#include <fcntl.h>
 #include <netinet/in.h>
 #include <string.h>
 #include <sys/socket.h>
@@ -72,9 +73,17 @@ static inline int qg_port_in_use(const char *host, int port) {
 }
 
 // One pending connection from a non-blocking listener, non-blocking itself; -1 when none is waiting.
+// A connection from the listening socket, or -errno.
 static inline int qg_accept(int listener) {
-    return accept4(listener, NULL, NULL, SOCK_NONBLOCK | SOCK_CLOEXEC);
+    int fd = accept4(listener, NULL, NULL, SOCK_NONBLOCK | SOCK_CLOEXEC);
+    return fd >= 0 ? fd : -errno;
 }
+
+// Whether an accept failed for the open-files limit (the process's or the system's).
+static inline int qg_is_file_limit(int error) { return error == EMFILE || error == ENFILE; }
+
+// A descriptor held in reserve, given up to take connections past the open-files limit (see LWSLoop.shed).
+static inline int qg_open_spare_fd(void) { return open("/dev/null", O_RDONLY | O_CLOEXEC); }
 
 // Adopts a descriptor (the listening socket, the timerfd) into a context as a raw file: the loop reports
 // LWS_CALLBACK_RAW_RX_FILE on `protocol` when it is readable. lws closes the fd when the context is destroyed.

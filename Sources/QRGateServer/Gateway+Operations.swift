@@ -25,6 +25,7 @@ extension Gateway {
                 }
                 m.syncTotals(coalesced: self.server.coalesced, slowConsumers: self.server.slowConsumersClosed)
                 m.syncTotal("qrgate_idle_peers_dropped_total", self.server.idleDropped)
+                m.syncTotal("qrgate_connections_shed_total", self.server.shedAtFileLimit)
                 m.gauge("qrgate_upstream_concurrency_limit", [], Double(self.http.currentLimit))
                 // A gauge of a monotonic per-loop count: how evenly the kernel spreads connections.
                 for (i, n) in self.server.acceptedPerLoop.enumerated() {

@@ -4,6 +4,7 @@ import json
 import os
 import pwd
 import re
+import resource
 import shutil
 import signal
 import socket
@@ -41,7 +42,7 @@ def qrgate_process(*args):
 class Gateway:
     """One running `qrgate serve --port 0` with its own config file."""
 
-    def __init__(self, config: dict, extra_args=(), port=0):
+    def __init__(self, config: dict, extra_args=(), port=0, nofile=None):
         # Each gateway gets its own database unless the test names one (restart tests do).
         if "store" not in config:
             self.data_dir = tempfile.mkdtemp(prefix="qrgate-test-")
@@ -53,7 +54,9 @@ class Gateway:
         self.proc = subprocess.Popen(
             [BINARY, "serve", "--port", str(port), "--config", self.config_file.name,
              "--static-dir", os.path.join(ROOT, "static"), *extra_args],
-            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env, cwd=ROOT)
+            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env, cwd=ROOT,
+            # An open-files limit of its own (soft and hard), for the tests of what happens at that limit.
+            preexec_fn=(lambda: resource.setrlimit(resource.RLIMIT_NOFILE, (nofile, nofile))) if nofile else None)
         deadline = time.monotonic() + 20
         line = ""
         while time.monotonic() < deadline:
@@ -94,8 +97,8 @@ class Gateway:
 def gateway_factory():
     started = []
 
-    def make(config=None, extra_args=(), port=0):
-        g = Gateway(config or {}, extra_args, port)
+    def make(config=None, extra_args=(), port=0, nofile=None):
+        g = Gateway(config or {}, extra_args, port, nofile)
         started.append(g)
         return g
 

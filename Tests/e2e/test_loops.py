@@ -128,3 +128,63 @@ def test_an_answer_that_comes_later_is_not_cut_by_the_handshake_timeout(gateway_
         status = e.code  # the simulator's own answer (no API key: 401), still an answer
     waited = time.monotonic() - started
     assert status in (200, 401, 404) and waited >= 2.4, (status, waited)
+
+
+@pytest.mark.parametrize("event_loop", ["poll", "libev"])
+def test_at_the_open_files_limit_new_connections_are_closed_and_the_loops_do_not_spin(gateway_factory, event_loop):
+    # Past the limit a connection waits in the listen backlog and the listener stays readable: before, both loops
+    # ran at 100 % of a core until clients left. Now each such connection is taken on a spare descriptor and closed.
+    import os
+    import re
+    import socket
+    import time
+    g = gateway_factory({"server": {"eventLoop": event_loop, "handshakeTimeoutSeconds": 30}}, nofile=128)
+
+    def cpu_seconds():
+        f = open(f"/proc/{g.proc.pid}/stat").read().rsplit(")", 1)[1].split()
+        return (int(f[11]) + int(f[12])) / os.sysconf("SC_CLK_TCK")
+
+    async def main():
+        async with websockets.connect(g.ws) as ws:
+            await recv_json(ws)  # hello
+            await ws.send(json.dumps({"op": "subscribe", "session": "demo", "formats": ["code"]}))
+            while (await recv_json(ws))["action"] != "snapshot":
+                pass
+            raws = [socket.create_connection((g.host, g.port), timeout=5) for _ in range(200)]
+            try:
+                for r in raws:
+                    r.setblocking(False)
+                waiting, closed, end = list(raws), 0, time.monotonic() + 6
+                while closed < 50 and time.monotonic() < end:
+                    await asyncio.sleep(0.25)
+                    for r in list(waiting):
+                        try:
+                            gone = r.recv(1) == b""
+                        except ConnectionResetError:
+                            gone = True
+                        except BlockingIOError:
+                            gone = False  # still open: accepted within the limit, it waits for its request
+                        if gone:
+                            closed += 1
+                            waiting.remove(r)
+                assert 50 <= closed < 200, f"{closed} of 200 connections closed at an open-files limit of 128"
+                c0, t0 = cpu_seconds(), time.monotonic()
+                await asyncio.sleep(2)
+                share = (cpu_seconds() - c0) / (time.monotonic() - t0)
+                assert share < 0.5, f"the gateway used {share:.2f} of a core at the limit: a loop spins"
+                # The subscriber connected before keeps its session.
+                while (await recv_json(ws))["action"] != "countdown":
+                    pass
+            finally:
+                for r in raws:
+                    r.close()
+            return closed
+
+    closed = asyncio.run(main())
+    time.sleep(0.5)
+    assert urllib.request.urlopen(f"{g.http}/healthz", timeout=5).status == 200
+    metrics = urllib.request.urlopen(f"{g.http}/metrics", timeout=5).read().decode()
+    shed = int(float(re.search(r"^qrgate_connections_shed_total(?:\{\})? (\S+)$", metrics, re.M).group(1)))
+    assert shed >= closed, (shed, closed)
+    g.stop()
+    assert "at the open-files limit, closed" in g.proc.stderr.read()

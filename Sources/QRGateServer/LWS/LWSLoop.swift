@@ -54,6 +54,18 @@ final class LWSLoop: @unchecked Sendable {
     let accepted = Atomic<Int>(0)
     /// WebSocket peers dropped for not answering a keep-alive ping.
     let idleDropped = Atomic<Int>(0)
+    /// Connections closed as soon as taken because the process was at its open-files limit (`shed`).
+    let shedAtFileLimit = Atomic<Int>(0)
+    /// The descriptor the process keeps in reserve for `shed`, and the lock every accept takes: while one loop has
+    /// given the spare up to take connections past the open-files limit, no other loop's accept can take the
+    /// number it freed (which left that loop with no spare, spinning: seen in the e2e test before the lock).
+    /// Opened by the first loop that starts, kept for the life of the process.
+    private static let spare = Mutex<Int32>(-1)
+    /// Service thread only: what this loop last said about shedding (its warning comes at most every 10 s).
+    /// The listening socket's wsi while it is not watched (`shed` found no descriptor to take connections with).
+    private var pausedListener: OpaquePointer?
+    private var shedReported = 0
+    private var shedReportedAt: Int64 = 0
 
     /// Connection ids carry their loop in the bits above `serialBits`, so any thread can route to it.
     static let serialBits: UInt64 = 40
@@ -227,6 +239,7 @@ final class LWSLoop: @unchecked Sendable {
             evTimer = et
         }
 
+        Self.spare.withLock { if $0 < 0 { $0 = qg_open_spare_fd() } }
         context = ctx
         lock.lock()
         sharedContext = ctx
@@ -293,8 +306,13 @@ final class LWSLoop: @unchecked Sendable {
         guard let vhost else { return 0 }
         let fd = lws_get_socket_fd(listenerWSI)
         while true {
-            let conn = qg_accept(fd)
-            if conn < 0 { break } // EAGAIN: none left (or a transient error: the next readiness retries)
+            let conn = Self.spare.withLock { _ in qg_accept(fd) }
+            if conn < 0 {
+                // EAGAIN: none left (or a transient error: the next readiness retries). At the open-files limit
+                // the connection stays waiting and the listener readable: the loop would spin on it.
+                if qg_is_file_limit(-conn) != 0 { shed(fd, listenerWSI) }
+                break
+            }
             accepted.add(1, ordering: .relaxed)
             // On failure lws has closed the descriptor already.
             _ = lws_adopt_socket_vhost(vhost, conn)
@@ -349,6 +367,11 @@ final class LWSLoop: @unchecked Sendable {
     /// after twice that is dropped (no close frame: it does not read).
     private func housekeeping(now: Int64) {
         if evLoop != nil, let context { lws_cancel_service(context) }
+        if let listener = pausedListener {
+            pausedListener = nil
+            lws_rx_flow_control(listener, 1)
+        }
+        reportShedding(now: now)
         let ping = Int64(options.pingIntervalSeconds) * 1_000_000 // 1–3600 s (LWSServerOptions)
         for c in connections.values where c.isWebSocket && c.closeCode == 0 {
             let silent = now - c.lastHeard
@@ -364,6 +387,44 @@ final class LWSLoop: @unchecked Sendable {
                 lws_callback_on_writable(c.wsi)
             }
         }
+    }
+
+    /// Past the open-files limit: gives up the spare descriptor to take each waiting connection and close it at
+    /// once (its client sees the connection end instead of a hang), then takes the spare again — libuv's answer to
+    /// the same spin. Without it both loops ran at 100 % of a core while 250 clients waited on a limit of 150.
+    /// Should another thread (libcurl, SQLite) have taken the last descriptors meanwhile, so that not even the spare can be
+    /// had, the listener is not watched until the next housekeeping (at most a second): its connections wait in
+    /// the backlog instead of the loop spinning on them.
+    private func shed(_ listener: Int32, _ listenerWSI: OpaquePointer) {
+        let closed: Int? = Self.spare.withLock { spare in
+            if spare < 0 { spare = qg_open_spare_fd() }
+            guard spare >= 0 else { return nil }
+            _ = qg_close_fd(spare)
+            var closed = 0
+            while true {
+                let conn = qg_accept(listener)
+                if conn < 0 { break }
+                _ = qg_close_fd(conn)
+                closed += 1
+            }
+            spare = qg_open_spare_fd()
+            return closed
+        }
+        guard let closed else {
+            lws_rx_flow_control(listenerWSI, 0)
+            pausedListener = listenerWSI
+            return
+        }
+        shedAtFileLimit.add(closed, ordering: .relaxed)
+    }
+
+    /// Says, at most every 10 s, how many connections were shed at the open-files limit since it last said so.
+    private func reportShedding(now: Int64) {
+        let total = shedAtFileLimit.load(ordering: .relaxed)
+        guard total > shedReported, now - shedReportedAt >= 10_000_000 else { return }
+        server?.logger.warning("loop \(index): at the open-files limit, closed \(total - shedReported) new connections as they came; raise the limit (docs/OPERATIONS.md, \"Open files\") or add a node")
+        shedReported = total
+        shedReportedAt = now
     }
 
     /// The raw file that became readable: the timerfd (fire the timers) or the listening socket (accept).

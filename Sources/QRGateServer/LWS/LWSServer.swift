@@ -97,6 +97,8 @@ public final class LWSServer: Sendable {
     public var slowConsumersClosed: Int { loops.reduce(0) { $0 + $1.slowConsumersClosed.load(ordering: .relaxed) } }
     /// WebSocket peers dropped for not answering keep-alive pings (all loops).
     public var idleDropped: Int { loops.reduce(0) { $0 + $1.idleDropped.load(ordering: .relaxed) } }
+    /// Connections closed as soon as accepted because the process was at its open-files limit.
+    public var shedAtFileLimit: Int { loops.reduce(0) { $0 + $1.shedAtFileLimit.load(ordering: .relaxed) } }
     /// Connections each loop accepted so far.
     public var acceptedPerLoop: [Int] { loops.map { $0.accepted.load(ordering: .relaxed) } }
 
