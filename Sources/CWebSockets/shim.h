@@ -72,8 +72,8 @@ static inline int qg_port_in_use(const char *host, int port) {
     return r;
 }
 
-// One pending connection from a non-blocking listener, non-blocking itself; -1 when none is waiting.
-// A connection from the listening socket, or -errno.
+// One pending connection from a non-blocking listener, non-blocking itself; -errno when none could be taken
+// (-EAGAIN: none is waiting).
 static inline int qg_accept(int listener) {
     int fd = accept4(listener, NULL, NULL, SOCK_NONBLOCK | SOCK_CLOEXEC);
     return fd >= 0 ? fd : -errno;

@@ -4,7 +4,6 @@ import json
 import os
 import pwd
 import re
-import resource
 import shutil
 import signal
 import socket
@@ -51,12 +50,13 @@ class Gateway:
         json.dump(config, self.config_file)
         self.config_file.close()
         env = gateway_env()
+        # `nofile`: an open-files limit of its own (soft and hard), for the tests of what happens at that limit;
+        # util-linux's prlimit sets it and then becomes the gateway (exec: the same pid).
+        limit = ["prlimit", f"--nofile={nofile}:{nofile}"] if nofile else []
         self.proc = subprocess.Popen(
-            [BINARY, "serve", "--port", str(port), "--config", self.config_file.name,
+            [*limit, BINARY, "serve", "--port", str(port), "--config", self.config_file.name,
              "--static-dir", os.path.join(ROOT, "static"), *extra_args],
-            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env, cwd=ROOT,
-            # An open-files limit of its own (soft and hard), for the tests of what happens at that limit.
-            preexec_fn=(lambda: resource.setrlimit(resource.RLIMIT_NOFILE, (nofile, nofile))) if nofile else None)
+            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env, cwd=ROOT)
         deadline = time.monotonic() + 20
         line = ""
         while time.monotonic() < deadline:

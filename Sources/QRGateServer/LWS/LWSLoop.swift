@@ -61,11 +61,14 @@ final class LWSLoop: @unchecked Sendable {
     /// number it freed (which left that loop with no spare, spinning: seen in the e2e test before the lock).
     /// Opened by the first loop that starts, kept for the life of the process.
     private static let spare = Mutex<Int32>(-1)
-    /// Service thread only: what this loop last said about shedding (its warning comes at most every 10 s).
-    /// The listening socket's wsi while it is not watched (`shed` found no descriptor to take connections with).
+    /// Service thread only: the listening socket's wsi while it is not watched (`shed` found no descriptor to
+    /// take connections with), and what this loop last said about shedding (at most every 10 s).
     private var pausedListener: OpaquePointer?
     private var shedReported = 0
     private var shedReportedAt: Int64 = 0
+    /// Connections one `shed` closes at most: under a flood the rest wait for the next readiness, and the
+    /// loop (and the accept lock) are not held by it.
+    static let maxShedAtOnce = 1024
 
     /// Connection ids carry their loop in the bits above `serialBits`, so any thread can route to it.
     static let serialBits: UInt64 = 40
@@ -392,16 +395,16 @@ final class LWSLoop: @unchecked Sendable {
     /// Past the open-files limit: gives up the spare descriptor to take each waiting connection and close it at
     /// once (its client sees the connection end instead of a hang), then takes the spare again — libuv's answer to
     /// the same spin. Without it both loops ran at 100 % of a core while 250 clients waited on a limit of 150.
-    /// Should another thread (libcurl, SQLite) have taken the last descriptors meanwhile, so that not even the spare can be
-    /// had, the listener is not watched until the next housekeeping (at most a second): its connections wait in
-    /// the backlog instead of the loop spinning on them.
+    /// Should another thread (libcurl, SQLite) have taken the last descriptors meanwhile, so that not even the
+    /// spare can be had, the listener is not watched until the next housekeeping (at most a second): its
+    /// connections wait in the backlog instead of the loop spinning on them.
     private func shed(_ listener: Int32, _ listenerWSI: OpaquePointer) {
         let closed: Int? = Self.spare.withLock { spare in
             if spare < 0 { spare = qg_open_spare_fd() }
             guard spare >= 0 else { return nil }
             _ = qg_close_fd(spare)
             var closed = 0
-            while true {
+            while closed < Self.maxShedAtOnce {
                 let conn = qg_accept(listener)
                 if conn < 0 { break }
                 _ = qg_close_fd(conn)
