@@ -5,9 +5,6 @@
 #include <stdlib.h>
 #include <string.h>
 
-// PNG_LIBPNG_VER_STRING is a string macro; Swift cannot import it.
-static inline const char *qg_png_ver(void) { return PNG_LIBPNG_VER_STRING; }
-
 // libpng's full writer reports errors by longjmp, which Swift cannot take: the setjmp lives here, and the
 // Swift side sees a return value and a message. (The simplified API needs no setjmp, but takes one byte per
 // pixel and no compression level: packing and deflating a QR's 150 000 pixels there cost twice this.)

@@ -68,7 +68,7 @@ final class LWSLoop: @unchecked Sendable {
     private var shedReportedAt: Int64 = 0
     /// Connections one `shed` closes at most: under a flood the rest wait for the next readiness, and the
     /// loop (and the accept lock) are not held by it.
-    static let maxShedAtOnce = 1024
+    private static let maxShedAtOnce = 1024
 
     /// Connection ids carry their loop in the bits above `serialBits`, so any thread can route to it.
     static let serialBits: UInt64 = 40
