@@ -223,6 +223,11 @@ public struct Config: Codable, Sendable, Equatable {
         /// Where they go. Empty: the gateway's own `/webhooks/evolution` when the simulator runs inside
         /// it (`qrgate serve`), nowhere when it runs alone (`qrgate simulate`).
         public var webhookURL = ""
+        /// Whether `qrcode.updated` webhooks carry the QR's PNG (`data.qrcode.base64`), as Evolution's do:
+        /// `always`, `never`, or `auto`: yes for `qrgate simulate`, no when the simulator runs inside the
+        /// gateway, which draws the same picture from the code with the same renderer when someone wants it
+        /// (drawing every rotation of a fleet nobody watches was most of an idle gateway's CPU).
+        public var webhookPictures = "auto"
         /// Lifetime of tokens from POST /oauth/token.
         public var tokenTTLSeconds = 3600
         /// Client credentials POST /oauth/token accepts.
@@ -391,6 +396,9 @@ public struct Config: Codable, Sendable, Equatable {
         }
         if !(simulator.pairingFirstSeconds > 0) { throw .invalid(key: "simulator.pairingFirstSeconds", reason: "must be greater than 0") }
         try positive(simulator.maxRefs, "simulator.maxRefs")
+        if !["auto", "always", "never"].contains(simulator.webhookPictures) {
+            throw .invalid(key: "simulator.webhookPictures", reason: "must be auto, always or never")
+        }
         try positive(simulator.tokenTTLSeconds, "simulator.tokenTTLSeconds")
         if !(poll.intervalSeconds > 0) { throw .invalid(key: "poll.intervalSeconds", reason: "must be greater than 0") }
         if !(poll.connectedIntervalSeconds > 0) { throw .invalid(key: "poll.connectedIntervalSeconds", reason: "must be greater than 0") }

@@ -41,6 +41,15 @@ public struct QRMatrix: Sendable, Equatable {
 
     public subscript(x: Int, y: Int) -> Bool { modules[y * width + x] }
 
+    /// Throws what `init(encoding:correction:)` would for text it cannot encode (empty, a NUL, too long),
+    /// without encoding it: a code is checked when it arrives and drawn only when someone wants its picture.
+    public static func check(_ text: String, correction: QRErrorCorrection) throws(QREncodingError) {
+        let n = text.utf8.count
+        guard n > 0 else { throw .empty }
+        guard !text.utf8.contains(0) else { throw .containsNUL }
+        guard n <= capacity(correction) else { throw .tooLong(bytes: n, limit: capacity(correction)) }
+    }
+
     /// Encodes `text` as 8-bit data (any UTF-8 survives) with the given error correction.
     public init(encoding text: String, correction: QRErrorCorrection) throws(QREncodingError) {
         let bytes = Array(text.utf8)

@@ -130,6 +130,9 @@ public actor Gateway: LWSServerDelegate {
         if let sim = simulatorHost?.simulator, config.simulator.webhooks, config.simulator.webhookURL.isEmpty {
             sim.webhookURL = ownWebhookURL
         }
+        // In process, the simulator's picture would be this gateway's own drawing of the same code, sent to
+        // itself: by default its webhooks carry the code, and the picture is drawn when someone wants it.
+        if let sim = simulatorHost?.simulator { sim.webhookPictures = config.simulator.webhookPictures == "always" }
         runtime.restore(from: stored, isolation: self)
         for seed in config.sessions where runtime.registry[seed.sessionId] == nil {
             runtime.add(id: seed.sessionId, instanceName: seed.instanceName ?? seed.sessionId, instanceToken: seed.instanceToken,

@@ -336,7 +336,7 @@ extension SessionRuntime {
         var codes: Set<String> = []
         for s in snaps {
             // The current QR comes with the pictures its node drew (read with the row): only older codes are drawn.
-            let current = s.session.state.qr.flatMap { $0.svg.isEmpty || $0.pngDataURL.isEmpty ? nil : $0.code }
+            let current = s.session.state.qr.flatMap { $0.hasPictures ? $0.code : nil }
             if let qr = s.session.state.qr, !qr.upstreamImage, current == nil { codes.insert(qr.code) }
             for e in s.events where e.action == "qr_generated" {
                 if let code = JSONValue.parse(e.payload)?["qrText"]?.stringValue, code != current { codes.insert(code) }
@@ -347,7 +347,7 @@ extension SessionRuntime {
                 group.addTask {
                     // Child tasks run on the global pool: drawn there, off the loop.
                     let qr = UpstreamQR(code: code)
-                    return (code, frames.cached(qr) ?? (try? frames.frame(for: qr)))
+                    return (code, try? frames.frame(for: qr, drawing: .standard))
                 }
             }
             var out: [String: SessionQR] = [:]

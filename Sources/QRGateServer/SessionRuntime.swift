@@ -199,18 +199,10 @@ public final class SessionRuntime {
     /// the gateway was down expires now and regenerates or fails).
     public func restore(from stored: [(StoredSession, [StoredEvent])], isolation: isolated any Actor) {
         let now = clock.now()
-        // The stored codes' pictures, drawn on every core before the sessions come back (then cache hits).
-        // Kept here, not in the factory's bounded cache, which a fleet larger than it would evict before use.
-        let codes = stored.compactMap { s, _ in s.state.qr.flatMap { $0.svg.isEmpty ? UpstreamQR(code: $0.code, base64: $0.upstreamImage ? $0.pngDataURL : nil) : nil } }
+        // The stored codes' pictures are drawn when first wanted (a restored fleet nobody watches draws none).
         let frames = frames
-        let drawn = Mutex<[String: SessionQR]>([:])
-        DispatchQueue.concurrentPerform(iterations: codes.count) { i in
-            if let f = try? frames.frame(for: codes[i]) { drawn.withLock { $0[codes[i].code] = f } }
-        }
-        let ready = drawn.withLock { $0 }
         let pictures: SessionRegistry.Pictures = { code, png, pairing in
-            let qr = UpstreamQR(code: code, base64: png, pairingCode: pairing)
-            return ready[code].map { QRFrameFactory.paired($0, qr) } ?? (try? frames.frame(for: qr))
+            try? frames.frame(for: UpstreamQR(code: code, base64: png, pairingCode: pairing))
         }
         for (s, events) in stored {
             registry.restore(s, events: events, now: now, pictures: pictures)
@@ -361,11 +353,15 @@ public final class SessionRuntime {
             if let current = registry[id]?.machine.qr, current.code == qr.code {
                 return feed(id, .pushed(.upstreamQR(QRFrameFactory.paired(current, qr))), isolation: isolation)
             }
-            if let hit = frames.cached(qr) { return feed(id, .pushed(.upstreamQR(hit)), isolation: isolation) }
+            // Nothing to draw now (nobody watches, or drawn already): fed at once. Else drawn off the loop first.
+            let wanted = registry.hub.picturesWanted(id)
+            if let frame = try? frames.frame(for: qr), frame.pictures.has(wanted) {
+                return feed(id, .pushed(.upstreamQR(frame)), isolation: isolation)
+            }
             let frames = frames
             Task {
                 _ = isolation
-                let input = await Self.input(from: .success(.qr(qr)), frames: frames)
+                let input = await Self.input(from: .success(.qr(qr)), frames: frames, drawing: wanted)
                 self.feed(id, .pushed(input), isolation: isolation)
             }
         case .qrLimitReached, .state(.close, _), .state(.refused, _):
@@ -435,23 +431,22 @@ public final class SessionRuntime {
         if case let .success(.qr(qr)) = result, let current = registry[id]?.machine.qr, current.code == qr.code {
             return .upstreamQR(QRFrameFactory.paired(current, qr))
         }
-        return await Self.input(from: result, frames: frames)
+        return await Self.input(from: result, frames: frames, drawing: registry.hub.picturesWanted(id))
     }
 
-    /// An upstream answer as a machine input. A code seen before comes from the cache; a new one is
-    /// rendered on the global pool, never on the loop.
+    /// An upstream answer as a machine input, with the pictures its watchers want (`formats`) drawn on the
+    /// global pool, never on the loop; the others are drawn when first wanted.
     ///
     /// `@concurrent`, so the caller hops back to its loop when it returns. As a nonisolated(nonsending)
     /// function, the release build (Swift 6.3.1) resumed its caller, a task isolated to a captured
     /// `isolated any Actor`, on the global pool after a render: `feed`'s precondition caught it. The
     /// optimizer's hop removal around nonisolated(nonsending) exits, swiftlang/swift#88259 (fixed after 6.3.1).
     @concurrent
-    static func input(from result: Result<ConnectResult, UpstreamError>, frames: QRFrameFactory) async -> SessionInput {
+    static func input(from result: Result<ConnectResult, UpstreamError>, frames: QRFrameFactory, drawing formats: QRFormats) async -> SessionInput {
         switch result {
         case let .success(.qr(qr)):
-            if let hit = frames.cached(qr) { return .upstreamQR(hit) }
             do {
-                return .upstreamQR(try await frames.render(qr))
+                return .upstreamQR(try frames.frame(for: qr, drawing: formats))
             } catch {
                 return .upstreamFailed("upstream QR code cannot be rendered: \(error)")
             }
@@ -476,7 +471,7 @@ public final class SessionRuntime {
             return started.timeIntervalSince(heard) >= fresh
         }.sorted { $0.id < $1.id }
         let jobs = pending.map { (id: $0.id, instance: $0.instanceName, token: $0.instanceToken, code: $0.machine.qr?.code,
-                                  generation: $0.machine.generation, number: $0.phoneNumber) }
+                                  generation: $0.machine.generation, number: $0.phoneNumber, wanted: registry.hub.picturesWanted($0.id)) }
         Task {
             _ = isolation
             let frames = self.frames
@@ -485,7 +480,7 @@ public final class SessionRuntime {
                 for (i, job) in jobs.enumerated() {
                     group.addTask {
                         let r = await upstream.connect(job.instance, instanceToken: job.token, number: job.number)
-                        return (i, r, await Self.input(from: r, frames: frames))
+                        return (i, r, await Self.input(from: r, frames: frames, drawing: job.wanted))
                     }
                 }
                 var all = [(Result<ConnectResult, UpstreamError>, SessionInput)?](repeating: nil, count: jobs.count)

@@ -38,26 +38,41 @@ public final class QRFrameFactory: @unchecked Sendable {
         return f
     }
 
-    /// `frame(for:)` on the global pool: encoding and PNG compression take milliseconds, which an event
-    /// loop must not spend while thousands of sockets wait on it.
+    /// `frame(for:drawing:)` on the global pool: encoding and PNG compression take milliseconds, which an
+    /// event loop must not spend while thousands of sockets wait on it.
     @concurrent
-    public func render(_ qr: UpstreamQR) async throws -> SessionQR { try frame(for: qr) }
+    public func render(_ qr: UpstreamQR, drawing formats: QRFormats) async throws -> SessionQR { try frame(for: qr, drawing: formats) }
 
+    /// The frame for a code, its pictures drawn now for `formats` (the rest when first wanted).
+    public func frame(for qr: UpstreamQR, drawing formats: QRFormats) throws -> SessionQR {
+        let f = try frame(for: qr)
+        f.pictures.prepare(formats)
+        return f
+    }
+
+    /// The frame for a code, its pictures drawn when first wanted (a code nobody watches is never drawn).
+    /// Throws now for a code that cannot be drawn (empty, a NUL, too long for a QR symbol).
     public func frame(for qr: UpstreamQR) throws -> SessionQR {
         lock.lock()
         if let hit = cache[qr.code] { lock.unlock(); return Self.paired(hit, qr) }
         lock.unlock()
-        let matrix = try QRMatrix(encoding: qr.code, correction: renderer.style.correction)
+        try QRMatrix.check(qr.code, correction: renderer.style.correction)
         let upstreamPNG = qr.base64.flatMap { Self.isWellFormedPNGDataURL($0, limit: maxDataURLBytes) ? $0 : nil }
-        let frame = SessionQR(code: qr.code, pngDataURL: try upstreamPNG ?? renderer.pngDataURL(matrix), svg: renderer.svg(matrix),
-                              upstreamImage: upstreamPNG != nil)
-        lock.lock()
-        if cache[qr.code] == nil {
-            cache[qr.code] = frame
-            order.append(qr.code)
-            if order.count > capacity { cache[order.removeFirst()] = nil }
+        let renderer = renderer, code = qr.code
+        let pictures = QRPictures(png: upstreamPNG) { formats in
+            // One matrix for the pictures asked for together; a failure leaves them empty (a frame shows no
+            // picture rather than none of its other fields).
+            guard let matrix = try? QRMatrix(encoding: code, correction: renderer.style.correction) else { return (nil, nil) }
+            return (formats.contains(.svg) ? renderer.svg(matrix) : nil, formats.contains(.png) ? try? renderer.pngDataURL(matrix) : nil)
         }
-        lock.unlock()
+        let frame = SessionQR(code: qr.code, pictures: pictures, upstreamImage: upstreamPNG != nil)
+        lock.lock()
+        defer { lock.unlock() }
+        // Two threads that made the same code's frame at once share the first one cached (and its drawing).
+        if let hit = cache[qr.code] { return Self.paired(hit, qr) }
+        cache[qr.code] = frame
+        order.append(qr.code)
+        if order.count > capacity { cache[order.removeFirst()] = nil }
         return Self.paired(frame, qr)
     }
 

@@ -40,8 +40,7 @@ import QRGateCore
         #expect(all.map(\.0.id) == ["a", "b"])
         // The code comes back without its pictures (ours are drawn again from it).
         var expected = session("a", seq: 5)
-        expected.state.qr?.pngDataURL = ""
-        expected.state.qr?.svg = ""
+        expected.state.qr?.pictures = QRPictures(svg: "", png: "")
         #expect(all[0].0 == expected)
         #expect(all[0].1.map(\.seq) == [3, 4, 5]) // bounded by count
         #expect(all[1].0.state.status == .connected && all[1].0.instanceToken == nil)
@@ -92,8 +91,7 @@ import QRGateCore
         let row = try SQLiteStore(path: path, eventCapacity: 10, eventMaxAgeSeconds: 3600).loadAll()[0].0
         var expected = session("a", seq: 1)
         expected.seq = 7
-        expected.state.qr?.pngDataURL = ""
-        expected.state.qr?.svg = ""
+        expected.state.qr?.pictures = QRPictures(svg: "", png: "")
         #expect(row == expected)
     }
 

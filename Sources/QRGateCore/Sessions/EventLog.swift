@@ -6,16 +6,27 @@ public struct EventLog: Sendable {
     public struct Entry: Sendable {
         public let seq: Int
         public let action: String
-        /// The frame in the standard formats.
-        public let bytes: [UInt8]
+        /// The frame in the standard formats (encoded when first read, for a QR).
+        public let frame: EncodedFrame
+        public var bytes: [UInt8] { frame.bytes }
+        /// What the entry counts for in the log's byte bound, fixed when it is made: its frame's size, or
+        /// `unencodedQRWeight` for a QR frame not encoded yet.
+        public let weight: Int
         /// The event and when it happened, so a QR-bearing frame can be re-encoded for other `formats`;
         /// nil for entries restored from the store (their bytes are all that was kept).
         public let event: SessionEvent?
         public let at: Date?
         public init(seq: Int, action: String, bytes: [UInt8], event: SessionEvent? = nil, at: Date? = nil) {
-            self.seq = seq; self.action = action; self.bytes = bytes; self.event = event; self.at = at
+            self.init(seq: seq, action: action, frame: EncodedFrame(bytes), event: event, at: at)
+        }
+        public init(seq: Int, action: String, frame: EncodedFrame, event: SessionEvent? = nil, at: Date? = nil) {
+            self.seq = seq; self.action = action; self.frame = frame; self.event = event; self.at = at
+            weight = frame.countIfEncoded ?? EventLog.unencodedQRWeight
         }
     }
+    /// What a QR frame not encoded yet counts for: about a standard frame with both pictures (the log
+    /// keeps one QR frame whatever its size, so this only decides how many small events fit beside it).
+    public static let unencodedQRWeight = 12 * 1024
     public let capacity: Int
     /// The frames kept weigh at most this many bytes (the newest is kept whatever its size).
     public let maxBytes: Int
@@ -38,19 +49,19 @@ public struct EventLog: Sendable {
             dropFirst(last + 1)
         }
         entries.append(e)
-        bytes += e.bytes.count
+        bytes += e.weight
         if entries.count > capacity { dropFirst(entries.count - capacity) }
         // Oldest first, so the log stays a contiguous tail.
         var over = 0, excess = bytes - maxBytes
         while excess > 0 && over < entries.count - 1 {
-            excess -= entries[over].bytes.count
+            excess -= entries[over].weight
             over += 1
         }
         if over > 0 { dropFirst(over) }
     }
 
     private mutating func dropFirst(_ n: Int) {
-        bytes -= entries[..<n].reduce(0) { $0 + $1.bytes.count }
+        bytes -= entries[..<n].reduce(0) { $0 + $1.weight }
         entries.removeFirst(n)
     }
 

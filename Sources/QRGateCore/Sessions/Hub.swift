@@ -20,8 +20,9 @@ public struct Publication {
     /// Nil for a countdown: computed, not numbered.
     public let seq: Int?
     public let event: SessionEvent
-    /// The frame in the standard formats.
-    public let bytes: [UInt8]
+    /// The frame in the standard formats (a QR's encoded when first needed: nobody may watch).
+    public let frame: EncodedFrame
+    public var bytes: [UInt8] { frame.bytes }
     /// A queued older frame with the same key may be replaced by this one.
     public let coalesceKey: String?
     /// For an event carrying a QR: its frame in other formats. Nil when the frame is the same for all.
@@ -29,7 +30,12 @@ public struct Publication {
 
     public init(session: String, seq: Int?, event: SessionEvent, bytes: [UInt8], coalesceKey: String?,
                 variant: ((QRFormats) -> [UInt8])? = nil) {
-        self.session = session; self.seq = seq; self.event = event; self.bytes = bytes
+        self.init(session: session, seq: seq, event: event, frame: EncodedFrame(bytes), coalesceKey: coalesceKey, variant: variant)
+    }
+
+    public init(session: String, seq: Int?, event: SessionEvent, frame: EncodedFrame, coalesceKey: String?,
+                variant: ((QRFormats) -> [UInt8])? = nil) {
+        self.session = session; self.seq = seq; self.event = event; self.frame = frame
         self.coalesceKey = coalesceKey; self.variant = variant
     }
 
@@ -52,6 +58,13 @@ public protocol HubConsumer: AnyObject {
     var listsWatchedSessions: Bool { get }
     /// Calls `body` for each session `watches` is true for (when `listsWatchedSessions`).
     func forEachWatchedSession(_ body: (String) -> Void)
+    /// The pictures (`.svg`, `.png`) this consumer would show of the session's next QR now.
+    func picturesWanted(_ session: String) -> QRFormats
+}
+
+extension HubConsumer {
+    /// Both pictures for a session it watches (the standard frame), none otherwise.
+    public func picturesWanted(_ session: String) -> QRFormats { watches(session) ? .standard : [] }
 }
 
 /// Subscriptions: session → subscribers with the formats each asked for, subscribers of every session
@@ -152,6 +165,16 @@ public final class Hub {
         if bySession[session]?.isEmpty == false || bySession[Hub.everySession]?.isEmpty == false { return true }
         if !byPrefix.isEmpty, byPrefix.keys.contains(where: { session.hasPrefix($0) }) { return true }
         return consumers.contains { $0.watches(session) }
+    }
+
+    /// The pictures (`.svg`, `.png`) an event of the session would be encoded with now: those its subscribers
+    /// asked for, and those its consumers would show (the Supabase endpoint passes the standard frame on to
+    /// a topic's members, and its rows carry the PNG); none when nobody watches, so a new code is drawn only when someone will see it.
+    public func picturesWanted(_ session: String) -> QRFormats {
+        var wanted: QRFormats = []
+        for c in consumers { wanted.formUnion(c.picturesWanted(session)) }
+        for formats in audience(of: session).keys { wanted.formUnion(formats) }
+        return wanted.intersection(.standard)
     }
 
     /// Calls `body` once for each session someone watches and returns true, when that is a list; returns false

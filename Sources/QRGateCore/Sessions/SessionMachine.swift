@@ -4,16 +4,39 @@ import Foundation
 /// makes it, the frame factory caches it, the machine holds it, the store keeps it.
 public struct SessionQR: Sendable, Equatable {
     public var code: String
-    /// `data:image/png;base64,…`: the upstream's when it was well-formed, else ours.
-    public var pngDataURL: String
-    public var svg: String
+    /// The SVG and PNG, drawn when first wanted (`QRPictures`).
+    public var pictures: QRPictures
     /// True when the PNG came from the upstream.
     public var upstreamImage: Bool
     /// The pairing code the upstream gave with this QR (`ABCD-EFGH`), when the session links by phone
     /// number: it lives and dies with the QR.
     public var pairingCode: String?
+
+    /// `data:image/png;base64,…`: the upstream's when it was well-formed, else ours ("" when not at hand).
+    public var pngDataURL: String { pictures.png }
+    public var svg: String { pictures.svg }
+    /// Whether both pictures can be had without drawing them from elsewhere (false for a QR read back
+    /// from a store that keeps codes, not pictures).
+    public var hasPictures: Bool { pictures.complete }
+
+    /// A QR whose pictures are at hand ("" for one that is not).
     public init(code: String, pngDataURL: String, svg: String, upstreamImage: Bool = false, pairingCode: String? = nil) {
-        self.code = code; self.pngDataURL = pngDataURL; self.svg = svg; self.upstreamImage = upstreamImage; self.pairingCode = pairingCode
+        self.init(code: code, pictures: QRPictures(svg: svg, png: pngDataURL), upstreamImage: upstreamImage, pairingCode: pairingCode)
+    }
+
+    public init(code: String, pictures: QRPictures, upstreamImage: Bool = false, pairingCode: String? = nil) {
+        self.code = code; self.pictures = pictures; self.upstreamImage = upstreamImage; self.pairingCode = pairingCode
+    }
+
+    /// The same code, origin and pairing code; pictures given outright must match too. Pictures drawn on
+    /// demand are the code's (the renderer is deterministic), so comparing never draws them.
+    public static func == (a: SessionQR, b: SessionQR) -> Bool {
+        guard a.code == b.code, a.upstreamImage == b.upstreamImage, a.pairingCode == b.pairingCode else { return false }
+        if a.pictures === b.pictures { return true }
+        switch (a.pictures.given, b.pictures.given) {
+        case let (x?, y?): return x == y
+        default: return a.hasPictures == b.hasPictures && (!a.upstreamImage || a.pngDataURL == b.pngDataURL)
+        }
     }
 }
 

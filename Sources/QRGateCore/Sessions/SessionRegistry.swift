@@ -67,7 +67,7 @@ public final class SessionRegistry {
     /// (older QR events are dropped at rest once superseded): a `since` before it gets a snapshot.
     public func restore(_ stored: StoredSession, events: [StoredEvent], now: Date, pictures: Pictures) {
         var state = stored.state
-        if let qr = state.qr, qr.svg.isEmpty || qr.pngDataURL.isEmpty {
+        if let qr = state.qr, !qr.hasPictures {
             state.qr = pictures(qr.code, qr.upstreamImage ? qr.pngDataURL : nil, qr.pairingCode)
             if state.qr == nil { state.qrExpiresAt = nil }
         }
@@ -84,9 +84,8 @@ public final class SessionRegistry {
                let ms = o["timestamp"]?.intValue, let qr = machine.qr?.code == code ? machine.qr : pictures(code, nil, nil) {
                 let at = Date(timeIntervalSince1970: Double(ms) / 1000)
                 let event = SessionEvent.qrGenerated(qr, expiresAt: exp, attempt: attempt)
-                let bytes = SessionEventEncoding.event(event, session: stored.id, seq: e.seq, now: at, maxAttempts: machine.maxAttempts,
-                                                       numberId: stored.numberId)
-                log.append(EventLog.Entry(seq: e.seq, action: e.action, bytes: bytes, event: event, at: at))
+                let frame = Self.frame(event, session: stored.id, seq: e.seq, now: at, maxAttempts: machine.maxAttempts, numberId: stored.numberId)
+                log.append(EventLog.Entry(seq: e.seq, action: e.action, frame: frame, event: event, at: at))
             } else {
                 log.append(EventLog.Entry(seq: e.seq, action: e.action, bytes: e.payload))
             }
@@ -106,7 +105,7 @@ public final class SessionRegistry {
         let id = stored.id
         let isNew = sessions[id] == nil
         var state = stored.state
-        if let qr = state.qr, qr.svg.isEmpty || qr.pngDataURL.isEmpty {
+        if let qr = state.qr, !qr.hasPictures {
             let current = sessions[id]?.machine.qr
             state.qr = current?.code == qr.code && current?.pairingCode == qr.pairingCode
                 ? current : pictures(qr.code, qr.upstreamImage ? qr.pngDataURL : nil, qr.pairingCode)
@@ -136,8 +135,8 @@ public final class SessionRegistry {
                 continue
             }
             let (event, at) = decoded
-            let bytes = SessionEventEncoding.event(event, session: id, seq: e.seq, now: at, maxAttempts: maxAttempts, numberId: numberId)
-            s.log.append(EventLog.Entry(seq: e.seq, action: e.action, bytes: bytes, event: event, at: at))
+            let frame = Self.frame(event, session: id, seq: e.seq, now: at, maxAttempts: maxAttempts, numberId: numberId)
+            s.log.append(EventLog.Entry(seq: e.seq, action: e.action, frame: frame, event: event, at: at))
             let key: String? = switch event {
             case .qrGenerated: "qr:\(id)"
             case .pairingCode: "pc:\(id)"
@@ -147,7 +146,7 @@ public final class SessionRegistry {
             let variant: ((QRFormats) -> [UInt8])? = SessionEventEncoding.carriesQR(event)
                 ? { SessionEventEncoding.event(event, session: id, seq: seq, now: at, maxAttempts: maxAttempts, numberId: numberId, formats: $0) }
                 : nil
-            publications.append(Publication(session: id, seq: seq, event: event, bytes: bytes, coalesceKey: key, variant: variant))
+            publications.append(Publication(session: id, seq: seq, event: event, frame: frame, coalesceKey: key, variant: variant))
         }
         s.seq = max(s.seq, stored.seq, fresh.last?.seq ?? 0)
         sessions[id] = s
@@ -312,6 +311,15 @@ public final class SessionRegistry {
 
     public func nextDeadline(of id: String) -> Date? { sessions[id]?.machine.nextDeadline() }
 
+    /// An event's standard frame: a QR's is encoded when first needed (with its pictures, which a session
+    /// nobody watches never needs drawn), any other at once.
+    static func frame(_ event: SessionEvent, session id: String, seq: Int, now: Date, maxAttempts: Int, numberId: String?) -> EncodedFrame {
+        guard SessionEventEncoding.carriesQR(event) else {
+            return EncodedFrame(SessionEventEncoding.event(event, session: id, seq: seq, now: now, maxAttempts: maxAttempts, numberId: numberId))
+        }
+        return EncodedFrame { SessionEventEncoding.event(event, session: id, seq: seq, now: now, maxAttempts: maxAttempts, numberId: numberId) }
+    }
+
     private func publish(_ events: [SessionEvent], of id: String, now: Date, before: (SessionMachine, Int)) {
         // The first events to wait for the store: subscribers keep seeing the state before them.
         if holdsUntilStored, !events.isEmpty, !isHolding(id) { sessions[id]?.shown = before }
@@ -319,8 +327,8 @@ public final class SessionRegistry {
             guard var s = sessions[id] else { return }
             s.seq += 1
             s.lastActiveAt = now
-            let bytes = SessionEventEncoding.event(event, session: id, seq: s.seq, now: now, maxAttempts: s.machine.maxAttempts, numberId: s.numberId)
-            s.log.append(EventLog.Entry(seq: s.seq, action: event.action, bytes: bytes, event: event, at: now))
+            let frame = Self.frame(event, session: id, seq: s.seq, now: now, maxAttempts: s.machine.maxAttempts, numberId: s.numberId)
+            s.log.append(EventLog.Entry(seq: s.seq, action: event.action, frame: frame, event: event, at: now))
             sessions[id] = s
             // Only the newest QR and its pairing code matter to a peer that is behind (and the newest countdown:
             // tickCountdowns); each replaces its unsent predecessor in place, so the order stays QR, then code.
@@ -333,7 +341,7 @@ public final class SessionRegistry {
             let variant: ((QRFormats) -> [UInt8])? = SessionEventEncoding.carriesQR(event)
                 ? { SessionEventEncoding.event(event, session: id, seq: seq, now: now, maxAttempts: maxAttempts, numberId: numberId, formats: $0) }
                 : nil
-            let publication = Publication(session: id, seq: s.seq, event: event, bytes: bytes, coalesceKey: key, variant: variant)
+            let publication = Publication(session: id, seq: s.seq, event: event, frame: frame, coalesceKey: key, variant: variant)
             if holdsUntilStored {
                 hold(publication, machine: s.machine, of: id)
             } else {

@@ -72,7 +72,7 @@ public final class RealtimeEndpoint {
     private var connections: [ConnectionID: Connection] = [:]
     /// Who joined each topic: an event reaches its members without a walk over every connection.
     private var members: [String: Set<ConnectionID>] = [:]
-    private var lastRows: [String: [String: JSONValue]] = [:]
+    private var lastRows: [String: Row] = [:]
     private var nextBindingID = 1000
 
     init(server: LWSServer, auth: Authenticator, registry: SessionRegistry, demoMode: Bool, clock: any GatewayClock, logger: Logger) {
@@ -367,7 +367,7 @@ public final class RealtimeEndpoint {
 
     /// Every QRGate event of a session: broadcast on `realtime:session:ID`, and as a row change of
     /// `evolution_instances` when the row's columns changed.
-    func sessionEvent(_ id: String, event: SessionEvent, eventBytes: [UInt8], now: Date) {
+    func sessionEvent(_ id: String, event: SessionEvent, eventBytes: @autoclosure () -> [UInt8], now: Date) {
         guard !connections.isEmpty, let s = registry[id] else {
             if case .countdown = event { return }
             if let s = registry[id] { lastRows[id] = Self.row(s) }
@@ -377,7 +377,7 @@ public final class RealtimeEndpoint {
         if let members = members[topic], !members.isEmpty {
             // The event's bytes go in as the hub encoded them: no parse, no re-encode, one frame per serializer.
             let inner = Array(#"{"event":"#.utf8) + JSONValue.string(event.action).encoded()
-                + Array(#","payload":"#.utf8) + eventBytes + Array(#","type":"broadcast"}"#.utf8)
+                + Array(#","payload":"#.utf8) + eventBytes() + Array(#","type":"broadcast"}"#.utf8)
             var v1: [ConnectionID] = [], v2: [ConnectionID] = []
             for m in members { if connections[m]?.v2 == true { v2.append(m) } else { v1.append(m) } }
             if !v1.isEmpty { server.send(WireFrame(RealtimeWire.objectFrame(topic: topic, event: "broadcast", payload: inner)), to: v1) }
@@ -396,33 +396,40 @@ public final class RealtimeEndpoint {
         let old = lastRows[id]
         guard old != row else { return }
         lastRows[id] = row
-        rowChange(session: id, type: old == nil ? "INSERT" : "UPDATE", record: row, old: old ?? [:], now: now)
+        rowChange(session: id, type: old == nil ? "INSERT" : "UPDATE", record: row, old: old, now: now)
     }
 
     func sessionAdded(_ id: String, now: Date) {
         guard let s = registry[id] else { return }
         let row = Self.row(s)
         lastRows[id] = row
-        rowChange(session: id, type: "INSERT", record: row, old: [:], now: now)
+        rowChange(session: id, type: "INSERT", record: row, old: nil, now: now)
     }
 
     /// One row change: its data encoded once, one frame per (topic, matching binding ids) shared by
     /// every channel that has them (binding ids depend only on the binding, as Supabase's do).
-    private func rowChange(session: String, type: String, record: [String: JSONValue], old: [String: JSONValue], now: Date) {
+    private func rowChange(session: String, type: String, record row: Row, old: Row?, now: Date) {
         var data: [UInt8]?
+        // Made (its PNG drawn, if it was not) only when some connection may see the change.
+        var made: [String: JSONValue]?
+        func record() -> [String: JSONValue] {
+            if made == nil { made = row.json }
+            return made!
+        }
         var frames: [String: (frame: WireFrame, to: [ConnectionID])] = [:]
         defer { for (frame, to) in frames.values { server.send(frame, to: to) } }
         for (cid, c) in connections {
             guard let p = c.principal, p.canSee(session) else { continue }
             for ch in c.channels.values {
-                let ids = ch.bindings.filter { $0.matches(type: type, row: record) }.map(\.id)
+                guard !ch.bindings.isEmpty else { continue }
+                let ids = ch.bindings.filter { $0.matches(type: type, row: record()) }.map(\.id)
                 guard !ids.isEmpty else { continue }
                 let key = (c.v2 ? "2|" : "1|") + ch.topic + "|" + ids.map(String.init).joined(separator: ",")
                 if frames[key] != nil { frames[key]!.to.append(cid); continue }
                 if data == nil {
                     let o: [String: JSONValue] = ["schema": .string("public"), "table": .string(Self.table),
                                                   "commit_timestamp": .string(SessionEventEncoding.iso8601(now)), "type": .string(type),
-                                                  "columns": Self.columns, "record": .object(record), "old_record": .object(old), "errors": .null]
+                                                  "columns": Self.columns, "record": .object(record()), "old_record": .object(old?.json ?? [:]), "errors": .null]
                     data = Array(JSONValue.object(o).encoded())
                 }
                 let inner = Array(#"{"data":"#.utf8) + data! + Array(#","ids":"#.utf8) + JSONValue.array(ids.map { .int($0) }).encoded() + Array("}".utf8)
@@ -444,20 +451,30 @@ public final class RealtimeEndpoint {
         ("qr_expires_at", "timestamptz"), ("attempt", "int4"), ("pairing_code", "text"),
     ].map { .object(["name": .string($0.0), "type": .string($0.1)]) })
 
+    /// A row of the old table: its columns, the QR's PNG (`qr_code`) drawn only when the row is sent.
+    struct Row: Equatable {
+        var fields: [String: JSONValue]
+        var qr: SessionQR?
+        var json: [String: JSONValue] {
+            var o = fields
+            o["qr_code"] = qr.map { .string($0.pngDataURL) } ?? .null
+            return o
+        }
+    }
+
     /// A session as a row of the old table; never a token or secret.
-    static func row(_ s: SessionRegistry.Session) -> [String: JSONValue] {
+    static func row(_ s: SessionRegistry.Session) -> Row {
         let m = s.visibleMachine // what subscribers were shown: nothing before it is stored
         let status: String = switch m.status {
         case .pending: "connecting"
         case .connected: "open"
         default: "close"
         }
-        return ["instance_name": .string(s.instanceName), "instance_status": .string(status),
-                "qr_code": m.qr.map { .string($0.pngDataURL) } ?? .null,
+        return Row(fields: ["instance_name": .string(s.instanceName), "instance_status": .string(status),
                 "last_qr_update": m.qrUpdatedAt.map { .string(SessionEventEncoding.iso8601($0)) } ?? .null,
                 "qr_expires_at": m.qrExpiresAt.map { .string(SessionEventEncoding.iso8601($0)) } ?? .null,
                 "attempt": .int(m.attempt),
-                "pairing_code": m.qr?.pairingCode.map { .string($0) } ?? .null]
+                "pairing_code": m.qr?.pairingCode.map { .string($0) } ?? .null], qr: m.qr)
     }
 
     // MARK: Output
@@ -488,6 +505,15 @@ extension RealtimeEndpoint: HubConsumer {
     public func forEachWatchedSession(_ body: (String) -> Void) {
         let prefix = "realtime:session:"
         for (key, who) in members where !who.isEmpty && key.hasPrefix(prefix) { body(String(key.dropFirst(prefix.count))) }
+    }
+
+    /// Both pictures for a topic's members; the PNG when a connection with row bindings may see the session.
+    public func picturesWanted(_ session: String) -> QRFormats {
+        if watches(session) { return .standard }
+        let rows = connections.values.contains { c in
+            c.principal?.canSee(session) == true && c.channels.values.contains { !$0.bindings.isEmpty }
+        }
+        return rows ? .png : []
     }
 
     public func published(_ p: Publication) { sessionEvent(p.session, event: p.event, eventBytes: p.bytes, now: clock.now()) }

@@ -87,10 +87,15 @@ public final class EvolutionSimulator {
     /// Where webhooks go; empty: none (`simulator.webhooks` off, or no target).
     public var webhookURL: String
 
+    /// Whether `qrcode.updated` webhooks carry the PNG (`simulator.webhookPictures`; the gateway that runs
+    /// the simulator inside it turns `auto` off).
+    public var webhookPictures: Bool
+
     public init(config: Config.Simulator, frames: QRFrameFactory) {
         self.config = config
         self.frames = frames
         webhookURL = config.webhooks ? config.webhookURL : ""
+        webhookPictures = config.webhookPictures != "never"
     }
 
     /// An instance's own API key (what its webhooks carry as `apikey`).
@@ -384,7 +389,7 @@ public final class EvolutionSimulator {
         // An instance that answers "count 0" has no QR to tell of either.
         if (instanceFaults[i.name] ?? globalFaults).countZero { return }
         let qr: [String: JSONValue] = ["instance": .string(i.name), "code": .string(code), "pairingCode": i.pairing.map { .string($0) } ?? .null]
-        webhook(i, event: "qrcode.updated", data: ["qrcode": .object(qr)], pictureOf: code)
+        webhook(i, event: "qrcode.updated", data: ["qrcode": .object(qr)], pictureOf: webhookPictures ? code : nil)
     }
 
     private func webhook(_ i: Instance, event: String, data: [String: JSONValue], pictureOf: String? = nil) {
