@@ -15,11 +15,11 @@ extension Gateway {
             return .error(401, "webhook not authenticated: send the shared secret (x-webhook-secret) or a valid apikey")
         }
         guard let event = parsed.event else {
-            return .json(200, ["success": true, "ignored": true, "event": parsed.eventName])
+            return .json(200, value: .object(["success": .bool(true), "ignored": .bool(true), "event": .string(parsed.eventName)]))
         }
         logger.debug("webhook \(parsed.eventName) for \(parsed.instance)")
         deliver(event)
-        return .json(200, ["success": true, "event": parsed.eventName])
+        return .json(200, value: .object(["success": .bool(true), "event": .string(parsed.eventName)]))
     }
 
     private func webhookAuthorized(_ request: HTTPRequest, _ w: EvolutionParsing.Webhook) -> Bool {

@@ -1,4 +1,5 @@
 import Foundation
+import QRGateCore
 
 /// One connection (HTTP or WebSocket) as the event loop knows it.
 public typealias ConnectionID = UInt64
@@ -40,6 +41,12 @@ public struct HTTPResponse: Sendable {
     public static func json(_ status: Int, _ object: Any, headers: [(String, String)] = []) -> HTTPResponse {
         let data = (try? JSONSerialization.data(withJSONObject: object, options: [.sortedKeys, .withoutEscapingSlashes])) ?? Data("{}".utf8)
         return HTTPResponse(status: status, contentType: "application/json", headers: headers, body: .bytes(Array(data)))
+    }
+
+    /// A JSON body written by `JSONValue`'s writer: for answers on hot paths (a webhook's acknowledgement,
+    /// 150 a second for a fleet), where `JSONSerialization` of a dictionary was 6 % of an idle fleet's CPU.
+    public static func json(_ status: Int, value: JSONValue, headers: [(String, String)] = []) -> HTTPResponse {
+        HTTPResponse(status: status, contentType: "application/json", headers: headers, body: .bytes(Array(value.encoded())))
     }
 
     /// `{"success":false,"error":reason}` with the given status.
