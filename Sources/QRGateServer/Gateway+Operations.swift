@@ -26,6 +26,8 @@ extension Gateway {
                 m.syncTotals(coalesced: self.server.coalesced, slowConsumers: self.server.slowConsumersClosed)
                 m.syncTotal("qrgate_idle_peers_dropped_total", self.server.idleDropped)
                 m.syncTotal("qrgate_connections_shed_total", self.server.shedAtFileLimit)
+                m.syncTotal("qrgate_qr_pictures_drawn_total", self.runtime.frames.drawn.svg.load(ordering: .relaxed), [("format", "svg")])
+                m.syncTotal("qrgate_qr_pictures_drawn_total", self.runtime.frames.drawn.png.load(ordering: .relaxed), [("format", "png")])
                 m.gauge("qrgate_upstream_concurrency_limit", [], Double(self.http.currentLimit))
                 // A gauge of a monotonic per-loop count: how evenly the kernel spreads connections.
                 for (i, n) in self.server.acceptedPerLoop.enumerated() {

@@ -64,12 +64,13 @@ public final class GatewayMetrics: @unchecked Sendable {
     }
 
     /// A running total kept elsewhere (the cluster's) as a Prometheus counter, by its delta since the last scrape.
-    func syncTotal(_ label: String, _ total: Int) {
+    func syncTotal(_ label: String, _ total: Int, _ dims: [(String, String)] = []) {
+        let k = key(label, dims)
         lock.lock()
-        let d = total - (totals[label] ?? 0)
-        totals[label] = total
+        let d = total - (totals[k] ?? 0)
+        totals[k] = total
         lock.unlock()
-        count(label, by: max(0, d))
+        count(label, dims, by: max(0, d))
     }
 
     /// Prometheus text exposition format.

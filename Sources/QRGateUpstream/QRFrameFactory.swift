@@ -2,6 +2,7 @@ import DequeModule
 import Foundation
 import QRGateCore
 import QRGateQR
+import Synchronization
 
 /// Builds frames from upstream codes, rendering what the upstream did not give, and
 /// remembering recent codes so the same code always yields the same frame (no duplicate pushes).
@@ -15,6 +16,14 @@ public final class QRFrameFactory: @unchecked Sendable {
     /// Oldest first: a full cache drops its front in O(1) (an array's `removeFirst` moved 4 095 keys per insert).
     private var order: Deque<String> = []
     private let capacity: Int
+    /// Pictures drawn so far, by kind (`qrgate_qr_pictures_drawn_total`): a fleet nobody watches draws none.
+    public let drawn = DrawCounts()
+
+    /// Running totals, each its own atomic (pictures are drawn on the loops and the global pool).
+    public final class DrawCounts: Sendable {
+        public let svg = Atomic<Int>(0)
+        public let png = Atomic<Int>(0)
+    }
 
     public init(renderer: QRRenderer, maxDataURLBytes: Int = 256 * 1024, capacity: Int = 4096) {
         self.renderer = renderer
@@ -58,12 +67,16 @@ public final class QRFrameFactory: @unchecked Sendable {
         lock.unlock()
         try QRMatrix.check(qr.code, correction: renderer.style.correction)
         let upstreamPNG = qr.base64.flatMap { Self.isWellFormedPNGDataURL($0, limit: maxDataURLBytes) ? $0 : nil }
-        let renderer = renderer, code = qr.code
+        let renderer = renderer, code = qr.code, counts = drawn
         let pictures = QRPictures(png: upstreamPNG) { formats in
             // One matrix for the pictures asked for together; a failure leaves them empty (a frame shows no
             // picture rather than none of its other fields).
             guard let matrix = try? QRMatrix(encoding: code, correction: renderer.style.correction) else { return (nil, nil) }
-            return (formats.contains(.svg) ? renderer.svg(matrix) : nil, formats.contains(.png) ? try? renderer.pngDataURL(matrix) : nil)
+            let svg = formats.contains(.svg) ? renderer.svg(matrix) : nil
+            let png = formats.contains(.png) ? try? renderer.pngDataURL(matrix) : nil
+            if svg != nil { counts.svg.add(1, ordering: .relaxed) }
+            if png != nil { counts.png.add(1, ordering: .relaxed) }
+            return (svg, png)
         }
         let frame = SessionQR(code: qr.code, pictures: pictures, upstreamImage: upstreamPNG != nil)
         lock.lock()

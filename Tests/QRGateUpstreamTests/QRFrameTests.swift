@@ -48,3 +48,32 @@ import QRGateQR
         #expect(factory.cached(UpstreamQR(code: "2@paired", pairingCode: "<img src=x>"))?.pairingCode == nil)
     }
 }
+
+/// Pictures drawn when first wanted, counted by the factory.
+@Suite struct QRFrameLazinessTests {
+    @Test func aFrameIsCheckedNowAndDrawnOnlyForWhatIsRead() throws {
+        let factory = QRFrameFactory(renderer: QRRenderer(style: QRStyle(correction: .medium, quietZone: 4, moduleSize: 4)))
+        func drawn() -> (Int, Int) { (factory.drawn.svg.load(ordering: .relaxed), factory.drawn.png.load(ordering: .relaxed)) }
+        let code = "2@" + String(repeating: "lazy", count: 40)
+        let f = try factory.frame(for: UpstreamQR(code: code))
+        #expect(drawn() == (0, 0) && f.hasPictures && !f.pictures.has(.svg))
+        #expect(f.svg.hasPrefix("<svg") && drawn() == (1, 0))
+        // The cache hands out the same pictures: read again, nothing is drawn again.
+        let again = try factory.frame(for: UpstreamQR(code: code, pairingCode: "ABCD-EFGH"))
+        #expect(again.svg == f.svg && again.pairingCode == "ABCD-EFGH" && drawn() == (1, 0))
+        let png = try #require(Data(base64Encoded: String(again.pngDataURL.dropFirst(QRFrameFactory.pngPrefix.count))))
+        #expect(try zbarDecode(Array(png)) == code)
+        #expect(drawn() == (1, 1))
+        // Drawn ahead for a watcher's formats (what the runtime does off the loop).
+        let other = try factory.frame(for: UpstreamQR(code: code + "2"), drawing: .svg)
+        #expect(other.pictures.has(.svg) && !other.pictures.has(.png) && drawn() == (2, 1))
+        // An upstream's PNG is kept as sent: only the SVG is ever drawn for it.
+        let up = try factory.frame(for: UpstreamQR(code: code + "3", base64: again.pngDataURL), drawing: .standard)
+        #expect(up.upstreamImage && up.pngDataURL == again.pngDataURL && drawn() == (3, 1))
+        // A code no QR can hold fails when it arrives, not when someone first looks.
+        #expect(throws: QREncodingError.self) { try factory.frame(for: UpstreamQR(code: String(repeating: "x", count: 2_332))) }
+        #expect(throws: QREncodingError.self) { try factory.frame(for: UpstreamQR(code: "")) }
+        #expect(throws: QREncodingError.self) { try factory.frame(for: UpstreamQR(code: "a\u{0}b")) }
+        _ = try factory.frame(for: UpstreamQR(code: String(repeating: "x", count: 2_331)))
+    }
+}

@@ -66,3 +66,69 @@ def test_two_hundred_rotations_store_no_pictures_and_replay_after_a_restart_deco
     assert frame["qrSvg"].startswith("<svg")
     assert decode_png_data_url(frame["qrCode"], tmp_path) == stored["qrText"]
     assert size < 512 << 10, f"{size // 1024} KiB after 200+ rotations of 4 sessions"
+
+
+def drawn(g):
+    return metric(g, "qrgate_qr_pictures_drawn_total", '{format="svg"}'), metric(g, "qrgate_qr_pictures_drawn_total", '{format="png"}')
+
+
+def test_rotations_nobody_watches_draw_no_picture_and_a_watcher_gets_only_what_it_asked_for(gateway_factory, tmp_path):
+    """Issue 19: a QR's pictures are drawn when someone wants them. The embedded fleet rotates with nobody
+    watching and draws nothing (the simulator's webhooks carry the code); a page's subscriber gets SVGs and no
+    PNG is drawn for it; once it leaves, rotations draw nothing again; a PNG asked for later decodes to the code."""
+    g = gateway_factory({"store": {"path": str(tmp_path / "q.sqlite")}, "log": {"level": "warning"},
+                         "qr": {"ttlSeconds": 600, "maxAttempts": 5},
+                         "simulator": {"firstQrSeconds": 0.3, "nextQrSeconds": 0.3, "maxRefs": 100000},
+                         "sessions": [{"sessionId": f"w{i}"} for i in range(4)], "demoSession": ""})
+    deadline = time.monotonic() + 60
+    while metric(g, "qrgate_events_pushed_total", '{type="qr_generated"}') < 40:
+        assert time.monotonic() < deadline, "fewer than 40 rotations in 60 s"
+        time.sleep(0.2)
+    # Only the connect answers' PNGs (Evolution's connect carries one; the simulator draws it): one per session.
+    svg0, png0 = drawn(g)
+    assert svg0 == 0 and png0 <= metric(g, "qrgate_upstream_requests_total", '{operation="connect",outcome="ok"}') <= 4, (svg0, png0)
+    time.sleep(1)
+    assert drawn(g) == (0, png0), "pictures drawn for rotations nobody watches"
+
+    async def watch(session, formats, frames):
+        """The session's snapshot, then `frames` qr_generated, as a subscriber with `formats` sees them."""
+        async with websockets.connect(g.ws, max_size=None) as ws:
+            await ws.recv()
+            await ws.send(json.dumps({"op": "subscribe", "session": session, "formats": formats}))
+            got = []
+            while len(got) < frames + 1:
+                m = json.loads(await asyncio.wait_for(ws.recv(), 10))
+                if m["action"] in ("snapshot", "qr_generated"):
+                    got.append(m)
+            return got
+    page = asyncio.run(asyncio.wait_for(watch("w0", ["svg"], 5), 30))
+    assert all(m["qrSvg"].startswith("<svg") and "qrCode" not in m and "qrText" not in m for m in page)
+    svg, png = drawn(g)
+    assert png == png0 and 6 <= svg <= 9, (svg, png)  # the snapshot's and five rotations' (one more may be on its way)
+
+    # Nobody watches again: rotations go on and draw nothing.
+    time.sleep(0.5)
+    before = drawn(g)
+    rotations = metric(g, "qrgate_events_pushed_total", '{type="qr_generated"}')
+    time.sleep(2)
+    assert metric(g, "qrgate_events_pushed_total", '{type="qr_generated"}') >= rotations + 10
+    assert drawn(g) == before
+
+    # A PNG asked for now is drawn now, and it is the code's.
+    snap = asyncio.run(asyncio.wait_for(watch("w1", ["code", "png"], 0), 30))[0]
+    assert decode_png_data_url(snap["qrCode"], tmp_path) == snap["qrText"]
+    assert drawn(g)[1] == png0 + 1
+
+
+def test_the_embedded_simulator_draws_webhook_pictures_only_when_told(gateway_factory):
+    """`simulator.webhookPictures: always` puts Evolution's base64 PNG back into the in-process simulator's
+    webhooks: every rotation is drawn then, watched or not (the default, `auto`, leaves it out in process)."""
+    g = gateway_factory({"log": {"level": "warning"}, "qr": {"ttlSeconds": 600, "maxAttempts": 5},
+                         "simulator": {"firstQrSeconds": 0.3, "nextQrSeconds": 0.3, "maxRefs": 100000, "webhookPictures": "always"},
+                         "sessions": [{"sessionId": "p0"}], "demoSession": ""})
+    deadline = time.monotonic() + 30
+    while metric(g, "qrgate_events_pushed_total", '{type="qr_generated"}') < 10:
+        assert time.monotonic() < deadline, "fewer than 10 rotations in 30 s"
+        time.sleep(0.2)
+    svg, png = drawn(g)
+    assert svg == 0 and png >= 9, (svg, png)  # the webhooks' (and the first connect answer's), none of them watched
