@@ -402,6 +402,46 @@ import Testing
         #expect(reg.tickCountdowns(now: t0.addingTimeInterval(12), since: t0.addingTimeInterval(11.5)) == 50)
     }
 
+    /// A tick looks only at the sessions whose expiry falls in its window (the wheel's buckets), so a fleet's
+    /// countdowns cost each session one look per interval, not one per tick; nobody watching: no wake at all.
+    @Test func countdownTicksLookOnlyAtTheSessionsTheirWindowCovers() {
+        let hub = Hub(), transport = RecordingTransport()
+        hub.transport = transport
+        let reg = SessionRegistry(rules: SessionRules(ttlSeconds: 30, maxAttempts: 2, countdownIntervalSeconds: 1), hub: hub, logCapacity: 8)
+        let n = 5_000
+        for i in 0..<n {
+            let id = "s\(i)", at = t0.addingTimeInterval(Double(i) / Double(n) + 0.0001)
+            reg.create(id: id, instanceName: id, now: at)
+            _ = reg.apply(.start, to: id, now: at)
+            _ = reg.apply(.upstreamQR(SessionQR(code: id, pngDataURL: "p", svg: "s")), to: id, now: at)
+        }
+        #expect(reg.nextCountdown(after: t0.addingTimeInterval(5)) == nil)
+        hub.subscribe(1, to: Hub.everySession)
+        let visits = reg.countdownVisits
+        var last = t0.addingTimeInterval(10), ticked = 0
+        for k in 1...100 {
+            let now = t0.addingTimeInterval(10 + Double(k) * 0.01)
+            ticked += reg.tickCountdowns(now: now, since: last)
+            last = now
+        }
+        // Every session once in the interval; each looked at by the ticks whose window touches its bucket (a
+        // bucket is 20 ms, a tick 10 ms: three), not by all hundred.
+        #expect(ticked == n)
+        #expect(reg.countdownVisits - visits <= 3 * n + n / 10, "\(reg.countdownVisits - visits) looks for \(n) sessions")
+        // The next wake is the next session's whole second (they are 0.2 ms apart here).
+        let now = t0.addingTimeInterval(11.0031)
+        let next = reg.nextCountdown(after: now)!
+        #expect(next > now && next.timeIntervalSince(now) <= 0.0002 + 1e-6)
+        // A session that moves to another phase (a new QR) is found there, and only there.
+        _ = reg.apply(.upstreamQR(SessionQR(code: "new", pngDataURL: "p", svg: "s")), to: "s0", now: t0.addingTimeInterval(11.5))
+        transport.sent.removeAll()
+        #expect(reg.tickCountdowns(now: t0.addingTimeInterval(12.51), since: t0.addingTimeInterval(12.49)) >= 1)
+        #expect(transport.sent.contains { json($0.bytes)["sessionId"] as? String == "s0" })
+        transport.sent.removeAll()
+        _ = reg.tickCountdowns(now: t0.addingTimeInterval(13.0002), since: t0.addingTimeInterval(12.99))
+        #expect(!transport.sent.contains { json($0.bytes)["sessionId"] as? String == "s0" })
+    }
+
     @Test func aQRIssuedInsideTheWindowGetsNoCountdownUntilItsFirstWholeSecond() {
         let hub = Hub(), transport = RecordingTransport()
         hub.transport = transport

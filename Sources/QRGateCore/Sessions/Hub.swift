@@ -167,6 +167,18 @@ public final class Hub {
         return consumers.contains { $0.watches(session) }
     }
 
+    /// Whether any session may be watched now (a subscriber, "*" or a prefix, or a consumer's watcher).
+    public var watchesAny: Bool {
+        if !bySession.isEmpty || !byPrefix.isEmpty { return true }
+        for c in consumers {
+            guard c.listsWatchedSessions else { return true }
+            var any = false
+            c.forEachWatchedSession { _ in any = true }
+            if any { return true }
+        }
+        return false
+    }
+
     /// The pictures (`.svg`, `.png`) an event of the session would be encoded with now: those its subscribers
     /// asked for, and those its consumers would show (the Supabase endpoint passes the standard frame on to
     /// a topic's members, and its rows carry the PNG); none when nobody watches, so a new code is drawn only when someone will see it.

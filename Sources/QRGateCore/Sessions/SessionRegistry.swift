@@ -30,6 +30,14 @@ public final class SessionRegistry {
     private let logCapacity: Int
     private let logMaxBytes: Int
     public private(set) var sessions: [String: Session] = [:]
+    /// Sessions showing a QR, by where their expiry falls in the countdown interval (`countdownSlots` buckets of
+    /// it): a countdown tick looks at the buckets its window covers, not at every session. Kept by `rebucket`
+    /// after every change of what a session shows.
+    private var wheel = [Set<String>](repeating: [], count: SessionRegistry.countdownSlots)
+    private var slotOf: [String: Int] = [:]
+    public static let countdownSlots = 50
+    /// Sessions looked at by countdown ticks so far: the work ticks cost, counted (tests hold it).
+    public private(set) var countdownVisits = 0
     /// Called with every event once it is published (metrics, REST waiters).
     public var observer: ((Session, SessionEvent) -> Void)?
     /// With a durable store: events are numbered and logged at once, but reach subscribers and the observer
@@ -93,6 +101,7 @@ public final class SessionRegistry {
         sessions[stored.id] = Session(id: stored.id, instanceName: stored.instanceName, instanceToken: stored.instanceToken,
                                       numberId: stored.numberId, phoneNumber: stored.phoneNumber, machine: machine,
                                       seq: stored.seq, log: log, createdAt: stored.createdAt, lastActiveAt: stored.lastActiveAt)
+        rebucket(stored.id)
     }
 
     /// A session another node runs, brought up to what that node stored: its state as stored, and its events
@@ -151,6 +160,7 @@ public final class SessionRegistry {
         s.seq = max(s.seq, stored.seq, fresh.last?.seq ?? 0)
         sessions[id] = s
         held[id] = nil
+        rebucket(id)
         if isNew { hub.sessionAdded(id) }
         for p in publications {
             if let s = sessions[id] { observer?(s, p.event) }
@@ -163,6 +173,7 @@ public final class SessionRegistry {
     /// them: they were held until stored), so its numbering continues from what the store has.
     public func forgetUnstored(_ id: String, after seq: Int) {
         held[id] = nil
+        defer { rebucket(id) }
         guard var s = sessions[id], s.seq > seq else { sessions[id]?.shown = nil; return }
         if let shown = s.shown { s.machine = shown.machine }
         s.shown = nil
@@ -197,6 +208,7 @@ public final class SessionRegistry {
         let (events, commands) = s.machine.handle(input, now: now)
         sessions[id] = s
         publish(events, of: id, now: now, before: before)
+        rebucket(id)
         return commands
     }
 
@@ -206,6 +218,7 @@ public final class SessionRegistry {
         let r = s.machine.refresh(now: now, message: message, asAttempt: asAttempt)
         sessions[id] = s
         publish(r.events, of: id, now: now, before: before)
+        rebucket(id)
         return (r.outcome, r.commands)
     }
 
@@ -226,53 +239,86 @@ public final class SessionRegistry {
         return (e, SessionEventEncoding.event(e, session: id, seq: nil, now: now, maxAttempts: m.maxAttempts, numberId: nil))
     }
 
-    /// The sessions a countdown may concern: those someone watches when the hub can list them (a fleet with
-    /// few subscribers is not walked twice a second), else every session.
-    private func forEachCountdownCandidate(_ body: (String, Session) -> Void) {
-        let listed = hub.forEachWatchedSession { id in if let s = sessions[id] { body(id, s) } }
-        if !listed { for (id, s) in sessions { body(id, s) } }
+    /// Where `exp` falls in the countdown interval, in [0, interval).
+    private func phase(_ t: Date) -> Double {
+        let interval = rules.countdownIntervalSeconds
+        let p = t.timeIntervalSince1970.truncatingRemainder(dividingBy: interval)
+        return p < 0 ? p + interval : p
     }
 
-    /// When the next watched session's whole second comes (its countdown is due), or nil when none shows a QR
-    /// to anyone: the loop sleeps until then instead of waking on a fixed beat.
+    private func slot(atPhase p: Double) -> Int {
+        min(Self.countdownSlots - 1, max(0, Int(p / rules.countdownIntervalSeconds * Double(Self.countdownSlots))))
+    }
+
+    /// Puts the session in the bucket of the expiry of the QR it shows (none when it shows none).
+    private func rebucket(_ id: String) {
+        let m = sessions[id]?.visibleMachine
+        let now: Int? = m?.status == .pending ? m?.qrExpiresAt.map { slot(atPhase: phase($0)) } : nil
+        let was = slotOf[id]
+        guard now != was else { return }
+        if let was { wheel[was].remove(id) }
+        slotOf[id] = now
+        if let now { wheel[now].insert(id) }
+    }
+
+    /// When the next watched session's whole second comes (its countdown is due), or nil when nobody watches
+    /// any session: the loop sleeps until then instead of waking on a fixed beat. Looks at the wheel's buckets
+    /// from now on, and stops at the first that holds such a session.
     public func nextCountdown(after now: Date) -> Date? {
-        let interval = rules.countdownIntervalSeconds
-        var next: Double?
-        forEachCountdownCandidate { id, s in
-            guard s.visibleMachine.status == .pending, let exp = s.visibleMachine.qrExpiresAt, exp > now, hub.isWatched(id) else { return }
-            var left = exp.timeIntervalSince(now).truncatingRemainder(dividingBy: interval)
-            if left <= 0 { left += interval }
-            next = min(next ?? left, left)
+        guard hub.watchesAny else { return nil }
+        let interval = rules.countdownIntervalSeconds, width = interval / Double(Self.countdownSlots)
+        let p = phase(now), current = slot(atPhase: p)
+        // The current bucket first (its sessions still to come this interval), then the others in order, then the
+        // current one again (its sessions already past: next interval).
+        for k in 0...Self.countdownSlots {
+            var best: Double?
+            for id in wheel[(current + k) % Self.countdownSlots] {
+                guard let s = sessions[id], s.visibleMachine.status == .pending, let exp = s.visibleMachine.qrExpiresAt, exp > now,
+                      hub.isWatched(id) else { continue }
+                var left = exp.timeIntervalSince(now).truncatingRemainder(dividingBy: interval)
+                if left <= 0 { left += interval }
+                if k == 0 && left > Double(current + 1) * width - p + width { continue }
+                best = min(best ?? left, left)
+            }
+            if let best { return now.addingTimeInterval(best) }
         }
-        return next.map { now.addingTimeInterval($0) }
+        return nil
     }
 
     /// Pushes the time left of the sessions that show a QR and that someone watches: computed from
     /// `qrExpiresAt`, not numbered, not stored. Returns how many. Each session ticks on its own whole seconds:
     /// a call takes the sessions whose expiry falls, within the countdown interval, between `since` and `now`
     /// (all of them without `since`), so calls many times per interval spread a fleet's countdowns over it
-    /// instead of one burst that the last subscriber waits through, and a late call catches up.
+    /// instead of one burst that the last subscriber waits through, and a late call catches up. A call looks
+    /// only at the sessions of the wheel's buckets its window touches (both ends included).
     @discardableResult
     public func tickCountdowns(now: Date, since: Date? = nil) -> Int {
         let interval = rules.countdownIntervalSeconds
         let window = since.map { min(max(0, now.timeIntervalSince($0)), interval) } ?? interval
-        let end = now.timeIntervalSince1970.truncatingRemainder(dividingBy: interval)
+        let end = phase(now)
         func due(_ exp: Date, shownSince: Date?) -> Bool {
             guard window < interval else { return true }
             // The expiry's phase in the interval, in (end - window, end], wrapping around.
-            var d = (end - exp.timeIntervalSince1970.truncatingRemainder(dividingBy: interval)).truncatingRemainder(dividingBy: interval)
+            var d = (end - phase(exp)).truncatingRemainder(dividingBy: interval)
             if d < 0 { d += interval }
             // The whole second crossed must come after the QR appeared: a QR issued inside the window has the
             // phase of its own issue time, where its `qr_generated` already told the time left.
             return d < window && now.addingTimeInterval(-d).timeIntervalSince(shownSince ?? .distantPast) > 0.001
         }
+        let width = interval / Double(Self.countdownSlots)
+        let first = slot(atPhase: phase(now.addingTimeInterval(-window))), last = slot(atPhase: end)
+        let count = window >= interval - 2 * width ? Self.countdownSlots : (last - first + Self.countdownSlots) % Self.countdownSlots + 1
         var n = 0
-        forEachCountdownCandidate { id, s in
-            let m = s.visibleMachine
-            guard m.status == .pending, let exp = m.qrExpiresAt, due(exp, shownSince: m.qrUpdatedAt), hub.isWatched(id),
-                  let c = countdown(session: id, now: now) else { return }
-            hub.publish(Publication(session: id, seq: nil, event: c.event, bytes: c.bytes, coalesceKey: "countdown:\(id)"))
-            n += 1
+        for k in 0..<count {
+            for id in wheel[(first + k) % Self.countdownSlots] {
+                countdownVisits += 1
+                guard let s = sessions[id] else { continue }
+                let m = s.visibleMachine
+                guard m.status == .pending, let exp = m.qrExpiresAt, due(exp, shownSince: m.qrUpdatedAt), hub.isWatched(id),
+                      let c = countdown(session: id, now: now) else { continue }
+                hub.publish(Publication(session: id, seq: nil, event: c.event, bytes: c.bytes, coalesceKey: "countdown:\(id)"))
+                n += 1
+            }
         }
         return n
     }
@@ -387,6 +433,7 @@ public final class SessionRegistry {
         // The state after the last released event is what subscribers may now be shown (all of it when
         // nothing waits any more).
         if let last = out.last { sessions[id]?.shown = list.isEmpty ? nil : (last.machine, last.publication.seq ?? 0) }
+        rebucket(id)
         for p in out {
             if let s = sessions[id] { observer?(s, p.publication.event) }
             hub.publish(p.publication)
