@@ -47,12 +47,8 @@ public final class QRFrameFactory: @unchecked Sendable {
         return f
     }
 
-    /// `frame(for:drawing:)` on the global pool: encoding and PNG compression take milliseconds, which an
-    /// event loop must not spend while thousands of sockets wait on it.
-    @concurrent
-    public func render(_ qr: UpstreamQR, drawing formats: QRFormats) async throws -> SessionQR { try frame(for: qr, drawing: formats) }
-
-    /// The frame for a code, its pictures drawn now for `formats` (the rest when first wanted).
+    /// The frame for a code, its pictures drawn now for `formats` (the rest when first wanted). Milliseconds
+    /// for a new code: called off the loops (`SessionRuntime.input`, on the global pool).
     public func frame(for qr: UpstreamQR, drawing formats: QRFormats) throws -> SessionQR {
         let f = try frame(for: qr)
         f.pictures.prepare(formats)

@@ -54,7 +54,8 @@ public protocol HubConsumer: AnyObject {
     /// Whether this consumer shows the session's countdown to anyone (countdowns are made only for
     /// sessions someone watches).
     func watches(_ session: String) -> Bool
-    /// Whether `forEachWatchedSession` names every session `watches` is true for.
+    /// Whether `forEachWatchedSession` names every session `watches` is true for (else the hub takes it
+    /// that the consumer may watch any).
     var listsWatchedSessions: Bool { get }
     /// Calls `body` for each session `watches` is true for (when `listsWatchedSessions`).
     func forEachWatchedSession(_ body: (String) -> Void)
@@ -187,23 +188,6 @@ public final class Hub {
         for c in consumers { wanted.formUnion(c.picturesWanted(session)) }
         for formats in audience(of: session).keys { wanted.formUnion(formats) }
         return wanted.intersection(.standard)
-    }
-
-    /// Calls `body` once for each session someone watches and returns true, when that is a list; returns false
-    /// without calling it while a "*" or prefix subscriber, or a consumer that cannot list its sessions, may watch
-    /// any. What countdowns walk instead of every session: no set is built, since it runs many times a second.
-    public func forEachWatchedSession(_ body: (String) -> Void) -> Bool {
-        if bySession[Hub.everySession]?.isEmpty == false || !byPrefix.isEmpty { return false }
-        guard consumers.allSatisfy(\.listsWatchedSessions) else { return false }
-        for (id, subscribers) in bySession where !subscribers.isEmpty && id != Hub.everySession { body(id) }
-        for (i, c) in consumers.enumerated() {
-            c.forEachWatchedSession { id in
-                // Once each: skipped when a subscriber or an earlier consumer watches it too.
-                if bySession[id]?.isEmpty == false || consumers[..<i].contains(where: { $0.watches(id) }) { return }
-                body(id)
-            }
-        }
-        return true
     }
 
     public var subscriptionCount: Int {
