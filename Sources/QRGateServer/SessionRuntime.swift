@@ -2,7 +2,6 @@ import Foundation
 import Logging
 import QRGateCore
 import QRGateUpstream
-import Synchronization
 
 /// Runs the session machines for the actor that owns them (the gateway, pinned to its loop): their
 /// timers, their upstream commands and the refresh cycle. Not Sendable: every method runs isolated to
@@ -122,17 +121,16 @@ public final class SessionRuntime {
         }
     }
 
-    /// The finest spread of countdowns: at most this many wake-ups per interval. Each session ticks once
-    /// per interval on its own whole second; the loop wakes when the next one is due (once a second for one
-    /// watched session), never on a fixed fast beat: a wake-up costs a `poll()` over every connection, which
-    /// a 50 Hz beat paid even with one session (Benchmarks/results/NOTES.md, issue 19).
-    static let countdownSlots = 50
+    /// The finest spread of countdowns: at most `SessionRegistry.countdownSlots` wake-ups per interval (the
+    /// wheel's buckets). Each session ticks once per interval on its own whole second; the loop wakes when the
+    /// next one is due (once a second for one watched session), never on a fixed fast beat: a wake-up costs a
+    /// `poll()` over every connection, which a 50 Hz beat paid even with one session (Benchmarks/results/NOTES.md, issue 19).
     private var countdownsDone: Date?
 
     /// Countdowns, once per interval per session, for the sessions someone watches (nothing for the others).
     func startCountdowns(every seconds: Double, isolation: isolated any Actor) {
         let now = clock.now()
-        let slot = seconds / Double(Self.countdownSlots)
+        let slot = seconds / Double(SessionRegistry.countdownSlots)
         // Nobody watching a QR: look again in an interval (a new subscriber has its snapshot's `remaining`).
         let due = registry.nextCountdown(after: now) ?? now.addingTimeInterval(seconds)
         timers.schedule(at: max(due, now.addingTimeInterval(slot))) { [weak self] in
