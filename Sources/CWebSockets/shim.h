@@ -6,6 +6,7 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <netinet/in.h>
+#include <netinet/tcp.h>
 #include <string.h>
 #include <sys/socket.h>
 #include <unistd.h>
@@ -73,10 +74,15 @@ static inline int qg_port_in_use(const char *host, int port) {
 }
 
 // One pending connection from a non-blocking listener, non-blocking itself; -errno when none could be taken
-// (-EAGAIN: none is waiting).
+// (-EAGAIN: none is waiting). With TCP_NODELAY, as lws's own accept sets it (lws_plat_set_socket_options)
+// and a socket adopted from us does not get: without it a response written as headers then body, or a
+// frame written while the previous one is unacknowledged, waits for the peer's delayed ACK (40 ms on Linux).
 static inline int qg_accept(int listener) {
     int fd = accept4(listener, NULL, NULL, SOCK_NONBLOCK | SOCK_CLOEXEC);
-    return fd >= 0 ? fd : -errno;
+    if (fd < 0) return -errno;
+    int one = 1;
+    (void)setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
+    return fd;
 }
 
 // Whether an accept failed for the open-files limit (the process's or the system's).

@@ -29,6 +29,22 @@ import QRGateTestSupport
         #expect(try s.json(r)["status"] as? String == "ok")
     }
 
+    /// Without TCP_NODELAY a keep-alive client waits 40 ms (its delayed ACK) for every response whose
+    /// body goes out after its headers, and a frame sent behind an unacknowledged one waits as long.
+    @Test func acceptedConnectionsSendWithoutNagleDelay() async throws {
+        let s = try await TestServer()
+        let client = try LoopbackConnection(port: s.port)
+        let deadline = ContinuousClock.now + .seconds(5)
+        var server = client.serverSide()
+        while server == nil, ContinuousClock.now < deadline {
+            try await Task.sleep(for: .milliseconds(10))
+            server = client.serverSide()
+        }
+        let accepted = try #require(server, "the gateway never accepted the connection")
+        #expect(tcpNoDelay(accepted))
+        #expect(!tcpNoDelay(client.fd)) // the check itself can tell the two apart
+    }
+
     @Test func unknownPathsAre404() async throws {
         let s = try await TestServer()
         #expect(try s.get("/nope.html").status == 404)
