@@ -19,7 +19,7 @@ public final class GatewayMetrics: @unchecked Sendable {
 
     public init() {
         var f = PrometheusMetricsFactory(registry: registry)
-        f.defaultDurationHistogramBuckets = [.milliseconds(5), .milliseconds(10), .milliseconds(25), .milliseconds(50), .milliseconds(100),
+        f.defaultDurationHistogramBuckets = [.milliseconds(1), .milliseconds(2), .milliseconds(5), .milliseconds(10), .milliseconds(25), .milliseconds(50), .milliseconds(100),
                                              .milliseconds(250), .milliseconds(500), .seconds(1), .seconds(2), .seconds(5), .seconds(10), .seconds(30)]
         factory = f
     }
@@ -51,6 +51,10 @@ public final class GatewayMetrics: @unchecked Sendable {
         timers[k] = t
         lock.unlock()
         t.recordNanoseconds(Int64(seconds * 1e9))
+    }
+
+    public func time(_ label: String, _ dims: [(String, String)] = [], duration: Duration) {
+        time(label, dims, seconds: Double(duration.components.seconds) + Double(duration.components.attoseconds) / 1e18)
     }
 
     /// Counters the socket layer keeps as running totals become Prometheus counters by their deltas.

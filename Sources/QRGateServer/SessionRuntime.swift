@@ -256,11 +256,14 @@ public final class SessionRuntime {
         enqueuedSeq[id] = through
         writesInFlight[id, default: 0] += 1
         let store = store, logger = logger
+        let queued = ContinuousClock.now
         // Tasks isolated to the loop start in the order they are made (its executor is a FIFO queue), and
         // each hands its write to the store before its first suspension: writes reach the store in seq order.
         Task {
             _ = isolation
             let error = await store.write(stored, events: events)
+            // How long this session's new events waited for the store (they reach subscribers only now).
+            self.metrics.time("qrgate_store_write_duration_seconds", duration: ContinuousClock.now - queued)
             self.writesInFlight[id, default: 1] -= 1
             if !self.runs(id) {
                 // This node stopped running the session while the write was out: what the store holds now (this

@@ -177,6 +177,8 @@ def test_metrics_parse_and_move_with_traffic(gateway_factory):
     assert total(m2, "qrgate_events_pushed_total", type="qr_generated") >= total(m1, "qrgate_events_pushed_total", type="qr_generated") + 3
     assert total(m2, "qrgate_upstream_requests_total", operation="connect", outcome="ok") > total(m1, "qrgate_upstream_requests_total", operation="connect", outcome="ok")
     assert total(m2, "qrgate_upstream_request_duration_seconds_count", operation="logout") >= 3
+    # Each new QR waited for its SQLite write before the subscriber saw it.
+    assert total(m2, "qrgate_store_write_duration_seconds_count") >= total(m1, "qrgate_store_write_duration_seconds_count") + 3
     assert total(m2, "qrgate_sessions", status="pending") == 1
     assert total(m2, "qrgate_upstream_credential_state", state="valid") == 1
     call(g, "POST", "/functions/v1/refresh-qr-codes")

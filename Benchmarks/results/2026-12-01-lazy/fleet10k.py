@@ -7,7 +7,7 @@ B = importlib.util.module_from_spec(spec); spec.loader.exec_module(B)
 label, extra = sys.argv[1], json.loads(sys.argv[2])
 n = int(sys.argv[3]) if len(sys.argv) > 3 else 10000
 seconds = int(sys.argv[4]) if len(sys.argv) > 4 else 30
-build = ".build/release"
+build = os.environ.get("BUILD", ".build/release")
 os.chdir("/work/main")
 rotation = {"firstQrSeconds": 60, "nextQrSeconds": 20, "maxRefs": 1000000}
 sim, sport, simcfg = B.simulator(build, dict(rotation, **extra.pop("simulator", {})))
@@ -19,6 +19,15 @@ for k, v in extra.items():
     if isinstance(v, dict): cfg.setdefault(k, {}).update(v)
     else: cfg[k] = v
 g, port = B.gateway(build, cfg)
+
+
+def store_wait():
+    """qrgate_store_write_duration_seconds's buckets: {le: count}."""
+    import urllib.request
+    text = urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=10).read().decode()
+    return {l.split('"')[1]: float(l.split()[-1]) for l in text.splitlines() if l.startswith("qrgate_store_write_duration_seconds_bucket")}
+
+
 try:
     B.create_spread(port, "f", n, 20)
     B.wait_qrs(port, n)
@@ -26,9 +35,13 @@ try:
     perf = os.environ.get("PERF")
     if perf:
         subprocess.Popen(["bash", "-c", f"sleep 25; perf record -F 499 -g -p {g.pid} -o {perf} -- sleep 20 >/dev/null 2>&1"])
+    before = store_wait()
     r = B.bench(B.bench_path(build) if hasattr(B, "bench_path") else os.path.join(build, "qrgate-bench"),
                 ["countdown", "--url", f"ws://127.0.0.1:{port}/ws", "--sessions", str(n), "--per-session", "1", "--prefix", "f",
                  "--match", "qr_generated", "--formats", "svg", "--duration", str(seconds), "--server-pid", str(g.pid)], timeout=1800)
+    print(json.dumps(r), file=sys.stderr)
+    after = store_wait()
+    print("store write wait during the window (le: count): " + ", ".join(f"{k}: {after[k] - before.get(k, 0)}" for k in after), file=sys.stderr)
     print(json.dumps({"label": label, "p50": r.get("p50_ms"), "p99": r.get("p99_ms"), "max": r.get("max_ms"), "delivered": r.get("delivered"),
                       "cpu": r.get("server_cpu_share"), "sim_cpu": None}), flush=True)
 finally:
