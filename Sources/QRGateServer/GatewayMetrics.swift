@@ -19,8 +19,9 @@ public final class GatewayMetrics: @unchecked Sendable {
 
     public init() {
         var f = PrometheusMetricsFactory(registry: registry)
-        f.defaultDurationHistogramBuckets = [.milliseconds(1), .milliseconds(2), .milliseconds(5), .milliseconds(10), .milliseconds(25), .milliseconds(50), .milliseconds(100),
-                                             .milliseconds(250), .milliseconds(500), .seconds(1), .seconds(2), .seconds(5), .seconds(10), .seconds(30)]
+        f.defaultDurationHistogramBuckets = [.milliseconds(1), .milliseconds(2), .milliseconds(5), .milliseconds(10), .milliseconds(25),
+                                             .milliseconds(50), .milliseconds(100), .milliseconds(250), .milliseconds(500), .seconds(1),
+                                             .seconds(2), .seconds(5), .seconds(10), .seconds(30)]
         factory = f
     }
 
