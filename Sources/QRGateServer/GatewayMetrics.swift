@@ -46,16 +46,21 @@ public final class GatewayMetrics: @unchecked Sendable {
     }
 
     public func time(_ label: String, _ dims: [(String, String)] = [], seconds: Double) {
+        timer(label, dims).recordNanoseconds(Int64(seconds * 1e9))
+    }
+
+    /// A `Duration` as swift-metrics converts it (saturating, not overflowing).
+    public func time(_ label: String, _ dims: [(String, String)] = [], duration: Duration) {
+        timer(label, dims).record(duration: duration)
+    }
+
+    private func timer(_ label: String, _ dims: [(String, String)]) -> CoreMetrics.Timer {
         lock.lock()
+        defer { lock.unlock() }
         let k = key(label, dims)
         let t = timers[k] ?? CoreMetrics.Timer(label: label, dimensions: dims, factory: factory)
         timers[k] = t
-        lock.unlock()
-        t.recordNanoseconds(Int64(seconds * 1e9))
-    }
-
-    public func time(_ label: String, _ dims: [(String, String)] = [], duration: Duration) {
-        time(label, dims, seconds: Double(duration.components.seconds) + Double(duration.components.attoseconds) / 1e18)
+        return t
     }
 
     /// Counters the socket layer keeps as running totals become Prometheus counters by their deltas.

@@ -501,7 +501,7 @@ public final class SessionRuntime {
             let d = ContinuousClock.now - clockStart
             let seconds = Double(d.components.seconds) + Double(d.components.attoseconds) / 1e18
             let failed = results.filter { !$0.success }.count
-            self.metrics.time("qrgate_refresh_cycle_duration_seconds", seconds: seconds)
+            self.metrics.time("qrgate_refresh_cycle_duration_seconds", duration: d)
             self.metrics.count("qrgate_refresh_cycles_total", [("outcome", failed == 0 ? "ok" : "partial")])
             self.store.recordCycle(StoredCycle(startedAt: started, durationMs: Int(seconds * 1000), total: results.count,
                                                refreshed: results.count - failed, failed: failed))
