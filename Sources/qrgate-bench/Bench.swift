@@ -10,6 +10,8 @@ struct Bench: ParsableCommand {
         subcommands: [Fanout.self, Countdown.self, Firehose.self, Footprint.self, Refresh.self])
 }
 
+enum ClientLoop: String, ExpressibleByArgument, CaseIterable { case libev, poll }
+
 struct Common: ParsableArguments {
     @Option(help: "WebSocket URL of the server under test.") var url: String
     @Option(help: "Name of the server in the report.") var label = "qrgate"
@@ -19,6 +21,8 @@ struct Common: ParsableArguments {
     @Option(help: "Seconds to wait for all clients to connect and subscribe.") var setupTimeout: Double = 180
     @Option(help: "Handshakes in flight at once.") var connectWave = 256
     @Option(help: "Times a failed handshake is tried again (for peers whose proxies refuse a few under load).") var connectRetries = 0
+    @Option(help: "How the load client waits for its sockets: libev (epoll, as the gateway) or poll (lws's own loop, which looks at every socket on every turn: the load generator before 2026-12-02).")
+    var clientLoop: ClientLoop = .libev
 
     func target() throws -> LoadClient.Target {
         guard let u = URL(string: url), let host = u.host, let port = u.port else { throw ValidationError("url must be ws://HOST:PORT/PATH") }
@@ -29,6 +33,7 @@ struct Common: ParsableArguments {
         var r = report
         r["server"] = label
         r["client_cpu_s"] = Stats.selfCPUSeconds()
+        r["client_loop"] = clientLoop.rawValue
         if let pid = serverPid.first {
             r["server_rss_kib"] = Stats.rssKiB(pid: pid) ?? NSNull()
             r["server_cpu_s"] = serverCPUSeconds() ?? NSNull()
@@ -98,7 +103,7 @@ struct Fanout: ParsableCommand {
         if let worker { return try runWorker(worker) }
         if processes > 1 { return try runParent() }
         let subscribe = subscribe
-        let client = LoadClient(target: try common.target(), match: match) { i in
+        let client = LoadClient(target: try common.target(), match: match, libev: common.clientLoop == .libev) { i in
             subscribe.isEmpty ? nil : Array(subscribe.replacingOccurrences(of: "{i}", with: String(i)).utf8)
         }
         let rate = try common.connect(client, clients: clients)
@@ -151,7 +156,7 @@ struct Fanout: ParsableCommand {
         guard parts.count == 2 else { throw ValidationError("--worker I/P") }
         let share = clients / parts[1] + (parts[0] < clients % parts[1] ? 1 : 0)
         let subscribe = subscribe
-        let client = LoadClient(target: try common.target(), match: match) { i in
+        let client = LoadClient(target: try common.target(), match: match, libev: common.clientLoop == .libev) { i in
             subscribe.isEmpty ? nil : Array(subscribe.replacingOccurrences(of: "{i}", with: String(i)).utf8)
         }
         let rate = try common.connect(client, clients: share)
@@ -173,7 +178,8 @@ struct Fanout: ParsableCommand {
             p.executableURL = URL(fileURLWithPath: CommandLine.arguments[0].hasPrefix("/") ? CommandLine.arguments[0]
                                   : FileManager.default.currentDirectoryPath + "/" + CommandLine.arguments[0])
             p.arguments = ["fanout", "--url", common.url, "--clients", String(clients), "--subscribe", subscribe, "--match", match,
-                           "--trigger-url", triggerURL, "--worker", "\(i)/\(processes)", "--setup-timeout", String(common.setupTimeout)]
+                           "--trigger-url", triggerURL, "--worker", "\(i)/\(processes)", "--setup-timeout", String(common.setupTimeout),
+                           "--client-loop", common.clientLoop.rawValue]
             let input = Pipe(), output = Pipe()
             p.standardInput = input
             p.standardOutput = output
@@ -232,17 +238,18 @@ struct Countdown: ParsableCommand {
     func run() throws {
         let s = sessions, prefix = prefix
         let f = formats.isEmpty ? "" : #","formats":["# + formats.split(separator: ",").map { "\"\($0)\"" }.joined(separator: ",") + "]"
-        let client = LoadClient(target: try common.target(), match: "\"\(match)\"") { i in
+        let client = LoadClient(target: try common.target(), match: "\"\(match)\"", libev: common.clientLoop == .libev) { i in
             Array(#"{"op":"subscribe","session":"\#(prefix)\#(i % s)""#.utf8) + Array(f.utf8) + Array("}".utf8)
         }
         let total = sessions * perSession
         let rate = try common.connect(client, clients: total)
         Thread.sleep(forTimeInterval: 1)
         _ = client.take()
-        let cpu0 = common.serverCPUSeconds()
+        let cpu0 = common.serverCPUSeconds(), clientCPU0 = Stats.selfCPUSeconds()
         Thread.sleep(forTimeInterval: duration)
         let t = client.take()
         var r: [String: Any] = Stats.summary(t.latencies)
+        r["client_cpu_share"] = (Stats.selfCPUSeconds() - clientCPU0) / duration
         r.merge(["scenario": match == "countdown" ? "countdown" : "fleet-\(match)", "clients": total, "sessions": sessions, "delivered": t.received,
                  "expected": Int(Double(total) * duration), "messages_per_s": Double(t.received) / duration, "connections_per_s": rate]) { $1 }
         if let c0 = cpu0, let c1 = common.serverCPUSeconds() { r["server_cpu_share"] = (c1 - c0) / duration }
@@ -263,7 +270,7 @@ struct Firehose: ParsableCommand {
 
     func run() throws {
         let names = formats.split(separator: ",").map { "\"\($0)\"" }.joined(separator: ",")
-        let client = LoadClient(target: try common.target(), match: "\"countdown\"") { _ in
+        let client = LoadClient(target: try common.target(), match: "\"countdown\"", libev: common.clientLoop == .libev) { _ in
             Array(#"{"op":"subscribe","session":"*","formats":[\#(names)]}"#.utf8)
         }
         _ = try common.connect(client, clients: 1)
@@ -295,7 +302,7 @@ struct Footprint: ParsableCommand {
     func run() throws {
         guard let pid = common.serverPid.first, let rss0 = Stats.rssKiB(pid: pid) else { throw ValidationError("--server-pid is required (RSS from /proc)") }
         let subscribe = subscribe
-        let client = LoadClient(target: try common.target(), match: "\u{0}never") { i in
+        let client = LoadClient(target: try common.target(), match: "\u{0}never", libev: common.clientLoop == .libev) { i in
             subscribe.isEmpty ? nil : Array(subscribe.replacingOccurrences(of: "{i}", with: String(i)).utf8)
         }
         let rate = try common.connect(client, clients: clients)

@@ -10,10 +10,17 @@ protocol LWSClientPoolDelegate: AnyObject {
 }
 
 /// Many WebSocket client connections on one libwebsockets context and one thread (the load
-/// generator's engine). Other threads only call `post`, `connect` and `stop`.
+/// generator's engine), waiting on libev (epoll) like the gateway: lws's own loop polls every
+/// descriptor on every turn, which at 10 000 connections cost the load generator most of a core and
+/// delayed its receipts (it measures latency at receipt). Other threads only call `post`, `connect`
+/// and `stop`.
 final class LWSClientPool: @unchecked Sendable {
     weak var delegate: LWSClientPoolDelegate?
     private var context: OpaquePointer?
+    /// The libev loop lws runs on (service thread only once started); nil on lws's poll loop.
+    private var evLoop: UnsafeMutableRawPointer?
+    /// Whether to wait with libev (epoll) rather than lws's own poll loop.
+    let usesLibev: Bool
     private var protocols: UnsafeMutablePointer<lws_protocols>?
     private var cStrings: [UnsafeMutablePointer<CChar>] = []
     private var clients: [Int: (wsi: OpaquePointer?, outbox: [[UInt8]], rx: [UInt8])] = [:]
@@ -22,7 +29,7 @@ final class LWSClientPool: @unchecked Sendable {
     private var stopping = false
     private let finished = DispatchSemaphore(value: 0)
 
-    init() {}
+    init(libev: Bool = true) { usesLibev = libev }
 
     deinit {
         protocols?.deallocate()
@@ -50,17 +57,38 @@ final class LWSClientPool: @unchecked Sendable {
             info.protocols = UnsafePointer(protos)
             info.user = Unmanaged.passUnretained(self).toOpaque()
             info.timeout_secs = 30
-            let ctx = lws_create_context(&info)
+            var foreign: [UnsafeMutableRawPointer?] = [nil]
+            if usesLibev, let ev = qg_ev_loop_new() {
+                evLoop = ev
+                foreign[0] = ev
+                info.options |= UInt64(LWS_SERVER_OPTION_LIBEV)
+            }
+            let ctx = foreign.withUnsafeMutableBufferPointer { loops -> OpaquePointer? in
+                // lws reads foreign_loops only while it creates the context.
+                if evLoop != nil { info.foreign_loops = loops.baseAddress }
+                return lws_create_context(&info)
+            }
             lock.lock(); context = ctx; lock.unlock()
             failed = ctx == nil
             ready.signal()
-            guard ctx != nil else { finished.signal(); return }
-            while true {
+            guard ctx != nil else {
+                if let ev = evLoop { qg_ev_loop_destroy(ev); evLoop = nil }
+                finished.signal()
+                return
+            }
+            if let ev = evLoop {
+                // Returns once the EVENT_WAIT_CANCELLED callback sees the stop request and breaks the loop.
                 lock.lock(); let stop = stopping; lock.unlock()
-                if stop { break }
-                if lws_service(ctx, 0) < 0 { break }
+                if !stop { qg_ev_run(ev) }
+            } else {
+                while true {
+                    lock.lock(); let stop = stopping; lock.unlock()
+                    if stop { break }
+                    if lws_service(ctx, 0) < 0 { break }
+                }
             }
             lws_context_destroy(ctx)
+            if let ev = evLoop { qg_ev_loop_destroy(ev); evLoop = nil }
             finished.signal()
         }
         t.name = "qrgate-bench-lws"
@@ -117,8 +145,9 @@ final class LWSClientPool: @unchecked Sendable {
 
     fileprivate func handle(_ wsi: OpaquePointer?, _ reason: lws_callback_reasons, _ input: UnsafeMutableRawPointer?, _ len: Int) -> Int32 {
         if reason == LWS_CALLBACK_EVENT_WAIT_CANCELLED {
-            lock.lock(); let work = inbox; inbox.removeAll(); lock.unlock()
+            lock.lock(); let work = inbox; inbox.removeAll(); let stop = stopping; lock.unlock()
             work.forEach { $0() }
+            if stop, let ev = evLoop { qg_ev_break(ev) }
             return 0
         }
         guard let wsi, let raw = lws_get_opaque_user_data(wsi) else { return 0 }

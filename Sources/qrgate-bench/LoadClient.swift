@@ -5,7 +5,7 @@ import Foundation
 final class LoadClient: LWSClientPoolDelegate, @unchecked Sendable {
     struct Target { var host: String; var port: Int; var path: String }
 
-    let pool = LWSClientPool()
+    let pool: LWSClientPool
     let target: Target
     let match: [UInt8]
     /// What client i sends once open (a subscribe), if anything.
@@ -29,7 +29,8 @@ final class LoadClient: LWSClientPoolDelegate, @unchecked Sendable {
     var connectRetries = 0
     private var retriesLeft: [Int: Int] = [:]
 
-    init(target: Target, match: String, hello: @escaping (Int) -> [UInt8]?) {
+    init(target: Target, match: String, libev: Bool = true, hello: @escaping (Int) -> [UInt8]?) {
+        pool = LWSClientPool(libev: libev)
         self.target = target
         self.match = Array(match.utf8)
         self.hello = hello

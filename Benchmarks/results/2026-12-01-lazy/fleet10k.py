@@ -1,6 +1,7 @@
 """One 10 000-session fleet, created over 20 s (as users arrive), simulator out of process, one subscriber each with the
 page's formats; prints qr_generated p50/p99. From the repository root, after a release build:
-  python3 Benchmarks/results/2026-12-01-lazy/fleet10k.py LABEL '{config overrides}' [sessions] [seconds]  (PERF=file: a profile)"""
+  python3 Benchmarks/results/2026-12-01-lazy/fleet10k.py LABEL '{config overrides}' [sessions] [seconds]  (PERF=file: a profile;
+  CLIENT_LOOP=libev|poll: how the load client waits, for builds that have --client-loop)"""
 import importlib.machinery, importlib.util, json, os, sys, tempfile, time, shutil, subprocess, threading
 spec = importlib.util.spec_from_loader("brun", importlib.machinery.SourceFileLoader("brun", "/work/main/Benchmarks/run"))
 B = importlib.util.module_from_spec(spec); spec.loader.exec_module(B)
@@ -38,11 +39,13 @@ try:
     before = store_wait()
     r = B.bench(B.bench_path(build) if hasattr(B, "bench_path") else os.path.join(build, "qrgate-bench"),
                 ["countdown", "--url", f"ws://127.0.0.1:{port}/ws", "--sessions", str(n), "--per-session", "1", "--prefix", "f",
-                 "--match", "qr_generated", "--formats", "svg", "--duration", str(seconds), "--server-pid", str(g.pid)], timeout=1800)
+                 "--match", "qr_generated", "--formats", "svg", "--duration", str(seconds), "--server-pid", str(g.pid)]
+                + (["--client-loop", os.environ["CLIENT_LOOP"]] if os.environ.get("CLIENT_LOOP") else []), timeout=1800)
     print(json.dumps(r), file=sys.stderr)
     after = store_wait()
     print("store write wait during the window (le: count): " + ", ".join(f"{k}: {after[k] - before.get(k, 0)}" for k in after), file=sys.stderr)
     print(json.dumps({"label": label, "p50": r.get("p50_ms"), "p99": r.get("p99_ms"), "max": r.get("max_ms"), "delivered": r.get("delivered"),
-                      "cpu": r.get("server_cpu_share"), "sim_cpu": None}), flush=True)
+                      "cpu": r.get("server_cpu_share"), "client_cpu": r.get("client_cpu_share"),
+                      "client_loop": r.get("client_loop", "poll")}), flush=True)
 finally:
     B.stop(g); B.stop(sim); os.unlink(simcfg); shutil.rmtree(data, ignore_errors=True)
