@@ -257,9 +257,11 @@ public final class SessionRuntime {
         writesInFlight[id, default: 0] += 1
         let store = store, logger = logger
         let queued = ContinuousClock.now
-        // Tasks isolated to the loop start in the order they are made (its executor is a FIFO queue), and
-        // each hands its write to the store before its first suspension: writes reach the store in seq order.
-        Task {
+        // Tasks isolated to the loop start in the order they are made (its executor runs jobs of one priority
+        // FIFO), and each hands its write to the store before its first suspension: writes reach the store in
+        // seq order. High priority: the task and the store's answer run ahead of the loop's queue of frames
+        // and webhooks (LoopExecutor), since subscribers see these events only once the answer is in.
+        Task(priority: .high) {
             _ = isolation
             let error = await store.write(stored, events: events)
             // How long this session's new events waited for the store (they reach subscribers only now).
