@@ -58,12 +58,13 @@ final class LWSClientPool: @unchecked Sendable {
             info.user = Unmanaged.passUnretained(self).toOpaque()
             info.timeout_secs = 30
             var foreign: [UnsafeMutableRawPointer?] = [nil]
-            if usesLibev, let ev = qg_ev_loop_new() {
-                evLoop = ev
-                foreign[0] = ev
+            if usesLibev {
+                evLoop = qg_ev_loop_new()
+                foreign[0] = evLoop
                 info.options |= UInt64(LWS_SERVER_OPTION_LIBEV)
             }
-            let ctx = foreign.withUnsafeMutableBufferPointer { loops -> OpaquePointer? in
+            // No libev loop when one was asked for: a failure, not a quiet fall-back to the poll loop.
+            let ctx = usesLibev && evLoop == nil ? nil : foreign.withUnsafeMutableBufferPointer { loops -> OpaquePointer? in
                 // lws reads foreign_loops only while it creates the context.
                 if evLoop != nil { info.foreign_loops = loops.baseAddress }
                 return lws_create_context(&info)
