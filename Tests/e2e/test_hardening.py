@@ -159,28 +159,6 @@ def test_random_frames_never_crash_the_server(gateway):
     still_serving(gateway)
 
 
-def test_a_flooding_client_always_gets_its_close_code(gateway_factory):
-    # The close we start is a handshake: our close frame, then the peer's. Closing the socket right after the frame,
-    # with the flood's last messages unread, sent a TCP reset that could destroy the close frame before the client
-    # read it ("no close frame received"): 16 of 300 floods here lost their 4029.
-    g = gateway_factory({"server": {"messagesPerSecond": 10, "maxConnectionsPerIP": 1000}})
-
-    async def flood():
-        async with websockets.connect(g.ws) as ws:
-            await recv(ws)
-            with pytest.raises(websockets.ConnectionClosed) as closed:
-                for _ in range(40):
-                    await ws.send('{"op":"ping"}')
-                while True:
-                    await recv(ws)
-            return closed.value.rcvd.code if closed.value.rcvd else None
-
-    async def main():
-        return [await flood() for _ in range(150)]
-    codes = run(main(), limit=120)
-    assert codes == [4029] * 150, f"{sum(c != 4029 for c in codes)} of 150 floods ended without their close code"
-
-
 def test_message_rate_subscription_and_connection_limits(gateway_factory):
     sessions = [{"sessionId": f"s{i}"} for i in range(66)]
     g = gateway_factory({"server": {"messagesPerSecond": 10, "maxConnectionsPerIP": 4, "maxSubscriptionsPerConnection": 64}, "sessions": sessions,

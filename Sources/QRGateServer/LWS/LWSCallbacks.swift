@@ -53,10 +53,7 @@ extension LWSLoop {
             if let c = connection(wsi, user, create: false) { heard(c) }
             return 0
         case LWS_CALLBACK_WS_PEER_INITIATED_CLOSE:
-            guard let c = connection(wsi, user, create: false) else { return 0 }
-            // The peer's answer to our close frame: the handshake is done, lws closes without echoing it.
-            if c.closeSent { return -1 }
-            c.noDirectWrites = true
+            connection(wsi, user, create: false)?.noDirectWrites = true
             return 0
         case LWS_CALLBACK_SERVER_WRITEABLE:
             guard let c = connection(wsi, user, create: false) else { return 0 }

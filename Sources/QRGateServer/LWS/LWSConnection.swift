@@ -32,9 +32,6 @@ final class LWSConnection {
     /// WRITEABLE turn, and a data frame must not go after the peer's close), or a write failed.
     var noDirectWrites = false
     var closeReason = ""
-    /// Our close frame is out (a close we started): we wait for the peer's, reading and dropping what it
-    /// still sends, and lws closes the socket once it comes (or after `closeAckSeconds`).
-    var closeSent = false
     /// When (lws_now_usecs) the peer was last heard from: the handshake, any message or fragment, a pong.
     var lastHeard: Int64 = 0
     /// A keep-alive ping is owed at the next WRITEABLE turn / has been sent and not answered yet.

@@ -120,13 +120,6 @@ extension LWSLoop {
     /// How long a closing peer has to take its close frame before lws drops the connection.
     static let closeGraceSeconds = 10
 
-    /// How long a peer has to answer our close frame with its own before lws drops the connection.
-    static let closeAckSeconds = 5
-
-    /// lws's write type for a close frame (`LWS_WRITE_CLOSE`, 4 in lws-write.h's enum, left out of the public
-    /// header for `lws_close_reason`'s sake; lws_write frames it as opcode 0x8 like any control frame).
-    static let writeClose = lws_write_protocol(rawValue: 4)
-
     func receive(_ c: LWSConnection, _ input: UnsafeMutableRawPointer?, _ len: Int) -> Int32 {
         if c.closeCode != 0 { return 0 }
         c.readSinceWriteable = true
@@ -165,21 +158,9 @@ extension LWSLoop {
     func writeFrame(_ c: LWSConnection) -> Int32 {
         c.readSinceWriteable = false
         if c.closeCode != 0 {
-            if c.closeSent { return 0 }
-            // The close frame goes out here and the socket stays open until the peer answers with its own:
-            // lws 4.1.6, given `lws_close_reason` and -1, writes the frame and closes the socket in the same
-            // turn, with what the peer sent meanwhile unread — the close then leaves as a TCP reset, and a peer
-            // still sending (a flood cut at 4029) lost the close frame and its code with it.
-            c.closeSent = true
-            lws_set_timeout(c.wsi, PENDING_TIMEOUT_CLOSE_ACK, Int32(Self.closeAckSeconds))
-            let reason = Array(c.closeReason.utf8)
-            let payload = [UInt8(truncatingIfNeeded: c.closeCode >> 8), UInt8(truncatingIfNeeded: c.closeCode)] + reason
-            let pre = Int(qg_lws_pre())
-            let sent = withUnsafeTemporaryAllocation(of: UInt8.self, capacity: pre + payload.count) { buf in
-                _ = UnsafeMutableBufferPointer(rebasing: buf[pre...]).initialize(from: payload)
-                return lws_write(c.wsi, buf.baseAddress! + pre, payload.count, Self.writeClose)
-            }
-            return sent < 0 ? -1 : 0
+            var bytes = Array(c.closeReason.utf8)
+            lws_close_reason(c.wsi, lws_close_status(rawValue: UInt32(c.closeCode)), &bytes, bytes.count)
+            return -1
         }
         if c.pingDue {
             // Ahead of any queued frame (control frames may go between messages). Not empty: lws 4.1.6 reports
